@@ -1,0 +1,35 @@
+# make run   : create .venv, get Fashion-MNIST, run the quickstart (adversarial coreset training, MLflow in ./mlflow.db)
+# make test  : create .venv, get Fashion-MNIST, run the whole test suite
+# make bench : the benchmark scripts under benchmarks/ (slow; prints tables)
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: setup data run test bench ui clean
+setup: $(VENV)/.installed data
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[dev]'
+	touch $@
+
+data: $(VENV)/.installed
+	PY=$(PY) bash scripts/get_fashion_mnist.sh
+
+run: setup
+	$(VENV)/bin/adcs train --config configs/quickstart.yaml
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	$(PY) -m pip install -q -e '.[bench]'
+	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000
+
+clean:
+	rm -rf runs mlartifacts mlflow.db .pytest_cache

@@ -1,0 +1,372 @@
+"""Typed job configuration: nested dataclasses loaded from YAML plus dotted overrides.
+
+Every section is a ``kw_only, slots`` dataclass. Loading walks the YAML mapping against
+the dataclass fields, so an unknown key, a value of the wrong type or an out-of-range
+value raises :class:`ConfigError` *before* any data is read or any worker starts, with a
+one-line message that names the dotted key (``objective.epsilon: must be in [0, 1], got 8``).
+
+Units are in the names or the docstrings: ``epsilon`` is in [0, 1] pixel units (8/255 is
+``0.0314``), fractions are in [0, 1], epochs are counted from 0.
+
+Example::
+
+    cfg = load_config("configs/quickstart.yaml", ["train.epochs=2", "coreset.method=random"])
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+
+DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "parquet"]
+ModelName = Literal["small_cnn", "resnet18", "preact_resnet18", "wide_resnet"]
+ObjectiveName = Literal["pgd_linf", "pgd_l2", "fgsm_rs", "trades", "pat"]
+CoresetMethod = Literal["full", "craig", "gradmatch", "random"]
+
+
+class UsageError(Exception):
+    """Bad input from the user (config, paths, names): the CLI prints one line and exits 2."""
+
+
+class ConfigError(UsageError, ValueError):
+    """A bad configuration value; ``str(err)`` is one line naming the dotted key."""
+
+    def __init__(self, key: str, message: str):
+        self.key = key
+        super().__init__(f"{key}: {message}" if key else message)
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise ConfigError(key, message)
+
+
+def _in_unit(value: float, key: str) -> None:
+    _check(0.0 <= value <= 1.0, key, f"must be in [0, 1], got {value}")
+
+
+@dataclass(kw_only=True, slots=True)
+class DataConfig:
+    """Which data, how much of it, and how it is batched."""
+
+    name: DatasetName = "fashion_mnist"
+    root: str | None = None  # None: the dataset's default location (Debian's files for fashion_mnist)
+    download: bool = False  # let torchvision download when the files are missing
+    limit: int | None = None  # first N training examples (after the validation hold-out)
+    val_size: int = 1000  # examples held out from the end of the source training split
+    batch_size: int = 128  # per worker, examples
+    eval_batch_size: int = 500
+    augment: Literal["auto", "none", "crop_flip"] = "auto"  # auto: the dataset's default
+    image_column: str = "image"  # parquet only
+    label_column: str = "label"  # parquet only
+
+    def __post_init__(self) -> None:
+        _check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null, got {self.limit}")
+        _check(self.val_size >= 1, "val_size", f"must be >= 1, got {self.val_size}")
+        _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
+        _check(self.eval_batch_size >= 1, "eval_batch_size", f"must be >= 1, got {self.eval_batch_size}")
+
+
+@dataclass(kw_only=True, slots=True)
+class ModelConfig:
+    name: ModelName = "small_cnn"
+    depth: int = 28  # wide_resnet only: 6n+4
+    width: int = 10  # wide_resnet only: widen factor
+
+    def __post_init__(self) -> None:
+        _check(self.depth >= 1, "depth", f"must be >= 1, got {self.depth}")
+        _check(self.width >= 1, "width", f"must be >= 1, got {self.width}")
+
+
+@dataclass(kw_only=True, slots=True)
+class ObjectiveConfig:
+    """The adversarial training objective and its attack.
+
+    ``epsilon`` is in [0, 1] pixel units for the l-inf/l2 objectives and in LPIPS units for
+    ``pat``. ``step_size`` null means the objective's default (2.5 * epsilon / steps for PGD).
+    """
+
+    name: ObjectiveName = "pgd_linf"
+    epsilon: float = 0.1
+    step_size: float | None = None
+    steps: int = 10
+    random_start: bool = True
+    beta: float = 6.0  # trades: weight of the KL term
+    bn_mode: Literal["eval", "train"] = "eval"  # BatchNorm mode while generating the attack
+    lpips_weights: str | None = None  # pat: optional pretrained backbone state dict (local file)
+    pat_lambda: float = 0.01  # pat: initial Lagrange multiplier of Fast-LPA
+
+    def __post_init__(self) -> None:
+        _in_unit(self.epsilon, "epsilon")
+        _check(self.step_size is None or self.step_size > 0, "step_size", f"must be > 0 or null, got {self.step_size}")
+        _check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        _check(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
+        _check(self.pat_lambda > 0, "pat_lambda", f"must be > 0, got {self.pat_lambda}")
+
+
+@dataclass(kw_only=True, slots=True)
+class CoresetConfig:
+    """Adversarial coreset selection. ``method: full`` trains on all data (the baseline)."""
+
+    method: CoresetMethod = "full"
+    fraction: float = 0.3  # coreset size as a fraction of the training set
+    every: int = 5  # epochs between selections (R)
+    warmup_epochs: int = 2  # full-data adversarial epochs before the first selection
+    per_class: bool = True
+    per_batch: bool = False  # select whole mini-batches by their mean gradient
+    selection_steps: int = 3  # PGD steps of the selection attack (training uses objective.steps)
+    embedding: Literal["logits", "last_layer"] = "logits"  # gradient w.r.t. logits, or + last weights
+
+    def __post_init__(self) -> None:
+        _check(0.0 < self.fraction <= 1.0, "fraction", f"must be in (0, 1], got {self.fraction}")
+        _check(self.every >= 1, "every", f"must be >= 1, got {self.every}")
+        _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
+        _check(self.selection_steps >= 0, "selection_steps", f"must be >= 0, got {self.selection_steps}")
+
+
+@dataclass(kw_only=True, slots=True)
+class TrainConfig:
+    """SGD with momentum; the learning-rate schedule runs over the epochs that actually run."""
+
+    epochs: int = 10
+    lr: float = 0.05  # peak learning rate for batch_size examples per step and worker
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    nesterov: bool = False
+    schedule: Literal["constant", "piecewise", "cosine", "onecycle"] = "cosine"
+    milestones: list[float] = field(default_factory=lambda: [0.5, 0.75])  # piecewise: fractions of epochs
+    gamma: float = 0.1  # piecewise: decay factor at each milestone
+    output_dir: str = "runs"  # checkpoints, relative to the working directory
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+
+    def __post_init__(self) -> None:
+        _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
+        _in_unit(self.momentum, "momentum")
+        _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
+        _check(all(0 < m < 1 for m in self.milestones), "milestones", f"must be fractions in (0, 1), got {self.milestones}")
+        _check(list(self.milestones) == sorted(self.milestones), "milestones", "must be increasing")
+        _check(0 < self.gamma <= 1, "gamma", f"must be in (0, 1], got {self.gamma}")
+
+
+@dataclass(kw_only=True, slots=True)
+class EvalConfig:
+    """Per-epoch validation and the final test evaluation."""
+
+    norm: Literal["auto", "linf", "l2"] = "auto"  # auto: the objective's norm (pat needs a choice)
+    epsilon: float | None = None  # pixel units; None: objective.epsilon (pat needs a value)
+    val_pgd_steps: int = 10  # robust accuracy on the validation split after every epoch
+    pgd_steps: int = 20  # final test evaluation
+    pgd_restarts: int = 1
+    test_limit: int | None = None  # first N test examples (None: all)
+    autoattack: bool = False
+    autoattack_n: int = 1000  # test examples given to AutoAttack
+
+    def __post_init__(self) -> None:
+        _check(self.epsilon is None or 0 <= self.epsilon <= 1, "epsilon", f"must be in [0, 1] or null, got {self.epsilon}")
+        _check(self.val_pgd_steps >= 1, "val_pgd_steps", f"must be >= 1, got {self.val_pgd_steps}")
+        _check(self.pgd_steps >= 1, "pgd_steps", f"must be >= 1, got {self.pgd_steps}")
+        _check(self.pgd_restarts >= 1, "pgd_restarts", f"must be >= 1, got {self.pgd_restarts}")
+        _check(self.test_limit is None or self.test_limit >= 1, "test_limit", f"must be >= 1 or null, got {self.test_limit}")
+        _check(self.autoattack_n >= 1, "autoattack_n", f"must be >= 1, got {self.autoattack_n}")
+
+
+def eval_threat(cfg: "JobConfig") -> tuple[str, float]:
+    """(norm, epsilon in pixel units) of the robust evaluation for this job."""
+    norm = cfg.eval.norm if cfg.eval.norm != "auto" else ("l2" if cfg.objective.name == "pgd_l2" else "linf")
+    eps = cfg.eval.epsilon if cfg.eval.epsilon is not None else cfg.objective.epsilon
+    return norm, eps
+
+
+@dataclass(kw_only=True, slots=True)
+class RayConfig:
+    """Where and how wide the distributed pipeline runs."""
+
+    address: str | None = None  # None: start a local Ray; "auto" or "HOST:PORT": join a cluster
+    num_workers: int = 0  # Ray Train DDP workers; 0 trains in the driver process (no Ray Train)
+    num_actors: int = 0  # embedding actors; 0 computes embeddings in the training process
+    use_gpu: bool = False
+    cpus_per_worker: float = 1.0
+    cpus_per_actor: float = 1.0
+    gpus_per_actor: float = 1.0  # only used when use_gpu
+    num_shards: int = 4  # fixed index-range shards; decide selection randomness, not actors
+    merge: Literal["auto", "exact", "two_round"] = "auto"
+    exact_merge_max_floats: int = 50_000_000  # auto: gather all embeddings up to this many floats
+    max_failures: int = 2
+
+    def __post_init__(self) -> None:
+        for key in ("num_workers", "num_actors", "max_failures"):
+            _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+        _check(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
+        for key in ("cpus_per_worker", "cpus_per_actor", "gpus_per_actor"):
+            _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
+
+
+@dataclass(kw_only=True, slots=True)
+class MlflowConfig:
+    tracking_uri: str | None = None  # None: sqlite:///<cwd>/mlflow.db
+    experiment: str = "distributed_adcs"
+    run_name: str | None = None  # None: derived from dataset, objective, method and fraction
+
+
+@dataclass(kw_only=True, slots=True)
+class JobConfig:
+    """The whole job. ``seed`` drives data order, attacks, selection and initialisation."""
+
+    seed: int = 0
+    deterministic: bool = False  # torch deterministic algorithms (slower; exact reruns)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
+    coreset: CoresetConfig = field(default_factory=CoresetConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    ray: RayConfig = field(default_factory=RayConfig)
+    mlflow: MlflowConfig = field(default_factory=MlflowConfig)
+
+    def __post_init__(self) -> None:
+        _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        if self.objective.name == "pat":  # its epsilon is in LPIPS units, not pixels
+            _check(self.eval.norm != "auto" and self.eval.epsilon is not None, "eval.norm",
+                   "objective pat needs eval.norm (linf or l2) and eval.epsilon (pixel units)")
+        c = self.coreset
+        _check(not (c.per_batch and self.ray.merge == "two_round"), "ray.merge",
+               "two_round merging selects examples; it cannot be combined with coreset.per_batch")
+        if c.method != "full":
+            _check(c.warmup_epochs < self.train.epochs, "coreset.warmup_epochs",
+                   f"must be < train.epochs ({self.train.epochs}) for coreset training, got {c.warmup_epochs}")
+
+
+# ---------------------------------------------------------------------------------------
+# Loading
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Return ``value`` checked against the annotation ``tp`` (ints widen to floats only)."""
+    origin = get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        options = get_args(tp)
+        if value is None:
+            _check(type(None) in options, key, "must not be null")
+            return None
+        errors = []
+        for option in (o for o in options if o is not type(None)):
+            try:
+                return _coerce(value, option, key)
+            except ConfigError as err:
+                errors.append(err)
+        raise errors[0]
+    if origin is Literal:
+        choices = get_args(tp)
+        _check(value in choices, key, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
+        return value
+    if origin is list:
+        _check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
+        (item,) = get_args(tp)
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if dataclasses.is_dataclass(tp):
+        return _build(tp, value, key)
+    if tp is bool:
+        _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
+        return value
+    if tp is int:
+        _check(isinstance(value, int) and not isinstance(value, bool), key, f"must be an integer, got {value!r}")
+        return value
+    if tp is float:
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        _check(ok, key, f"must be a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        _check(isinstance(value, str), key, f"must be a string, got {value!r}")
+        return value
+    raise ConfigError(key, f"unsupported annotation {_type_name(tp)}")
+
+
+def _build(cls: type, raw: Any, prefix: str = "") -> Any:
+    _check(isinstance(raw, dict), prefix, f"must be a mapping, got {type(raw).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            dotted = f"{prefix}.{key}" if prefix else str(key)
+            raise ConfigError(dotted, f"unknown key (valid: {', '.join(names)})")
+    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as err:  # re-raise with the section prefix
+        if prefix and not err.key.startswith(prefix + "."):
+            raise ConfigError(f"{prefix}.{err.key}", str(err).split(": ", 1)[1]) from None
+        raise
+
+
+def apply_override(raw: dict, assignment: str) -> None:
+    """Apply one ``dotted.key=value`` to a raw mapping; the value is parsed as YAML."""
+    if "=" not in assignment:
+        raise ConfigError(assignment, "override must look like key=value")
+    dotted, text = assignment.split("=", 1)
+    parts = dotted.strip().split(".")
+    _check(all(parts), dotted, "empty key in override")
+    node = raw
+    for part in parts[:-1]:
+        child = node.setdefault(part, {})
+        _check(isinstance(child, dict), dotted, f"{part} is not a section")
+        node = child
+    node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
+
+
+def config_from_dict(raw: dict | None, overrides: typing.Sequence[str] = ()) -> JobConfig:
+    """Build a validated :class:`JobConfig` from a mapping plus dotted overrides."""
+    raw = dict(raw or {})
+    raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy, plain types
+    for assignment in overrides:
+        apply_override(raw, assignment)
+    return _build(JobConfig, raw)
+
+
+def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> JobConfig:
+    """Read a YAML file (or nothing: defaults) and apply ``key=value`` overrides."""
+    raw: dict = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError("", f"config file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as err:
+            raise ConfigError("", f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    return config_from_dict(raw, overrides)
+
+
+def to_dict(cfg: Any) -> dict:
+    """The config as plain nested dicts (for YAML dumps and Ray payloads)."""
+    return dataclasses.asdict(cfg)
+
+
+def flatten(cfg: Any) -> dict[str, Any]:
+    """``{"data.name": "fashion_mnist", ...}``: the shape MLflow params and Tune want."""
+    out: dict[str, Any] = {}
+
+    def walk(node: dict, prefix: str) -> None:
+        for k, v in node.items():
+            key = f"{prefix}{k}"
+            if isinstance(v, dict):
+                walk(v, key + ".")
+            else:
+                out[key] = v
+
+    walk(to_dict(cfg), "")
+    return out
+
+
+def dump_yaml(cfg: Any) -> str:
+    return yaml.safe_dump(to_dict(cfg), sort_keys=False)

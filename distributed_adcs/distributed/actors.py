@@ -1,0 +1,118 @@
+"""Embedding actors: each computes the selection attack and embeddings for whole shards.
+
+The driver (rank 0 of the trainer) puts the current weights in the object store once per
+selection and sends every actor the same reference; an actor loads them once per selection.
+Shards are assigned round-robin; a shard's randomness is seeded by the shard, not the actor,
+so 1, 2 or 4 actors produce the same embeddings. An actor that dies is restarted by Ray
+(``max_restarts``) and its task retried (``max_task_retries``); the retried shard gives the
+same result, so the coreset is the same as without the failure.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import ray
+import torch
+
+from ..config import JobConfig, config_from_dict, to_dict
+from ..data import ImageSet, Splits
+from ..engine.build import make_model, make_objective
+from ..engine.checkpoint import unwrap
+from ..engine.job import Selection
+from ..engine.runtime import resolve_device
+from ..engine.selection import NO_EMBEDDINGS, ShardEmbeddings, embed_shard, merge_and_choose, shard_bounds
+from ..progress import progress
+from .merge import local_candidates, merge_mode, two_round_merge
+
+FAULT_ENV = "ADCS_FAULT_ACTOR_EXIT_ONCE"  # tests: path of a marker; the first actor call to see no marker dies
+
+
+def _maybe_inject_fault() -> None:
+    marker = os.environ.get(FAULT_ENV)
+    if marker and not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+        os._exit(1)  # a real crash of the actor process, as a lost node would cause
+
+
+class EmbeddingWorker:
+    """The actor's body (a plain class, so tests can also run it in-process)."""
+
+    def __init__(self, cfg: dict, train: ImageSet, meta: dict[str, Any], device: str | None = None):
+        self.cfg: JobConfig = config_from_dict(cfg)
+        self.train = train
+        self.device = torch.device(device) if device else resolve_device("cuda" if self.cfg.ray.use_gpu else "cpu")
+        threads = max(1, int(self.cfg.ray.cpus_per_actor))
+        torch.set_num_threads(threads)
+        self.model = make_model(self.cfg, SimpleNamespace(**meta)).to(self.device)
+        self.objective = make_objective(self.cfg.objective, steps=self.cfg.coreset.selection_steps)
+        self.version: Any = None
+
+    def embed(self, weights: dict[str, torch.Tensor], version: Any, epoch: int, shard: int,
+              bounds: tuple[int, int], mode: str) -> ShardEmbeddings:
+        _maybe_inject_fault()
+        if version != self.version:
+            self.model.load_state_dict(weights)
+            self.version = version
+        result = embed_shard(self.model, self.cfg, self.train, shard, bounds, epoch, self.device, self.objective)
+        if mode == "two_round":
+            t0 = time.perf_counter()
+            result = local_candidates(self.cfg, result, epoch, self.train.labels)
+            result.timings["local_greedy"] = time.perf_counter() - t0
+        return result
+
+
+EmbeddingActor = ray.remote(EmbeddingWorker)
+
+
+def model_meta(splits: Splits) -> dict[str, Any]:
+    return {"image_shape": splits.image_shape, "num_classes": splits.num_classes,
+            "mean": splits.mean, "std": splits.std}
+
+
+def start_actors(cfg: JobConfig, splits: Splits) -> list:
+    """Start ``ray.num_actors`` embedding actors holding the training set (sent once)."""
+    train_ref = ray.put(splits.train)
+    options = {"num_cpus": cfg.ray.cpus_per_actor, "max_restarts": cfg.ray.max_failures,
+               "max_task_retries": cfg.ray.max_failures}
+    if cfg.ray.use_gpu:
+        options["num_gpus"] = cfg.ray.gpus_per_actor
+    if os.environ.get(FAULT_ENV):  # tests: reach actors started by an already running Ray
+        options["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
+    return [EmbeddingActor.options(**options).remote(to_dict(cfg), train_ref, model_meta(splits))
+            for _ in range(cfg.ray.num_actors)]
+
+
+class ActorPoolSelector:
+    """``selector(model, epoch) -> Selection`` that farms shards out to embedding actors."""
+
+    def __init__(self, cfg: JobConfig, actors: list, train: ImageSet, num_classes: int):
+        self.cfg, self.actors, self.train = cfg, actors, train
+        self.bounds = shard_bounds(len(train), cfg.ray.num_shards)
+        self.num_classes = num_classes
+
+    def __call__(self, model: torch.nn.Module, epoch: int) -> Selection:
+        t0 = time.perf_counter()
+        bare = unwrap(model)
+        if self.cfg.coreset.method in NO_EMBEDDINGS:
+            shards = [ShardEmbeddings(i, torch.arange(a, b), self.train.labels[a:b], torch.zeros(b - a, 1), {})
+                      for i, (a, b) in enumerate(self.bounds)]
+            selection = merge_and_choose(self.cfg, shards, epoch)
+        else:
+            mode = merge_mode(self.cfg, len(self.train), bare)
+            weights = ray.put({k: v.detach().cpu() for k, v in bare.state_dict().items()})
+            refs = [self.actors[i % len(self.actors)].embed.remote(weights, epoch, epoch, i, b, mode)
+                    for i, b in enumerate(self.bounds)]
+            shards = [ray.get(r) for r in progress(refs, desc=f"selection epoch {epoch}", total=len(refs))]
+            t_merge = time.perf_counter()
+            if mode == "two_round":
+                selection = two_round_merge(self.cfg, shards, epoch, self.train.labels)
+            else:
+                selection = merge_and_choose(self.cfg, shards, epoch)
+            selection.timings["merge"] = time.perf_counter() - t_merge
+        selection.timings["total"] = time.perf_counter() - t0
+        return selection

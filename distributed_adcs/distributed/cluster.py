@@ -1,0 +1,33 @@
+"""Connecting to Ray: a local instance sized to the machine, or an existing cluster."""
+
+from __future__ import annotations
+
+import os
+
+import ray
+
+from ..config import RayConfig
+
+
+def needed_cpus(cfg: RayConfig) -> float:
+    return cfg.num_workers * cfg.cpus_per_worker + cfg.num_actors * cfg.cpus_per_actor
+
+
+def connect(cfg: RayConfig) -> bool:
+    """Make sure Ray is up; return True when this call started (or joined) it.
+
+    With ``ray.address`` null a local instance starts with the dashboard on 127.0.0.1 (the
+    State API it serves is what lets Train V2 clean up placement groups). Its logical CPU
+    count is the machine's, raised to what the job asks for: training workers and embedding
+    actors hold their CPUs for the whole job but never compute at the same time (workers
+    wait while rank 0 runs a selection), so on one machine they may share cores.
+    """
+    if ray.is_initialized():
+        return False
+    if cfg.address:
+        ray.init(address=cfg.address, log_to_driver=True)
+        return True
+    num_cpus = max(os.cpu_count() or 1, int(-(-needed_cpus(cfg) // 1)))
+    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
+             log_to_driver=True)
+    return True

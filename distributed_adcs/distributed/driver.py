@@ -1,0 +1,67 @@
+"""The job driver for ``ray.num_workers >= 1``: actors for selection, Ray Train for training.
+
+The driver opens the MLflow run, connects to Ray, starts the embedding actors, and runs one
+``TorchTrainer`` for the whole job (see ``trainer.py`` for why one). ``--resume`` reruns the
+trainer with the same ``RunConfig(name, storage_path)``, which makes Ray Train hand every
+worker the job's last checkpoint.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+
+import ray
+from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
+from ray.train.torch import TorchConfig, TorchTrainer
+
+from ..config import JobConfig, to_dict
+from ..data import Splits
+from ..engine.selection import NO_EMBEDDINGS
+from ..tracking import RunTracker
+from .actors import FAULT_ENV as ACTOR_FAULT_ENV
+from .actors import start_actors
+from .cluster import connect
+from .reporter import MlflowReporter
+from .trainer import CHECKPOINT_FILE, FAULT_ENV, train_loop_per_worker
+
+STORAGE_TAG = "adcs.ray_storage"
+
+
+def trainer_name(run_id: str) -> str:
+    return f"adcs-{run_id}"  # stable across resumes: no timestamps
+
+
+def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Path, *,
+                resume_path: str | None = None) -> Path | None:
+    """Start actors and the trainer, wait for the job, return the last checkpoint file."""
+    started = connect(cfg.ray)
+    actors = []
+    try:
+        if cfg.ray.num_actors and cfg.coreset.method not in NO_EMBEDDINGS:
+            actors = start_actors(cfg, splits)
+        resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})}
+        trainer = TorchTrainer(
+            train_loop_per_worker,
+            train_loop_config={"cfg": to_dict(cfg), "actors": actors, "fit_called_at": time.time(),
+                               "fault": os.environ.get(FAULT_ENV), "resume_path": resume_path},
+            scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
+                                         resources_per_worker=resources),
+            torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
+            run_config=RunConfig(name=trainer_name(tracker.run_id), storage_path=str(storage),
+                                 checkpoint_config=CheckpointConfig(num_to_keep=2),
+                                 failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
+                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id)]))
+        result = trainer.fit()
+        if result.checkpoint is None:
+            return None
+        return Path(result.checkpoint.path) / CHECKPOINT_FILE
+    finally:
+        for actor in actors:
+            ray.kill(actor)
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["run_trainer", "trainer_name", "STORAGE_TAG", "ACTOR_FAULT_ENV"]

@@ -1,0 +1,117 @@
+"""Merging shard results into one global coreset.
+
+``exact``: every shard sends all its embeddings; the driver runs one greedy over all of them
+(the same selection as a single process). ``two_round`` (GreeDi: Mirzasoleiman et al.,
+"Distributed Submodular Maximization", NeurIPS 2013) is for when the embeddings do not fit
+on the driver: each shard greedily selects, per class, as many candidates as the global
+class budget ``k_c`` (capped by the shard's class size), then the driver selects ``k_c`` per
+class from the union of the candidates. For a monotone submodular objective such as
+facility location the result is within a factor ``(1 - 1/e)^2 / min(m, k)`` of the optimum
+(m shards); with one shard it *is* the plain greedy (the second round keeps every candidate).
+
+Weights survive both rounds: a round-1 candidate carries the number of its shard's examples
+it represents. CRAIG's second round gives each final element the sum of the weights of the
+candidates closest to it; GradMatch's second round matches the weighted candidate gradients
+and multiplies the coefficients by the round-1 weights.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+from ..config import JobConfig
+from ..coreset import class_budgets, select
+from ..engine.job import Selection
+from ..engine.runtime import derive_seed
+from ..engine.selection import ShardEmbeddings
+
+EMBED_DIMS: dict[str, Callable[[int, int], int]] = {
+    "logits": lambda c, d: c, "last_layer": lambda c, d: c + c * d, "last_layer_class": lambda c, d: c + d}
+
+
+def merge_mode(cfg: JobConfig, n: int, model: torch.nn.Module) -> str:
+    """``exact`` or ``two_round``; ``auto`` gathers everything up to ``ray.exact_merge_max_floats``."""
+    if cfg.ray.merge != "auto":
+        return cfg.ray.merge
+    if cfg.coreset.per_batch:
+        return "exact"
+    dims = EMBED_DIMS[cfg.coreset.embedding](model.head.out_features, model.head.in_features)
+    return "exact" if n * dims <= cfg.ray.exact_merge_max_floats else "two_round"
+
+
+def _seed(cfg: JobConfig, epoch: int) -> int:
+    return derive_seed(cfg.seed, "select", epoch) % (2**31)
+
+
+def _budgets(cfg: JobConfig, all_labels: torch.Tensor) -> dict[int, int]:
+    budget = max(1, round(cfg.coreset.fraction * all_labels.numel()))
+    if cfg.coreset.per_class:
+        return {int(c): int(k) for c, k in class_budgets(all_labels, budget).items()}
+    return {-1: budget}
+
+
+def _groups(labels: torch.Tensor, budgets: dict[int, int]):
+    for c, k in budgets.items():
+        members = torch.arange(labels.numel()) if c == -1 else (labels == c).nonzero().flatten()
+        if members.numel() and k > 0:
+            yield members, k
+
+
+def local_candidates(cfg: JobConfig, shard: ShardEmbeddings, epoch: int,
+                     all_labels: torch.Tensor) -> ShardEmbeddings:
+    """Round one on a shard: up to ``k_c`` candidates per class, with their local weights."""
+    keep, weights = [], []
+    for members, k in _groups(shard.labels, _budgets(cfg, all_labels)):
+        core = select(cfg.coreset.method, shard.embeddings[members], shard.labels[members],
+                      min(k, members.numel()), per_class=False, seed=_seed(cfg, epoch))
+        keep.append(members[core.indices])
+        weights.append(core.weights.float())
+    keep_t = torch.cat(keep)
+    return ShardEmbeddings(shard.shard, shard.positions[keep_t], shard.labels[keep_t], shard.embeddings[keep_t],
+                           dict(shard.timings), torch.cat(weights))
+
+
+def _reassign(emb: torch.Tensor, w: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    core = select("craig", emb, torch.zeros(emb.shape[0], dtype=torch.int64), k, per_class=False, seed=seed)
+    nearest = torch.cdist(emb.double(), emb[core.indices].double()).argmin(1)
+    return core.indices, torch.zeros(k, dtype=torch.float64).index_add_(0, nearest, w.double()).float()
+
+
+def _rescale(emb: torch.Tensor, w: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    core = select("gradmatch", emb * w[:, None], torch.zeros(emb.shape[0], dtype=torch.int64), k,
+                  per_class=False, seed=seed)
+    return core.indices, core.weights * w[core.indices]
+
+
+SECOND_ROUND = {"craig": _reassign, "gradmatch": _rescale}
+
+
+def two_round_merge(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int,
+                    all_labels: torch.Tensor) -> Selection:
+    """Round two on the driver over the union of the shards' candidates.
+
+    Args:
+        all_labels: labels of the whole training set (the global per-class budgets).
+    """
+    import time
+
+    t0 = time.perf_counter()
+    shards = sorted(shards, key=lambda s: s.shard)
+    positions = torch.cat([s.positions for s in shards])
+    labels = torch.cat([s.labels for s in shards])
+    emb = torch.cat([s.embeddings for s in shards])
+    w = torch.cat([s.weights for s in shards]).float()
+    shard_of = torch.cat([torch.full((s.positions.numel(),), s.shard, dtype=torch.int64) for s in shards])
+    second = SECOND_ROUND[cfg.coreset.method]
+    keep, weights = [], []
+    for members, k in _groups(labels, _budgets(cfg, all_labels)):
+        idx, wk = second(emb[members], w[members], min(k, members.numel()), _seed(cfg, epoch))
+        keep.append(members[idx])
+        weights.append(wk)
+    keep_t = torch.cat(keep)
+    timings = {"attack": sum(s.timings.get("attack", 0.0) for s in shards),
+               "embed": sum(s.timings.get("embed", 0.0) for s in shards),
+               "greedy": sum(s.timings.get("local_greedy", 0.0) for s in shards) + time.perf_counter() - t0}
+    return Selection(epoch, positions[keep_t], torch.cat(weights), timings, {"shard": shard_of[keep_t]})

@@ -1,0 +1,49 @@
+"""Controller-side MLflow logging for Ray Train (runs in the Train controller, not in workers)."""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import torch
+from ray.train import UserCallback
+
+from ..tracking import RunTracker
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, in order: equal digests mean bit-identical models."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+class MlflowReporter(UserCallback):
+    """Logs rank 0's per-epoch metrics (``step=epoch``), coresets and the final evaluation."""
+
+    def __init__(self, tracking_uri: str, experiment: str, run_id: str):
+        self.tracking_uri, self.experiment, self.run_id = tracking_uri, experiment, run_id
+        self._tracker: RunTracker | None = None
+
+    @property
+    def tracker(self) -> RunTracker:
+        if self._tracker is None:
+            self._tracker = RunTracker(self.tracking_uri, self.experiment, run_id=self.run_id)
+        return self._tracker
+
+    def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
+        head = dict(metrics[0])
+        kind, step = head.pop("kind", "epoch"), int(head.pop("epoch", 0))
+        numeric = {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
+        self.tracker.log_metrics(numeric, step=step)
+        if kind == "final":
+            digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
+            self.tracker.log_json(digests, "ddp/final_state_digests.json")
+        if checkpoint is not None:
+            with checkpoint.as_directory() as d:
+                for path in sorted(glob.glob(str(Path(d) / "coreset_epoch*.parquet"))):
+                    self.tracker.log_artifact(path, "coresets")

@@ -1,0 +1,125 @@
+"""Ray Train: one long-lived ``TorchTrainer`` runs the whole job, selection included.
+
+Why one trainer for the whole job: starting a Ray Train worker group costs about 15 s on
+2 cores, more than a coreset epoch of small models. So instead of a ``fit()`` per training
+phase, the trainer stays up; at a selection epoch rank 0 sends the current weights to the
+embedding actors, merges their results into the coreset, and broadcasts it to every rank.
+Every epoch, rank 0 reports metrics and a checkpoint (model, optimiser, schedule, epoch,
+coreset, RNG states); other ranks report metrics only. A failed worker group restarts from
+the last checkpoint (``ray.max_failures``). The controller-side ``MlflowReporter`` logs to
+the job's MLflow run, so exactly one process writes metrics (no duplicate rows).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import ray
+import ray.train
+import ray.train.torch
+import torch
+import torch.distributed as dist
+
+from ..config import JobConfig, config_from_dict
+from ..engine.build import load_job_splits
+from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.job import Job, Selection
+from ..engine.runtime import generator, seed_everything
+from ..engine.selection import local_selector
+from ..tracking.artifacts import coreset_table, write_coreset
+from .actors import ActorPoolSelector
+from .reporter import state_digest
+
+CHECKPOINT_FILE = "last.pt"
+FAULT_ENV = "ADCS_FAULT_WORKER_EXIT_AT_EPOCH"  # tests: "EPOCH:MARKER" kills rank 1 (or 0) once
+
+
+class DDPBackend:
+    """Each rank trains its share of the (sub)set; rank 0's selection is broadcast."""
+
+    def __init__(self, rank: int, world_size: int, seed: int):
+        self.rank, self.world_size, self.seed = rank, world_size, seed
+
+    def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int):
+        """The same seeded permutation on every rank, padded to equal shares, strided by rank."""
+        n = positions.numel()
+        perm = torch.randperm(n, generator=generator(self.seed, "ddp-order", epoch))
+        pad = (-n) % self.world_size
+        perm = torch.cat([perm, perm[:pad]])
+        mine = perm[self.rank::self.world_size]
+        return positions[mine], weights[mine]
+
+    def broadcast(self, obj: Any) -> Any:
+        if self.world_size == 1:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+
+def _maybe_inject_fault(epoch: int, rank: int) -> None:
+    spec = os.environ.get(FAULT_ENV)
+    if not spec:
+        return
+    at, marker = spec.split(":", 1)
+    if int(at) == epoch and rank == ray.train.get_context().get_world_size() - 1 and not Path(marker).exists():
+        Path(marker).write_text(str(os.getpid()))
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def _report(job: Job, epoch: int, metrics: dict[str, float], selection: Selection | None) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        save_checkpoint(Path(tmp) / CHECKPOINT_FILE, job.payload())
+        if selection is not None:
+            train = job.splits.train
+            pos = selection.positions.cpu()
+            table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], epoch, selection.extra)
+            write_coreset(Path(tmp) / f"coreset_epoch{epoch:03d}.parquet", table)
+        ray.train.report({**metrics, "epoch": epoch, "kind": "epoch"},
+                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
+
+
+def train_loop_per_worker(config: dict) -> None:
+    """Ray Train's per-worker function: the whole job, from the last checkpoint if any."""
+    started = time.time()
+    cfg: JobConfig = config_from_dict(config["cfg"])
+    if config.get("fault"):
+        os.environ[FAULT_ENV] = config["fault"]
+    ctx = ray.train.get_context()
+    rank, world = ctx.get_world_rank(), ctx.get_world_size()
+    torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
+    seed_everything(cfg.seed, cfg.deterministic)
+    device = ray.train.torch.get_device()
+    splits = load_job_splits(cfg)
+    startup = {"trainer_startup_s": started - config["fit_called_at"], "worker_setup_s": time.time() - started}
+    selector = None
+    if rank == 0 and cfg.coreset.method != "full":
+        actors = config.get("actors") or []
+        selector = (ActorPoolSelector(cfg, actors, splits.train, splits.num_classes) if actors
+                    else local_selector(cfg, splits, device))
+    job = Job(cfg, splits, device, backend=DDPBackend(rank, world, cfg.seed), selector=selector,
+              wrap_model=ray.train.torch.prepare_model)
+    checkpoint = ray.train.get_checkpoint()
+    if checkpoint is not None:
+        with checkpoint.as_directory() as d:
+            job.restore(load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location=device))
+    elif config.get("resume_path"):
+        job.restore(load_checkpoint(config["resume_path"], map_location=device))
+    for epoch in range(job.state.epoch, cfg.train.epochs):
+        _maybe_inject_fault(epoch, rank)
+        metrics, selection = job.run_epoch(epoch)
+        if rank == 0:
+            metrics.update(job.validate(epoch))
+            metrics.update(startup)
+            startup = {}
+            _report(job, epoch, metrics, selection)
+        else:
+            ray.train.report({"epoch": epoch, "kind": "epoch"}, checkpoint=None)
+    final = job.final_evaluation() if rank == 0 else {}
+    ray.train.report({**final, "epoch": cfg.train.epochs, "kind": "final", "state_digest": state_digest(job.model)},
+                     checkpoint=None)

@@ -1,0 +1,61 @@
+"""Build the job's parts from its config: data, model, objectives, optimiser, schedule."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from ..config import JobConfig, ObjectiveConfig
+from ..data import Splits, load_splits
+from ..data.augment import AUGMENTATIONS, default_augmentation
+from ..models import build_model
+from ..objectives import ObjectiveSpec, build_objective
+from .schedule import EpochSchedule
+
+
+def load_job_splits(cfg: JobConfig) -> Splits:
+    d = cfg.data
+    return load_splits(d.name, root=d.root, download=d.download, limit=d.limit, val_size=d.val_size,
+                       image_column=d.image_column, label_column=d.label_column)
+
+
+def make_model(cfg: JobConfig, splits: Splits) -> torch.nn.Module:
+    c, h, w = splits.image_shape
+    return build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=c, image_size=h,
+                       mean=splits.mean, std=splits.std, depth=cfg.model.depth, width=cfg.model.width)
+
+
+def make_objective(cfg: ObjectiveConfig, *, steps: int | None = None):
+    """The training objective, or a cheaper copy with ``steps`` attack steps (selection)."""
+    spec = ObjectiveSpec(name=cfg.name, epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps,
+                         random_start=cfg.random_start, beta=cfg.beta, bn_mode=cfg.bn_mode,
+                         lpips_weights=cfg.lpips_weights, pat_lambda=cfg.pat_lambda)
+    objective = build_objective(spec)
+    return objective if steps is None else objective.with_attack(steps=steps)
+
+
+def make_augment(cfg: JobConfig):
+    name = default_augmentation(cfg.data.name) if cfg.data.augment == "auto" else cfg.data.augment
+    return AUGMENTATIONS[name]
+
+
+def make_optimizer(cfg: JobConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, EpochSchedule]:
+    t = cfg.train
+    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
+                          nesterov=t.nesterov and t.momentum > 0)
+    return opt, EpochSchedule(opt, t)
+
+
+@dataclass
+class TrainState:
+    """Everything that changes during a job and is saved in its checkpoints."""
+
+    model: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    schedule: EpochSchedule
+    epoch: int = 0  # epochs completed
+    coreset_positions: torch.Tensor | None = None  # positions into splits.train
+    coreset_weights: torch.Tensor | None = None
+    coreset_epoch: int = -1
+    elapsed_s: float = 0.0  # wall time of the epochs completed, across resumes

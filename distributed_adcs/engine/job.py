@@ -1,0 +1,177 @@
+"""The epoch loop of one job, shared by the in-process trainer and Ray Train workers.
+
+``Job`` owns the model, optimiser, schedule and current coreset. What differs between a
+single process and a DDP worker is behind ``backend`` (which share of the data this process
+trains, how objects are broadcast); how a coreset is selected is behind ``selector``.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Protocol
+
+import torch
+
+from ..config import JobConfig, dump_yaml, eval_threat
+from ..data import Splits, iterate_batches, num_batches
+from ..evaluation import autoattack_accuracy, clean_accuracy, pgd_accuracy
+from ..progress import progress
+from .build import TrainState, make_augment, make_model, make_objective, make_optimizer
+from .checkpoint import unwrap
+from .epoch import normalised_weights, train_epoch
+from .plan import epoch_phase
+from .runtime import generator, rng_state, set_rng_state
+
+
+@dataclass
+class Selection:
+    """A coreset chosen at ``epoch``: positions into ``splits.train`` and weights."""
+
+    epoch: int
+    positions: torch.Tensor
+    weights: torch.Tensor
+    timings: dict[str, float] = field(default_factory=dict)  # seconds: attack, embed, greedy, ...
+    extra: dict[str, torch.Tensor] = field(default_factory=dict)  # per-example columns, e.g. shard
+
+
+Selector = Callable[[torch.nn.Module, int], Selection]
+
+
+class Backend(Protocol):
+    rank: int
+    world_size: int
+
+    def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]: ...
+    def broadcast(self, obj: Any) -> Any: ...
+
+
+class LocalBackend:
+    """One process trains everything."""
+
+    rank, world_size = 0, 1
+
+    def shard(self, positions, weights, epoch):
+        return positions, weights
+
+    def broadcast(self, obj):
+        return obj
+
+
+class Job:
+    def __init__(self, cfg: JobConfig, splits: Splits, device: torch.device, *,
+                 backend: Backend | None = None, selector: Selector | None = None,
+                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
+        self.cfg, self.splits, self.device = cfg, splits, device
+        self.backend = backend or LocalBackend()
+        self.selector = selector
+        model = make_model(cfg, splits).to(device)
+        optimizer, schedule = make_optimizer(cfg, model)
+        self.state = TrainState(model=wrap_model(model), optimizer=optimizer, schedule=schedule)
+        self.objective = make_objective(cfg.objective)
+        self.augment = make_augment(cfg)
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return unwrap(self.state.model)
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        s = self.state
+        coreset = None
+        if s.coreset_positions is not None:
+            coreset = {"positions": s.coreset_positions.cpu(), "weights": s.coreset_weights.cpu(),
+                       "indices": self.splits.train.indices[s.coreset_positions.cpu()], "epoch": s.coreset_epoch}
+        return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
+                "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
+                "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg)}
+
+    def restore(self, payload: dict[str, Any]) -> None:
+        s = self.state
+        self.model.load_state_dict(payload["model"])
+        s.optimizer.load_state_dict(payload["optimizer"])
+        s.schedule.load_state_dict(payload["schedule"])
+        s.epoch, s.elapsed_s = int(payload["epoch"]), float(payload.get("elapsed_s", 0.0))
+        core = payload.get("coreset")
+        if core is not None:
+            s.coreset_positions, s.coreset_weights = core["positions"].long(), core["weights"].float()
+            s.coreset_epoch = int(core["epoch"])
+        set_rng_state(payload["rng"])
+
+    # -- one epoch -------------------------------------------------------------------------
+    def _subset(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, Selection | None]:
+        s, n = self.state, len(self.splits.train)
+        phase = epoch_phase(epoch, self.cfg.coreset)
+        selection = None
+        if phase == "select":
+            if self.backend.rank == 0:  # the driver of the selection; the others receive its result
+                if self.selector is None:
+                    raise RuntimeError(f"coreset.method={self.cfg.coreset.method} needs a selector")
+                selection = self.selector(self.state.model, epoch)
+            selection = self.backend.broadcast(selection)
+            s.coreset_positions, s.coreset_weights, s.coreset_epoch = (
+                selection.positions, selection.weights, selection.epoch)
+        if phase == "full":
+            return torch.arange(n), torch.ones(n), None
+        return s.coreset_positions, normalised_weights(s.coreset_weights.float()), selection
+
+    def run_epoch(self, epoch: int) -> tuple[dict[str, float], Selection | None]:
+        """Train epoch ``epoch`` (selecting first when it is a selection epoch)."""
+        t0 = time.perf_counter()
+        positions, weights, selection = self._subset(epoch)
+        positions, weights = self.backend.shard(positions, weights, epoch)
+        seed, bs = self.cfg.seed, self.cfg.data.batch_size
+        batches = iterate_batches(self.splits.train, bs, shuffle=True,
+                                  generator=generator(seed, "order", epoch, self.backend.rank),
+                                  positions=positions, weights=weights, augment=self.augment,
+                                  device=self.device)
+        stats = train_epoch(self.state.model, self.objective, batches, self.state.optimizer, self.state.schedule,
+                            epoch, num_batches(len(positions), bs, False),
+                            generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
+                            desc=f"epoch {epoch}")
+        self.state.epoch = epoch + 1
+        self.state.schedule.set(float(epoch + 1))
+        epoch_s = time.perf_counter() - t0
+        self.state.elapsed_s += epoch_s
+        metrics = {"train_loss": stats.loss, "train_adv_acc": stats.adv_accuracy,
+                   "train_examples": stats.examples, "epoch_time_s": epoch_s,
+                   "train_time_s": stats.seconds, "attack_time_s": stats.attack_seconds,
+                   "lr": self.state.schedule.lr_at(epoch), "wall_time_s": self.state.elapsed_s,
+                   "coreset_active": float(epoch_phase(epoch, self.cfg.coreset) != "full")}
+        if selection is not None:
+            metrics.update({f"selection_{k}_s": v for k, v in selection.timings.items()})
+        return metrics, selection
+
+    # -- evaluation ------------------------------------------------------------------------
+    def _batches(self, data, limit: int | None = None):
+        positions = None if limit is None else torch.arange(min(limit, len(data)))
+        return list(iterate_batches(data, self.cfg.data.eval_batch_size, shuffle=False, positions=positions,
+                                    device=self.device))
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        norm, eps = eval_threat(self.cfg)
+        batches = self._batches(self.splits.val)
+        model = self.model
+        return {"val_clean_acc": clean_accuracy(model, batches),
+                "val_robust_acc": pgd_accuracy(model, batches, norm=norm, epsilon=eps,
+                                               steps=self.cfg.eval.val_pgd_steps,
+                                               generator=generator(self.cfg.seed, "val", epoch, device=self.device))}
+
+    def final_evaluation(self) -> dict[str, float]:
+        e = self.cfg.eval
+        norm, eps = eval_threat(self.cfg)
+        batches = self._batches(self.splits.test, e.test_limit)
+        model = self.model
+        wrap = lambda name: (lambda it: progress(it, desc=name, total=len(batches)))  # noqa: E731
+        out = {"test_clean_acc": clean_accuracy(model, batches, progress=wrap("test clean")),
+               f"test_pgd{e.pgd_steps}_acc": pgd_accuracy(
+                   model, batches, norm=norm, epsilon=eps, steps=e.pgd_steps, restarts=e.pgd_restarts,
+                   generator=generator(self.cfg.seed, "test"), progress=wrap(f"test PGD-{e.pgd_steps}"))}
+        if e.autoattack:
+            n = min(e.autoattack_n, len(self.splits.test))
+            x = self.splits.test.float_images(torch.arange(n)).to(self.device)
+            y = self.splits.test.labels[:n].to(self.device)
+            out["test_autoattack_acc"] = autoattack_accuracy(
+                model, x, y, norm="Linf" if norm == "linf" else "L2", epsilon=eps,
+                n_classes=self.splits.num_classes, seed=self.cfg.seed)
+        return out

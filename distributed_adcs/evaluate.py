@@ -1,0 +1,54 @@
+"""``adcs evaluate``: test-set evaluation of a saved model (a checkpoint or an MLflow run).
+
+The job's config travels inside every checkpoint, so a checkpoint is self-describing;
+``--set`` overrides apply on top (e.g. ``eval.autoattack=true``, ``eval.test_limit=500``).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from .config import UsageError, config_from_dict
+from .engine.build import load_job_splits
+from .engine.checkpoint import load_checkpoint
+from .engine.job import Job
+from .engine.runtime import resolve_device, seed_everything
+from .tracking import RunTracker
+
+
+def _checkpoint_from_run(tracker: RunTracker, run_id: str, tmp: str) -> Path:
+    try:
+        return Path(tracker.client.download_artifacts(run_id, "checkpoints/last.pt", tmp))
+    except Exception as err:
+        raise UsageError(f"run {run_id}: no checkpoints/last.pt artifact in {tracker.uri} ({type(err).__name__})") from None
+
+
+def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracking_uri: str | None = None,
+             overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Evaluate and return the metrics; with ``run_id`` they are also logged to that run."""
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker = None
+        if run_id:
+            tracker = RunTracker(tracking_uri, "distributed_adcs", run_id=run_id)
+            checkpoint = str(_checkpoint_from_run(tracker, run_id, tmp))
+        try:
+            payload = load_checkpoint(checkpoint)
+        except FileNotFoundError as err:
+            raise UsageError(str(err)) from None
+    cfg = config_from_dict(yaml.safe_load(payload["config"]), overrides)
+    seed_everything(cfg.seed)
+    device = resolve_device(cfg.train.device)
+    try:
+        splits = load_job_splits(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    job = Job(cfg, splits, device)
+    job.model.load_state_dict(payload["model"])
+    results = job.final_evaluation()
+    if tracker is not None:
+        tracker.log_metrics({f"evaluate_{k}": v for k, v in results.items()}, step=int(payload["epoch"]))
+    return results

@@ -1,0 +1,173 @@
+"""``adcs train`` in one process: build the job, run its epochs, track it in MLflow.
+
+The distributed pipeline (``distributed_adcs.distributed``) runs the same ``Job`` inside Ray
+Train workers; this module is the path with ``ray.num_workers: 0``.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import tempfile
+from pathlib import Path
+
+import torch
+
+from .config import JobConfig, UsageError, dump_yaml, flatten
+from .engine.build import load_job_splits
+from .engine.checkpoint import load_checkpoint, save_checkpoint
+from .engine.job import Job, Selection
+from .engine.plan import selection_epochs
+from .engine.runtime import resolve_device, seed_everything
+from .tracking import RunTracker
+from .tracking.artifacts import coreset_table, write_coreset
+from .tracking.plots import log_run_plots
+
+CHECKPOINT_TAG = "adcs.checkpoint_dir"
+
+
+def run_name(cfg: JobConfig) -> str:
+    if cfg.mlflow.run_name:
+        return cfg.mlflow.run_name
+    c = cfg.coreset
+    method = "full" if c.method == "full" else f"{c.method}{c.fraction:g}"
+    return f"{cfg.data.name}-{cfg.objective.name}-{method}"
+
+
+def run_tags(cfg: JobConfig) -> dict[str, str]:
+    c = cfg.coreset
+    return {"adcs.dataset": cfg.data.name, "adcs.objective": cfg.objective.name, "adcs.model": cfg.model.name,
+            "adcs.method": c.method, "adcs.fraction": f"{1.0 if c.method == 'full' else c.fraction:g}"}
+
+
+def run_description(cfg: JobConfig) -> str:
+    c = cfg.coreset
+    what = ("full-data adversarial training" if c.method == "full" else
+            f"adversarial coreset training ({c.method}, {c.fraction:.0%} of the data, reselected every "
+            f"{c.every} epochs after {c.warmup_epochs} warm-up epochs)")
+    return (f"{what} of {cfg.model.name} on {cfg.data.name} with {cfg.objective.name} "
+            f"(epsilon {cfg.objective.epsilon:g}) for {cfg.train.epochs} epochs")
+
+
+def _raise_on_sigterm() -> None:
+    """Turn SIGTERM into an exception so the run is marked FAILED, not left RUNNING."""
+    def handler(signum, frame):
+        raise SystemExit(128 + signum)
+    try:
+        signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread (e.g. inside a Ray actor): leave it to the host
+        pass
+
+
+def resolve_resume(tracker: RunTracker, resume: str) -> tuple[str | None, Path]:
+    """``resume`` is a checkpoint file, a checkpoint directory, or an MLflow run id."""
+    path = Path(resume)
+    if path.is_dir():
+        path = path / "last.pt"
+    if path.is_file():
+        return None, path
+    try:
+        run = tracker.client.get_run(resume)
+    except Exception:
+        raise FileNotFoundError(f"--resume {resume}: neither a checkpoint file nor a run in {tracker.uri}") from None
+    ckpt_dir = run.data.tags.get(CHECKPOINT_TAG)
+    if not ckpt_dir:
+        raise FileNotFoundError(f"--resume {resume}: the run has no {CHECKPOINT_TAG} tag")
+    return resume, Path(ckpt_dir) / "last.pt"
+
+
+def log_selection(tracker: RunTracker, job: Job, selection: Selection) -> None:
+    train = job.splits.train
+    pos = selection.positions.cpu()
+    table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], selection.epoch, selection.extra)
+    with tempfile.TemporaryDirectory() as tmp:
+        tracker.log_artifact(write_coreset(Path(tmp) / f"coreset_epoch{selection.epoch:03d}.parquet", table),
+                             "coresets")
+
+
+def train(cfg: JobConfig, *, resume: str | None = None) -> str:
+    """Run a whole training job and return its MLflow run id.
+
+    ``ray.num_workers: 0`` trains in this process; otherwise Ray Train runs the job (see
+    ``distributed_adcs.distributed``). Either way this process owns the MLflow run.
+    """
+    _raise_on_sigterm()
+    seed_everything(cfg.seed, cfg.deterministic)
+    tracker = RunTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+    run_id, ckpt = None, None
+    try:  # everything that can fail on bad input, before any run is created
+        if resume:
+            run_id, ckpt = resolve_resume(tracker, resume)
+            if not ckpt.is_file() and cfg.ray.num_workers == 0:
+                raise FileNotFoundError(f"--resume {resume}: no checkpoint at {ckpt}")
+        splits = load_job_splits(cfg)
+    except (FileNotFoundError, ValueError) as err:
+        raise UsageError(str(err)) from err
+    if run_id:
+        tracker.run_id = run_id
+        tracker.resume()
+    else:
+        tracker.start(run_name(cfg), flatten(cfg), run_tags(cfg), run_description(cfg))
+    ckpt_dir = (Path(cfg.train.output_dir) / tracker.run_id).resolve()
+    tracker.set_tags({CHECKPOINT_TAG: str(ckpt_dir)})
+    with tracker:
+        tracker.log_text(dump_yaml(cfg), "config.yaml")
+        if cfg.ray.num_workers > 0:
+            from .distributed.driver import run_trainer
+
+            last = run_trainer(cfg, splits, tracker, ckpt_dir / "ray",
+                               resume_path=str(ckpt) if ckpt is not None and ckpt.is_file() else None)
+            if last is not None:
+                save_checkpoint(ckpt_dir / "last.pt", load_checkpoint(last))
+        else:
+            _train_here(cfg, splits, tracker, ckpt_dir, ckpt)
+        tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints")
+        log_run_plots(tracker, selection_epochs=selection_epochs(cfg.train.epochs, cfg.coreset),
+                      warmup_epochs=cfg.coreset.warmup_epochs if cfg.coreset.method != "full" else 0,
+                      num_classes=splits.num_classes)
+    _print(f"MLflow run {tracker.run_id} FINISHED in experiment '{cfg.mlflow.experiment}' at {tracker.uri}\n"
+           f"  see it with: adcs ui   (or: mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1)")
+    return tracker.run_id
+
+
+def _train_here(cfg: JobConfig, splits, tracker: RunTracker, ckpt_dir: Path, resume_ckpt: Path | None) -> None:
+    device = resolve_device(cfg.train.device)
+    job = Job(cfg, splits, device)
+    if cfg.coreset.method != "full":
+        job.selector = _selector(cfg, splits, device)
+    if resume_ckpt is not None:
+        job.restore(load_checkpoint(resume_ckpt, map_location=device))
+    _run_epochs(cfg, job, tracker, ckpt_dir)
+    final = job.final_evaluation()
+    tracker.log_metrics(final, step=cfg.train.epochs)
+    _print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
+
+
+def _selector(cfg: JobConfig, splits, device):
+    """In-process selection, or Ray embedding actors when ``ray.num_actors > 0``."""
+    if cfg.ray.num_actors > 0:
+        from .distributed.actors import ActorPoolSelector, start_actors
+        from .distributed.cluster import connect
+
+        connect(cfg.ray)
+        return ActorPoolSelector(cfg, start_actors(cfg, splits), splits.train, splits.num_classes)
+    from .engine.selection import local_selector
+
+    return local_selector(cfg, splits, device)
+
+
+def _run_epochs(cfg: JobConfig, job: Job, tracker: RunTracker, ckpt_dir: Path) -> None:
+    for epoch in range(job.state.epoch, cfg.train.epochs):
+        metrics, selection = job.run_epoch(epoch)
+        metrics.update(job.validate(epoch))
+        tracker.log_metrics(metrics, step=epoch)
+        if selection is not None:
+            log_selection(tracker, job, selection)
+        save_checkpoint(ckpt_dir / "last.pt", job.payload())
+        _print(f"epoch {epoch + 1}/{cfg.train.epochs} loss={metrics['train_loss']:.4f} "
+               f"val_clean={metrics['val_clean_acc']:.4f} val_robust={metrics['val_robust_acc']:.4f} "
+               f"time={metrics['epoch_time_s']:.1f}s examples={int(metrics['train_examples'])}")
+
+
+def _print(text: str) -> None:
+    print(text, file=sys.stdout, flush=True)

@@ -1,0 +1,5 @@
+"""Experiment tracking. Only this package imports MLflow."""
+
+from .mlflow_run import RunTracker, default_tracking_uri, resolve_tracking_uri
+
+__all__ = ["RunTracker", "default_tracking_uri", "resolve_tracking_uri"]

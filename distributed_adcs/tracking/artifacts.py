@@ -1,0 +1,29 @@
+"""Artifacts written next to a run: the coreset table (Parquet)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import torch
+
+
+def coreset_table(indices: torch.Tensor, weights: torch.Tensor, labels: torch.Tensor, epoch: int,
+                  extra: dict[str, torch.Tensor] | None = None) -> pa.Table:
+    """One row per selected example: global ``index``, ``weight``, ``label``, ``epoch`` (+extra)."""
+    n = int(indices.numel())
+    cols = {"index": pa.array(indices.cpu().numpy().astype("int64")),
+            "weight": pa.array(weights.cpu().float().numpy()),
+            "label": pa.array(labels.cpu().numpy().astype("int64")),
+            "epoch": pa.array([int(epoch)] * n, type=pa.int64())}
+    for name, values in (extra or {}).items():
+        cols[name] = pa.array(values.cpu().numpy())
+    return pa.table(cols)
+
+
+def write_coreset(path: str | Path, table: pa.Table) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pq.write_table(table, path)
+    return path

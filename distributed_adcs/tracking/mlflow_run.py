@@ -1,0 +1,126 @@
+"""One MLflow run per job, driven through ``MlflowClient`` with explicit run ids.
+
+Explicit ids (not MLflow's process-global "active run") let the same code log from a CLI
+process, a Ray Train worker or a Tune trial without stepping on another run.
+
+Default store: ``sqlite:///<cwd>/mlflow.db`` with artifacts in ``<cwd>/mlartifacts``, both
+absolute so that processes that change directory (Ray workers, Tune trials) find them.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+from mlflow.entities import Metric, Param, RunTag
+from mlflow.tracking import MlflowClient
+
+_MAX_PARAM = 6000  # MLflow's parameter value limit (characters)
+
+
+def default_tracking_uri(cwd: str | Path | None = None) -> str:
+    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
+
+
+def resolve_tracking_uri(uri: str | None) -> str:
+    """Absolute form of ``uri``: relative sqlite paths and bare directories are anchored at cwd."""
+    if not uri:
+        return default_tracking_uri()
+    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
+        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
+    return uri
+
+
+def _artifact_root(uri: str, experiment: str) -> str | None:
+    """``<dir of mlflow.db>/mlartifacts/<experiment>`` for a local sqlite store; a server decides otherwise."""
+    if uri.startswith("sqlite:///"):
+        safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment)
+        return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / safe).resolve().as_uri()
+    return None
+
+
+def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    try:
+        return client.create_experiment(name, artifact_location=_artifact_root(uri, name))
+    except Exception:  # created concurrently by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+class RunTracker:
+    """Owns one MLflow run: params, per-epoch metrics, artifacts and the terminal status.
+
+    Use as a context manager: an exception marks the run FAILED (KeyboardInterrupt: KILLED)
+    and propagates; a clean exit marks it FINISHED.
+    """
+
+    def __init__(self, tracking_uri: str | None, experiment: str, *, run_id: str | None = None):
+        self.uri = resolve_tracking_uri(tracking_uri)
+        self.client = MlflowClient(self.uri)
+        self.experiment_id = ensure_experiment(self.client, experiment, self.uri)
+        self.run_id = run_id
+
+    def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None,
+              description: str | None = None, parent_run_id: str | None = None) -> str:
+        tags = dict(tags or {})
+        if description:
+            tags["mlflow.note.content"] = description
+        if parent_run_id:
+            tags["mlflow.parentRunId"] = parent_run_id
+        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
+        self.run_id = run.info.run_id
+        items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
+        for i in range(0, len(items), 100):
+            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        return self.run_id
+
+    def resume(self) -> None:
+        """Reopen an existing run (``--resume``): mark it RUNNING again."""
+        self.client.update_run(self.run_id, status="RUNNING")
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+        now = int(time.time() * 1000)
+        rows = [Metric(k, float(v), now, step) for k, v in metrics.items()
+                if v is not None and math.isfinite(float(v))]
+        for i in range(0, len(rows), 500):
+            self.client.log_batch(self.run_id, metrics=rows[i:i + 500])
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
+        self.client.log_artifact(self.run_id, str(path), artifact_path)
+
+    def log_text(self, text: str, name: str) -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            target = Path(tmp) / Path(name).name
+            target.write_text(text)
+            parent = str(Path(name).parent)
+            self.log_artifact(target, None if parent == "." else parent)
+
+    def log_json(self, obj: Any, name: str) -> None:
+        self.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), name)
+
+    def finish(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.run_id, status=status)
+
+    def __enter__(self) -> "RunTracker":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> bool:
+        if self.run_id is not None:
+            if exc_type is None:
+                self.finish("FINISHED")
+            else:
+                self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+        return False

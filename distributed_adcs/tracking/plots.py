@@ -1,0 +1,79 @@
+"""PNG plots logged with every run: accuracy over time and epochs, coreset class histograms.
+
+They are drawn from what the run itself logged (metric history and coreset Parquet files),
+so the in-process and the Ray Train paths get the same plots.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on servers and CI
+import matplotlib.pyplot as plt  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from .mlflow_run import RunTracker  # noqa: E402
+
+
+def _history(tracker: RunTracker, key: str) -> dict[int, float]:
+    return {m.step: m.value for m in tracker.client.get_metric_history(tracker.run_id, key)}
+
+
+def accuracy_figure(tracker: RunTracker, selection_epochs: list[int], warmup_epochs: int):
+    """Clean and robust validation accuracy against epoch and against wall-clock time."""
+    clean, robust = _history(tracker, "val_clean_acc"), _history(tracker, "val_robust_acc")
+    wall = _history(tracker, "wall_time_s")
+    epochs = sorted(clean)
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4), constrained_layout=True)
+    for ax, xs, label in ((axes[0], [e + 1 for e in epochs], "epoch"),
+                          (axes[1], [wall.get(e, float("nan")) / 60 for e in epochs], "wall-clock time (min)")):
+        ax.plot(xs, [clean[e] for e in epochs], "o-", label="clean")
+        ax.plot(xs, [robust.get(e, float("nan")) for e in epochs], "s-", label="robust (PGD)")
+        to_x = (lambda e: e) if label == "epoch" else (lambda e: wall.get(e - 1, 0.0) / 60)
+        if warmup_epochs and selection_epochs:
+            ax.axvspan(to_x(0), to_x(warmup_epochs), color="0.9", label="warm start (full data)")
+        for i, e in enumerate(selection_epochs):
+            ax.axvline(to_x(e), color="tab:red", ls="--", lw=1, label="coreset selection" if i == 0 else None)
+        ax.set_xlabel(label)
+        ax.set_ylabel("validation accuracy")
+        ax.grid(alpha=0.3)
+    axes[0].legend(loc="lower right", fontsize=8)
+    fig.suptitle(tracker.client.get_run(tracker.run_id).info.run_name)
+    return fig
+
+
+def coreset_histogram(path: str | Path, num_classes: int):
+    """Selected examples and their total weight per class for one coreset file."""
+    table = pq.read_table(path).to_pydict()
+    counts, weights = [0] * num_classes, [0.0] * num_classes
+    for label, weight in zip(table["label"], table["weight"]):
+        counts[label] += 1
+        weights[label] += weight
+    fig, ax = plt.subplots(figsize=(6, 3.5), constrained_layout=True)
+    xs = range(num_classes)
+    ax.bar([x - 0.2 for x in xs], counts, width=0.4, label="selected examples")
+    ax.bar([x + 0.2 for x in xs], weights, width=0.4, label="total weight (examples represented)")
+    ax.set_xlabel("class")
+    ax.set_xticks(list(xs))
+    ax.set_title(f"coreset of epoch {table['epoch'][0] if table['epoch'] else '?'}")
+    ax.legend(fontsize=8)
+    return fig
+
+
+def log_run_plots(tracker: RunTracker, *, selection_epochs: list[int], warmup_epochs: int, num_classes: int) -> None:
+    """Draw and log ``plots/accuracy.png`` and one ``plots/coreset_epochNNN.png`` per selection."""
+    with tempfile.TemporaryDirectory() as tmp:
+        fig = accuracy_figure(tracker, selection_epochs, warmup_epochs)
+        fig.savefig(Path(tmp) / "accuracy.png", dpi=110)
+        plt.close(fig)
+        tracker.log_artifact(Path(tmp) / "accuracy.png", "plots")
+        for art in tracker.client.list_artifacts(tracker.run_id, "coresets"):
+            local = tracker.client.download_artifacts(tracker.run_id, art.path, tmp)
+            fig = coreset_histogram(local, num_classes)
+            png = Path(tmp) / (Path(art.path).stem + ".png")
+            fig.savefig(png, dpi=110)
+            plt.close(fig)
+            tracker.log_artifact(png, "plots")

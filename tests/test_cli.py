@@ -1,0 +1,87 @@
+"""The adcs CLI: help, exit codes and one-line errors, and a real tiny training run in MLflow."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from distributed_adcs.cli import main
+
+from .conftest import run_adcs, tiny_args
+
+
+def test_help_lists_every_command(capsys):
+    with pytest.raises(SystemExit) as e:
+        main(["--help"])
+    assert e.value.code == 0
+    out = capsys.readouterr().out
+    for cmd in ("train", "evaluate", "data"):
+        assert cmd in out
+    for sub in (["train", "--help"], ["evaluate", "--help"], ["data", "export", "--help"]):
+        with pytest.raises(SystemExit) as e:
+            main(sub)
+        assert e.value.code == 0
+    with pytest.raises(SystemExit):
+        main(["train", "--help"])
+    assert "--resume" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["train", "--set", "objective.epsilon=8"], "objective.epsilon: must be in [0, 1]"),
+    (["train", "--set", "objective.typo=1"], "objective.typo: unknown key"),
+    (["train", "--config", "no/such.yaml"], "config file not found"),
+    (["train", "--set", "data.name=parquet", "--set", "data.root=/nonexistent"], "/nonexistent"),
+    (["train", "--set", "data.limit=100000000"], "limit"),
+    (["evaluate", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
+    (["data", "export", "--dataset", "imagenet", "--out", "/tmp/x"], "imagenet"),
+])
+def test_bad_input_exits_2_with_one_line(args, fragment, capsys):
+    assert main([*args, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert fragment in err
+
+
+def test_argparse_errors_exit_2():
+    proc = run_adcs("train", "--bogus")
+    assert proc.returncode == 2
+    assert "unrecognized arguments" in proc.stderr
+
+
+def test_train_two_epochs_tracked_in_mlflow(tmp_path, mlflow_uri):
+    proc = run_adcs("train", "--config", "configs/quickstart.yaml", *tiny_args(tmp_path, mlflow_uri), "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "FINISHED" in proc.stdout and "adcs ui" in proc.stdout
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert run.info.status == "FINISHED"
+    assert run.data.params["objective.epsilon"] == "0.1" and run.data.params["data.name"] == "fashion_mnist"
+    assert run.data.tags["adcs.method"] == "full" and run.data.tags["mlflow.runName"].startswith("fashion_mnist")
+    for metric in ("train_loss", "val_clean_acc", "val_robust_acc", "epoch_time_s", "attack_time_s"):
+        history = client.get_metric_history(run.info.run_id, metric)
+        assert sorted(m.step for m in history) == [0, 1], metric
+    assert 0.0 <= run.data.metrics["test_clean_acc"] <= 1.0
+    assert run.data.metrics["test_pgd3_acc"] <= run.data.metrics["test_clean_acc"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"config.yaml", "checkpoints"} <= artifacts
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.pt"]
+
+    # evaluate the run's model back from MLflow, logging to the same run
+    proc = run_adcs("evaluate", "--run", run.info.run_id, "--tracking-uri", mlflow_uri, "--set", "eval.pgd_steps=2",
+                    "--quiet")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "test_clean_acc=" in proc.stdout
+    clean = float(proc.stdout.split("test_clean_acc=")[1].split()[0])
+    assert clean == pytest.approx(run.data.metrics["test_clean_acc"], abs=1e-6)  # same model, same data
+    assert "evaluate_test_pgd2_acc" in client.get_run(run.info.run_id).data.metrics
+
+
+def test_crashed_run_is_failed_not_finished(tmp_path, mlflow_uri):
+    # a real crash mid-job: the checkpoint directory cannot be created (a file is in the way)
+    blocker = tmp_path / "runs"
+    blocker.write_text("not a directory")
+    proc = run_adcs("train", *tiny_args(tmp_path, mlflow_uri), "--quiet")
+    assert proc.returncode != 0
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("distributed_adcs").experiment_id])
+    assert run.info.status == "FAILED"

@@ -1,0 +1,186 @@
+"""The distributed pipeline on real Ray: actors, merges, DDP training, failures and resume."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from distributed_adcs.config import load_config
+from distributed_adcs.engine.build import load_job_splits, make_model
+from distributed_adcs.engine.selection import local_selector
+
+from .conftest import ROOT, TINY
+
+pytestmark = pytest.mark.ray
+
+
+def _cfg(tmp_path, mlflow_uri, *extra):
+    return load_config("configs/quickstart.yaml", [*TINY, f"mlflow.tracking_uri={mlflow_uri}",
+                                                   f"train.output_dir={tmp_path / 'runs'}", *extra])
+
+
+@pytest.fixture(scope="module")
+def selection_setup(tmp_path_factory):
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "coreset.fraction=0.25",
+                                                  "ray.num_shards=4", "ray.cpus_per_actor=1"])
+    splits = load_job_splits(cfg)
+    torch.manual_seed(0)
+    model = make_model(cfg, splits)
+    return cfg, splits, model
+
+
+def _selector(cfg, splits, num_actors, merge="exact"):
+    from dataclasses import replace
+
+    from distributed_adcs.distributed.actors import ActorPoolSelector, start_actors
+
+    cfg = replace(cfg, ray=replace(cfg.ray, num_actors=num_actors, merge=merge))
+    actors = start_actors(cfg, splits)
+    return ActorPoolSelector(cfg, actors, splits.train, splits.num_classes), actors
+
+
+def _same(a, b):
+    return torch.equal(a.positions, b.positions) and torch.allclose(a.weights, b.weights)
+
+
+def test_same_coreset_from_1_and_2_actors_and_in_process(ray_session, selection_setup):
+    cfg, splits, model = selection_setup
+    results = []
+    for n in (1, 2):
+        selector, actors = _selector(cfg, splits, n)
+        results.append(selector(model, 3))
+        for a in actors:
+            ray_session.kill(a)
+    here = local_selector(cfg, splits, torch.device("cpu"))(model, 3)
+    assert _same(results[0], results[1])
+    assert _same(results[0], here)
+    assert results[0].positions.numel() == round(0.25 * len(splits.train))
+    assert set(results[0].extra["shard"].tolist()) <= {0, 1, 2, 3}
+
+
+def test_actor_killed_during_selection_gives_same_coreset(ray_session, selection_setup, tmp_path, monkeypatch):
+    from distributed_adcs.distributed.actors import FAULT_ENV
+
+    cfg, splits, model = selection_setup
+    clean = local_selector(cfg, splits, torch.device("cpu"))(model, 5)
+    marker = tmp_path / "actor-died"
+    monkeypatch.setenv(FAULT_ENV, str(marker))
+    selector, actors = _selector(cfg, splits, 2)
+    faulty = selector(model, 5)
+    assert marker.exists()  # an actor really died
+    assert _same(clean, faulty)
+    for a in actors:
+        ray_session.kill(a)
+
+
+def test_two_round_merge_with_one_shard_is_the_exact_greedy(ray_session, selection_setup):
+    from dataclasses import replace
+
+    cfg, splits, model = selection_setup
+    one = replace(cfg, ray=replace(cfg.ray, num_shards=1))
+    exact, a1 = _selector(one, splits, 1, "exact")
+    two, a2 = _selector(one, splits, 1, "two_round")
+    e, t = exact(model, 2), two(model, 2)
+    order_e, order_t = e.positions.argsort(), t.positions.argsort()
+    assert torch.equal(e.positions[order_e], t.positions[order_t])
+    torch.testing.assert_close(e.weights[order_e], t.weights[order_t])
+    for a in a1 + a2:
+        ray_session.kill(a)
+
+
+def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_path, mlflow_uri):
+    from distributed_adcs.run import train
+
+    cfg = _cfg(tmp_path, mlflow_uri, "ray.num_workers=2", "ray.num_actors=1", "ray.cpus_per_worker=1",
+               "coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1", "train.epochs=3",
+               "objective.name=trades")
+    run_id = train(cfg)
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    for metric in ("train_loss", "val_robust_acc", "epoch_time_s"):
+        assert [m.step for m in client.get_metric_history(run_id, metric)] == [0, 1, 2], metric
+    assert len(client.get_metric_history(run_id, "selection_greedy_s")) == 2  # epochs 1 and 2
+    digests = json.loads(Path(client.download_artifacts(run_id, "ddp/final_state_digests.json", str(tmp_path))).read_text())
+    assert len(digests) == 2 and len(set(digests.values())) == 1
+    coresets = [a.path for a in client.list_artifacts(run_id, "coresets")]
+    assert coresets == ["coresets/coreset_epoch001.parquet", "coresets/coreset_epoch002.parquet"]
+    table = pq.read_table(client.download_artifacts(run_id, coresets[0], str(tmp_path)))
+    assert set(table.column_names) >= {"index", "weight", "label", "epoch", "shard"}
+    assert table.num_rows == round(0.3 * 384)
+    assert "test_clean_acc" in run.data.metrics and run.data.metrics["trainer_startup_s"] > 0
+
+
+def test_training_worker_killed_resumes_from_last_checkpoint(ray_session, tmp_path, mlflow_uri, monkeypatch):
+    from distributed_adcs.distributed.trainer import FAULT_ENV
+    from distributed_adcs.run import train
+
+    marker = tmp_path / "worker-died"
+    monkeypatch.setenv(FAULT_ENV, f"1:{marker}")
+    cfg = _cfg(tmp_path, mlflow_uri, "ray.num_workers=2", "ray.cpus_per_worker=1", "train.epochs=3",
+               "coreset.method=random", "coreset.warmup_epochs=1")
+    run_id = train(cfg)
+    assert marker.exists()  # the worker really died at epoch 1
+    client = MlflowClient(mlflow_uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    # epoch 0 was checkpointed before the crash, so no epoch is lost or logged twice
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1, 2]
+
+
+def _wait_for_epoch(client, uri_db: Path, step: int, proc, timeout=300):
+    start = time.time()
+    while time.time() - start < timeout:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+        if uri_db.exists():
+            exp = client.get_experiment_by_name("quickstart")
+            runs = client.search_runs([exp.experiment_id]) if exp else []
+            if runs and any(m.step >= step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")):
+                return runs[0].info.run_id
+        time.sleep(1)
+    raise TimeoutError("no epoch logged")
+
+
+def test_resume_after_driver_killed_matches_uninterrupted(ray_session, tmp_path):
+    gcs = ray_session.get_runtime_context().gcs_address
+    sets = [*TINY, "train.epochs=3", "coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1",
+            "ray.num_workers=1", "ray.cpus_per_worker=1", f"ray.address={gcs}", "deterministic=true"]
+
+    def args(where: Path):
+        return [a for s in [*sets, f"mlflow.tracking_uri=sqlite:///{where / 'mlflow.db'}",
+                            f"train.output_dir={where / 'runs'}"] for a in ("--set", s)]
+
+    def last_coreset(where: Path, run_id: str):
+        client = MlflowClient(f"sqlite:///{where / 'mlflow.db'}")
+        path = client.download_artifacts(run_id, "coresets/coreset_epoch002.parquet", str(where))
+        return pq.read_table(path).to_pydict()
+
+    cmd = [sys.executable, "-m", "distributed_adcs.cli", "train", "--config", "configs/quickstart.yaml", "--quiet"]
+    env = {**os.environ}
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.mkdir(), b.mkdir()
+    done = subprocess.run([*cmd, *args(a)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    client_a = MlflowClient(f"sqlite:///{a / 'mlflow.db'}")
+    run_a = client_a.search_runs([client_a.get_experiment_by_name("quickstart").experiment_id])[0].info.run_id
+
+    proc = subprocess.Popen([*cmd, *args(b)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+    client_b = MlflowClient(f"sqlite:///{b / 'mlflow.db'}")
+    run_b = _wait_for_epoch(client_b, b / "mlflow.db", 1, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    resumed = subprocess.run([*cmd, "--resume", run_b, *args(b)], cwd=ROOT, env=env, capture_output=True,
+                             text=True, timeout=900)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert client_b.get_run(run_b).info.status == "FINISHED"
+    assert last_coreset(a, run_a) == last_coreset(b, run_b)
