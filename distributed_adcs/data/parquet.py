@@ -1,0 +1,221 @@
+"""Labelled image sets stored as Parquet files (read with pyarrow).
+
+Layout: ``root`` is a directory holding ``train*.parquet`` and ``test*.parquet``. Files of
+one split are read in file-name order (so shard them as ``train-00000-of-00003.parquet``,
+...) and their rows concatenated; the row order is the example order (global index).
+
+Columns (names configurable, default ``image`` and ``label``):
+
+* image: either encoded image bytes (PNG/JPEG, ``binary``; or a struct with a ``bytes``
+  field, as Hugging Face writes images), decoded with PIL to grey (``L``) or ``RGB``; or
+  a fixed-shape uint8 array, stored as a flat list / fixed-size list with the shape in the
+  schema metadata, or as a nested list ``[C][H][W]`` (``[H][W]`` means one channel).
+* label: any integer type, class ids from 0.
+
+Optional schema metadata (JSON values), read from the first train file:
+
+* ``adcs.image_shape``: ``[C, H, W]``; needed for flat lists, checked otherwise.
+* ``adcs.num_classes``: integer; else the largest label + 1.
+* ``adcs.mean`` / ``adcs.std``: per-channel lists; else computed from the train split.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+import torch
+from PIL import Image
+
+from distributed_adcs.data.types import RawDataset, channel_stats
+
+META_IMAGE_SHAPE = b"adcs.image_shape"
+META_NUM_CLASSES = b"adcs.num_classes"
+META_MEAN = b"adcs.mean"
+META_STD = b"adcs.std"
+META_SOURCE = b"adcs.source"  # informational: the registry name an export came from
+META_ENCODING = b"adcs.encoding"  # informational: "png" or "array"
+
+_GREY_MODES = frozenset({"1", "L", "LA"})
+
+
+def parquet_files(root: str | Path, split: str) -> list[Path]:
+    """The ``{split}*.parquet`` files in ``root``, in name order."""
+    return sorted(p for p in Path(root).glob(f"{split}*.parquet") if p.is_file())
+
+
+def _is_list(typ: pa.DataType) -> bool:
+    return pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)
+
+
+def _decode_encoded(values: pa.Array, where: str) -> np.ndarray:
+    blobs = values.to_pylist()
+    first = Image.open(io.BytesIO(blobs[0]))
+    mode = "L" if first.mode in _GREY_MODES else "RGB"
+    width, height = first.size
+    channels = 1 if mode == "L" else 3
+    out = np.empty((len(blobs), height, width, channels), dtype=np.uint8)
+    for row, blob in enumerate(blobs):
+        image = Image.open(io.BytesIO(blob))
+        if image.mode != mode:
+            image = image.convert(mode)
+        pixels = np.asarray(image)
+        if pixels.shape[:2] != (height, width):
+            raise ValueError(f"{where}: row {row} is {pixels.shape[:2]}, row 0 is {(height, width)}")
+        out[row] = pixels.reshape(height, width, channels)
+    return np.ascontiguousarray(out.transpose(0, 3, 1, 2))
+
+
+def _list_dims(values: pa.Array, where: str) -> tuple[list[int], pa.Array]:
+    """Peel list levels: the (uniform) length at each level and the innermost values."""
+    dims: list[int] = []
+    while _is_list(values.type):
+        if values.null_count:
+            raise ValueError(f"{where}: image arrays contain nulls")
+        lengths = pc.min_max(pc.list_value_length(values))
+        low, high = lengths["min"].as_py(), lengths["max"].as_py()
+        if low != high:
+            raise ValueError(f"{where}: image arrays have differing lengths ({low}..{high}) at depth {len(dims)}")
+        dims.append(int(low))
+        values = values.flatten()
+    return dims, values
+
+
+def _decode_arrays(values: pa.Array, shape: tuple[int, ...] | None, where: str) -> np.ndarray:
+    count = len(values)
+    dims, inner = _list_dims(values, where)
+    if not pa.types.is_integer(inner.type) or inner.null_count:
+        raise ValueError(f"{where}: image array values must be non-null integers, got {inner.type}")
+    flat = inner.to_numpy(zero_copy_only=False)
+    if flat.size and (flat.min() < 0 or flat.max() > 255):
+        raise ValueError(f"{where}: image values must lie in 0..255")
+    nested = {2: (1, *dims), 3: tuple(dims)}  # list depth per row -> [C, H, W]: [H][W] or [C][H][W]
+    if len(dims) == 1:
+        if shape is None:
+            raise ValueError(f"{where}: flat image arrays need schema metadata {META_IMAGE_SHAPE.decode()}")
+        if int(np.prod(shape)) != dims[0]:
+            raise ValueError(f"{where}: {dims[0]} values per image do not fit shape {list(shape)}")
+    elif len(dims) in nested:
+        row_shape = nested[len(dims)]
+        if shape is not None and tuple(shape) != row_shape:
+            raise ValueError(f"{where}: nested arrays are {list(row_shape)} but metadata says {list(shape)}")
+        shape = row_shape
+    else:
+        raise ValueError(f"{where}: nested image arrays must be [C][H][W] or [H][W], got depth {len(dims)}")
+    return flat.astype(np.uint8, copy=False).reshape(count, *shape)
+
+
+def _image_array(column: pa.ChunkedArray, shape: tuple[int, ...] | None, where: str) -> np.ndarray:
+    values = column.combine_chunks()
+    if values.null_count:
+        raise ValueError(f"{where}: image column has nulls")
+    typ = values.type
+    if pa.types.is_struct(typ) and typ.get_field_index("bytes") >= 0:
+        values, typ = values.flatten()[typ.get_field_index("bytes")], typ.field("bytes").type
+    if len(values) == 0:
+        if shape is None:
+            raise ValueError(f"{where}: empty split needs schema metadata {META_IMAGE_SHAPE.decode()}")
+        return np.zeros((0, *shape), dtype=np.uint8)
+    if pa.types.is_binary(typ) or pa.types.is_large_binary(typ):
+        images = _decode_encoded(values, where)
+        if shape is not None and images.shape[1:] != tuple(shape):
+            raise ValueError(f"{where}: decoded images are {list(images.shape[1:])}, metadata says {list(shape)}")
+        return images
+    if _is_list(typ):
+        return _decode_arrays(values, shape, where)
+    raise ValueError(f"{where}: unsupported image column type {typ}; use encoded bytes or uint8 arrays")
+
+
+def _label_array(column: pa.ChunkedArray, where: str) -> np.ndarray:
+    if not pa.types.is_integer(column.type) or column.null_count:
+        raise ValueError(f"{where}: label column must be non-null integers, got {column.type}")
+    return column.to_numpy().astype(np.int64)
+
+
+def _read_split(
+    files: list[Path], image_column: str, label_column: str, shape: tuple[int, ...] | None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    images, labels = [], []
+    for path in files:
+        names = pq.read_schema(path).names
+        absent = [c for c in (image_column, label_column) if c not in names]
+        if absent:
+            raise ValueError(f"{path}: no column(s) {absent}; columns are {names}")
+        table = pq.read_table(path, columns=[image_column, label_column])
+        images.append(_image_array(table.column(image_column), shape, str(path)))
+        labels.append(_label_array(table.column(label_column), str(path)))
+    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+
+
+@dataclass(frozen=True)
+class _Meta:
+    """The optional ``adcs.*`` schema metadata of a Parquet set."""
+
+    image_shape: tuple[int, ...] | None = None
+    num_classes: int | None = None
+    mean: tuple[float, ...] | None = None
+    std: tuple[float, ...] | None = None
+
+
+def _metadata(path: Path) -> _Meta:
+    raw = pq.read_schema(path).metadata or {}
+
+    def value(key: bytes) -> object:
+        return json.loads(raw[key]) if key in raw else None
+
+    try:
+        shape, classes, mean, std = (value(k) for k in (META_IMAGE_SHAPE, META_NUM_CLASSES, META_MEAN, META_STD))
+        return _Meta(
+            image_shape=None if shape is None else tuple(int(v) for v in shape),  # type: ignore[union-attr]
+            num_classes=None if classes is None else int(classes),  # type: ignore[call-overload]
+            mean=None if mean is None else tuple(float(v) for v in mean),  # type: ignore[union-attr]
+            std=None if std is None else tuple(float(v) for v in std),  # type: ignore[union-attr]
+        )
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"{path}: malformed adcs.* schema metadata: {error}") from None
+
+
+def load_parquet(
+    root: str | None, download: bool, *, image_column: str = "image", label_column: str = "label", **_opts: object
+) -> RawDataset:
+    """Load a Parquet image set laid out as described in this module's docstring.
+
+    Args:
+        root: directory with ``train*.parquet`` and ``test*.parquet`` (required).
+        download: ignored; Parquet sets are never downloaded.
+        image_column: name of the image column.
+        label_column: name of the integer label column.
+
+    Returns:
+        The train and test splits.
+
+    Raises:
+        FileNotFoundError: a split has no files.
+        ValueError: root unset, or the columns or metadata are malformed.
+    """
+    if root is None:
+        raise ValueError("the parquet dataset needs data.root: a directory with train*.parquet and test*.parquet")
+    files = {split: parquet_files(root, split) for split in ("train", "test")}
+    for split, found in files.items():
+        if not found:
+            pattern = Path(root) / f"{split}*.parquet"
+            raise FileNotFoundError(f"parquet: no {pattern}; set data.root to the directory that holds them")
+    meta = _metadata(files["train"][0])
+    train_images, train_labels = _read_split(files["train"], image_column, label_column, meta.image_shape)
+    test_images, test_labels = _read_split(files["test"], image_column, label_column, meta.image_shape)
+    if train_labels.numel() == 0:
+        raise ValueError(f"parquet: the train files in {root} hold no rows")
+    num_classes = meta.num_classes
+    if num_classes is None:
+        num_classes = int(torch.cat([train_labels, test_labels]).max()) + 1
+    if meta.mean is not None and meta.std is not None:
+        mean, std = meta.mean, meta.std
+    else:
+        mean, std = channel_stats(train_images)
+    return RawDataset(train_images, train_labels, test_images, test_labels, num_classes, mean, std)

@@ -1,0 +1,119 @@
+"""The dataset registry and the train / validation / test split every job uses."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from distributed_adcs.data.parquet import load_parquet
+from distributed_adcs.data.types import ImageSet, RawDataset, Splits
+from distributed_adcs.data.vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist, load_svhn
+
+# name -> loader(root, download, **opts) returning the full source splits.
+Loader = Callable[..., RawDataset]
+DATASETS: dict[str, Loader] = {
+    "fashion_mnist": load_fashion_mnist,
+    "mnist": load_mnist,
+    "cifar10": load_cifar10,
+    "cifar100": load_cifar100,
+    "svhn": load_svhn,
+    "parquet": load_parquet,
+}
+
+
+def get_loader(name: str) -> Loader:
+    """The registered loader for ``name``.
+
+    Raises:
+        ValueError: unknown name; the message lists the valid ones.
+    """
+    try:
+        return DATASETS[name]
+    except KeyError:
+        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}") from None
+
+
+def _part(images: torch.Tensor, labels: torch.Tensor, start: int, stop: int) -> ImageSet:
+    # Copies, not views: a view keeps (and pickles, e.g. when Ray ships it to a worker) the
+    # whole source storage, which for a small `limit` is far more than the part itself.
+    whole = (start, stop) == (0, int(images.shape[0]))
+    part_images = images if whole else images[start:stop].clone()
+    part_labels = labels if whole else labels[start:stop].clone()
+    return ImageSet(part_images, part_labels, torch.arange(start, stop, dtype=torch.int64))
+
+
+def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size: int = 1000) -> Splits:
+    """Cut a loaded dataset into train / validation / test.
+
+    The last ``val_size`` examples of the source training split are the validation set
+    whatever ``limit`` is, so runs with different limits validate on the same examples;
+    ``train`` is the first ``limit`` of the remaining ones.
+
+    Args:
+        name: dataset name, carried into the result.
+        raw: the loader's output.
+        limit: number of training examples, all remaining when None.
+        val_size: examples held out from the end of the source training split (>= 0).
+
+    Returns:
+        The splits; every ImageSet's ``indices`` are positions in its source split.
+
+    Raises:
+        ValueError: ``val_size`` leaves no training example, or ``limit`` is < 1 or more
+            than what remains.
+    """
+    total = int(raw.train_images.shape[0])
+    if val_size < 0 or val_size >= total:
+        raise ValueError(f"val_size={val_size} must be in [0, {total - 1}] for {name}'s {total} training examples")
+    available = total - val_size
+    if limit is not None and not 1 <= limit <= available:
+        raise ValueError(
+            f"limit={limit} must be in [1, {available}]: {name} has {total} training examples, {val_size} held out"
+        )
+    keep = available if limit is None else limit
+    return Splits(
+        name=name,
+        train=_part(raw.train_images, raw.train_labels, 0, keep),
+        val=_part(raw.train_images, raw.train_labels, available, total),
+        test=_part(raw.test_images, raw.test_labels, 0, int(raw.test_images.shape[0])),
+        num_classes=raw.num_classes,
+        mean=tuple(raw.mean),
+        std=tuple(raw.std),
+        image_shape=raw.image_shape,
+    )
+
+
+def load_splits(
+    name: str,
+    *,
+    root: str | None = None,
+    download: bool = False,
+    limit: int | None = None,
+    val_size: int = 1000,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> Splits:
+    """Load a registered dataset and split it (see :func:`split_raw`).
+
+    Args:
+        name: a key of :data:`DATASETS`.
+        root: where the files are; None for the dataset's default location.
+        download: let torchvision download missing files.
+        limit: number of training examples, all when None.
+        val_size: examples held out from the end of the source training split.
+        image_column: parquet only: name of the image column.
+        label_column: parquet only: name of the label column.
+
+    Returns:
+        The train / validation / test splits with class count, mean/std and image shape.
+
+    Raises:
+        ValueError: unknown name or bad ``limit`` / ``val_size``.
+        FileNotFoundError: files missing and ``download`` false.
+    """
+    loader = get_loader(name)
+    if (limit is not None and limit < 1) or val_size < 0:  # fail before reading any file
+        raise ValueError(f"limit must be >= 1 or None and val_size >= 0, got limit={limit}, val_size={val_size}")
+    raw = loader(root, download, image_column=image_column, label_column=label_column)
+    return split_raw(name, raw, limit=limit, val_size=val_size)
