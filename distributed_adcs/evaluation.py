@@ -1,0 +1,195 @@
+"""Clean and robust accuracy of a classifier on float [0, 1] NCHW images.
+
+All functions run the model in eval mode (restoring every submodule's mode
+afterwards), move each batch to the model's device, and count an example as
+robust only if it is also classified correctly when clean, so robust
+accuracy can never exceed clean accuracy.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from typing import Any, Protocol, TypeVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distributed_adcs.attacks import attack, bn_mode, frozen_parameters
+
+T = TypeVar("T")
+# Optional iterable wrapper for progress display, e.g. ``tqdm.tqdm``.
+Progress = Callable[[Iterable[Any]], Iterable[Any]]
+
+
+class HasXY(Protocol):
+    """Anything with images ``x`` (float [0,1] NCHW) and labels ``y`` (int64)."""
+
+    @property
+    def x(self) -> Tensor: ...
+
+    @property
+    def y(self) -> Tensor: ...
+
+
+def _wrap(items: Iterable[T], progress: Progress | None) -> Iterable[T]:
+    return progress(items) if progress is not None else items
+
+
+def _model_device(model: nn.Module) -> torch.device:
+    for tensor in [*model.parameters(), *model.buffers()]:
+        return tensor.device
+    return torch.device("cpu")
+
+
+def _ratio(correct: int, total: int) -> float:
+    if total == 0:
+        raise ValueError("no examples to evaluate")
+    return correct / total
+
+
+@torch.no_grad()
+def _correct(model: nn.Module, x: Tensor, y: Tensor) -> Tensor:
+    """Boolean [B]: prediction equals label."""
+    return model(x).argmax(dim=1) == y
+
+
+def clean_accuracy(
+    model: nn.Module, batches: Iterable[HasXY], *, progress: Progress | None = None
+) -> float:
+    """Fraction of examples classified correctly.
+
+    Args:
+        model: classifier on float [0, 1] NCHW images.
+        batches: iterable of objects with ``.x`` and ``.y``.
+        progress: optional iterable wrapper for a progress bar.
+
+    Returns:
+        Accuracy in [0, 1].
+    """
+    device = _model_device(model)
+    correct = total = 0
+    with bn_mode(model, "eval"):
+        for batch in _wrap(batches, progress):
+            y = batch.y.to(device)
+            correct += int(_correct(model, batch.x.to(device), y).sum())
+            total += y.numel()
+    return _ratio(correct, total)
+
+
+def _robust_mask(
+    model: nn.Module, x: Tensor, y: Tensor, *, restarts: int, **attack_kwargs: Any
+) -> Tensor:
+    """Boolean [B]: correct when clean and after every PGD restart (worst case).
+
+    Each restart attacks only the examples that are still robust.
+    """
+    alive = _correct(model, x, y)
+    for _ in range(restarts):
+        idx = alive.nonzero().squeeze(1)
+        if idx.numel() == 0:
+            break
+        xi, yi = x[idx], y[idx]
+
+        def ce(logits: Tensor, _x_adv: Tensor, yi: Tensor = yi) -> Tensor:
+            return F.cross_entropy(logits, yi, reduction="none")
+
+        x_adv = attack(model, xi, ce, random_start=True, **attack_kwargs)
+        alive[idx[~_correct(model, x_adv, yi)]] = False
+    return alive
+
+
+def pgd_accuracy(
+    model: nn.Module,
+    batches: Iterable[HasXY],
+    *,
+    norm: str,
+    epsilon: float,
+    steps: int = 20,
+    step_size: float | None = None,
+    restarts: int = 1,
+    generator: torch.Generator | None = None,
+    progress: Progress | None = None,
+) -> float:
+    """Accuracy under untargeted cross-entropy PGD, worst case over random restarts.
+
+    Args:
+        model: classifier on float [0, 1] NCHW images.
+        batches: iterable of objects with ``.x`` and ``.y``.
+        norm: ``"linf"`` or ``"l2"``.
+        epsilon: radius in pixel units.
+        steps: PGD iterations per restart.
+        step_size: default ``2.5 * epsilon / steps``.
+        restarts: random restarts; an example counts only if it survives all.
+        generator: RNG for the random starts.
+        progress: optional iterable wrapper for a progress bar.
+
+    Returns:
+        Robust accuracy in [0, 1].
+    """
+    if restarts < 1:
+        raise ValueError(f"restarts must be >= 1, got {restarts}")
+    step_size = 2.5 * epsilon / max(steps, 1) if step_size is None else step_size
+    device = _model_device(model)
+    correct = total = 0
+    with bn_mode(model, "eval"):
+        for batch in _wrap(batches, progress):
+            x, y = batch.x.to(device), batch.y.to(device)
+            robust = _robust_mask(
+                model, x, y, restarts=restarts, geometry=norm, epsilon=epsilon,
+                step_size=step_size, steps=steps, generator=generator,
+            )
+            correct += int(robust.sum())
+            total += y.numel()
+    return _ratio(correct, total)
+
+
+def autoattack_accuracy(
+    model: nn.Module,
+    x: Tensor,
+    y: Tensor,
+    *,
+    norm: str,
+    epsilon: float,
+    n_classes: int,
+    seed: int = 0,
+    batch_size: int = 256,
+    progress: Progress | None = None,
+) -> float:
+    """Accuracy under standard AutoAttack (APGD-CE, APGD-T, FAB-T, Square) via torchattacks.
+
+    Checked with torchattacks 3.3.0 on torch 2.14: it runs unchanged. Two
+    side effects of torchattacks are contained here: its APGD re-seeds the
+    *global* torch RNG (so the caller's RNG state is saved and restored), and
+    its FAB calls ``.backward()``, which would write parameter ``.grad``
+    (so parameters are frozen during the attack).
+
+    Args:
+        model: classifier on float [0, 1] NCHW images.
+        x: images (the caller chooses which/how many, e.g. the first n).
+        y: int64 labels.
+        norm: ``"Linf"`` or ``"L2"`` (torchattacks' spelling).
+        epsilon: radius in pixel units.
+        n_classes: number of classes of the model's output.
+        seed: torchattacks' seed for its random starts.
+        batch_size: examples attacked at once.
+        progress: optional iterable wrapper for a progress bar.
+
+    Returns:
+        Robust accuracy in [0, 1].
+    """
+    import torchattacks  # heavy import, only needed here
+
+    device = _model_device(model)
+    rng_devices = [torch.cuda.current_device()] if device.type == "cuda" else []
+    correct = 0
+    with bn_mode(model, "eval"), frozen_parameters(model), torch.random.fork_rng(devices=rng_devices):
+        aa = torchattacks.AutoAttack(
+            model, norm=norm, eps=epsilon, version="standard", n_classes=n_classes, seed=seed
+        )
+        for start in _wrap(range(0, x.shape[0], batch_size), progress):
+            xb = x[start : start + batch_size].to(device)
+            yb = y[start : start + batch_size].to(device)
+            x_adv = aa(xb, yb)
+            correct += int((_correct(model, xb, yb) & _correct(model, x_adv, yb)).sum())
+    return _ratio(correct, x.shape[0])

@@ -1,0 +1,28 @@
+"""Adversarial training objectives with per-example losses and closed-form logit gradients."""
+
+from distributed_adcs.objectives.base import (
+    Objective,
+    ObjectiveSpec,
+    cross_entropy_attack_loss,
+    cross_entropy_logit_grad,
+)
+from distributed_adcs.objectives.pat import PAT, PAT_DEFAULT_EPSILON
+from distributed_adcs.objectives.pgd import FGSMRS, PGDL2, PGDLinf, PGDObjective
+from distributed_adcs.objectives.registry import OBJECTIVES, build_objective
+from distributed_adcs.objectives.trades import Trades
+
+__all__ = [
+    "FGSMRS",
+    "OBJECTIVES",
+    "PAT",
+    "PAT_DEFAULT_EPSILON",
+    "PGDL2",
+    "Objective",
+    "ObjectiveSpec",
+    "PGDLinf",
+    "PGDObjective",
+    "Trades",
+    "build_objective",
+    "cross_entropy_attack_loss",
+    "cross_entropy_logit_grad",
+]

@@ -1,0 +1,172 @@
+"""Training-objective base class: inner maximisation plus a per-example outer loss.
+
+Every objective returns one loss per example (shape [B]) so that a weighted
+coreset loss ``sum_i w_i * loss_i`` is possible, and exposes the closed-form
+derivative of that loss w.r.t. the logits, which the coreset selection uses
+to build last-layer gradient embeddings without a backward pass.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass, replace
+from typing import ClassVar
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from distributed_adcs.attacks import AttackLoss, bn_mode
+
+
+@dataclass
+class ObjectiveSpec:
+    """Plain settings of an adversarial training objective.
+
+    Attributes:
+        name: registry key, see ``OBJECTIVES``.
+        epsilon: threat-model radius. Pixel units ([0, 1] scale) for the
+            l-inf / l2 objectives; LPIPS units for ``pat`` (0.5 is the
+            paper's value with the model's own features on CIFAR-10).
+        step_size: attack step; ``None`` picks each objective's default
+            (``2.5 * epsilon / steps`` for PGD and TRADES, ``1.25 * epsilon``
+            for fgsm_rs, ``epsilon`` (LPIPS units per step) for pat).
+        steps: attack iterations (ignored by fgsm_rs, which takes one).
+        random_start: random start for PGD (fgsm_rs always starts randomly,
+            TRADES always uses its Gaussian start, pat a small Gaussian one).
+        beta: TRADES trade-off weight on the KL term.
+        bn_mode: model mode during the attack, ``"eval"`` (running BN
+            statistics, not updated) or ``"train"`` (batch statistics; updates
+            running statistics). The loss forward always runs in train mode.
+        lpips_weights: optional path of a torchvision AlexNet/VGG-16 state
+            dict for pat's perceptual distance; ``None`` uses the trained
+            model's own ``perceptual_modules()`` activations.
+        pat_lambda: pat's initial penalty multiplier on ``max(0, d - eps)``;
+            it grows geometrically to 10 over the attack steps.
+    """
+
+    name: str
+    epsilon: float
+    step_size: float | None = None
+    steps: int = 10
+    random_start: bool = True
+    beta: float = 6.0
+    bn_mode: str = "eval"
+    lpips_weights: str | None = None
+    pat_lambda: float = 0.01
+
+
+def cross_entropy_attack_loss(y: Tensor) -> AttackLoss:
+    """Attack loss ``(logits_adv, x_adv) -> CE(logits_adv, y)`` per example."""
+
+    def loss(logits: Tensor, _x_adv: Tensor) -> Tensor:
+        return F.cross_entropy(logits, y, reduction="none")
+
+    return loss
+
+
+def cross_entropy_logit_grad(logits: Tensor, y: Tensor) -> Tensor:
+    """d CE(logits_i, y_i) / d logits_i = softmax(logits_i) - onehot(y_i)."""
+    probs = torch.softmax(logits.detach(), dim=1)
+    return probs - F.one_hot(y, num_classes=logits.shape[1]).to(probs.dtype)
+
+
+class Objective:
+    """Base objective: cross-entropy on an adversarial example found by ``_inner_max``.
+
+    Subclasses set ``name`` and implement ``_inner_max``; TRADES also
+    overrides the loss and its logit gradients.
+    """
+
+    name: ClassVar[str] = ""
+    needs_clean_logits: ClassVar[bool] = False
+
+    def __init__(self, spec: ObjectiveSpec) -> None:
+        if spec.epsilon < 0 or spec.steps < 0:
+            raise ValueError(f"epsilon and steps must be >= 0, got {spec.epsilon}, {spec.steps}")
+        self.spec = spec
+
+    def default_step_size(self) -> float:
+        """Madry et al.'s rule ``2.5 * epsilon / steps``: enough to cross the ball."""
+        return 2.5 * self.spec.epsilon / max(self.spec.steps, 1)
+
+    @property
+    def step_size(self) -> float:
+        """The attack step size in use (explicit or default)."""
+        return self.spec.step_size if self.spec.step_size is not None else self.default_step_size()
+
+    def _inner_max(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        raise NotImplementedError
+
+    def perturb(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Inner maximisation in ``spec.bn_mode``; the model's modes are restored afterwards.
+
+        Args:
+            model: classifier on float [0, 1] NCHW images.
+            x: clean images.
+            y: int64 labels.
+            generator: RNG for random starts.
+
+        Returns:
+            Detached adversarial images in [0, 1].
+        """
+        with bn_mode(model, self.spec.bn_mode):
+            return self._inner_max(model, x, y, generator)
+
+    def loss_from_logits(self, logits_clean: Tensor | None, logits_adv: Tensor, y: Tensor) -> Tensor:
+        """Per-example training loss [B]: here CE on the adversarial logits."""
+        return F.cross_entropy(logits_adv, y, reduction="none")
+
+    def logit_grads(
+        self, logits_clean: Tensor | None, logits_adv: Tensor, y: Tensor
+    ) -> tuple[Tensor | None, Tensor]:
+        """Closed-form d loss_i / d logits for the (clean, adversarial) paths.
+
+        Returns:
+            ``(None, softmax(logits_adv) - onehot(y))``: CE has no clean path.
+        """
+        return None, cross_entropy_logit_grad(logits_adv, y)
+
+    def per_example_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """Attacks, then computes the per-example loss with the model in train mode.
+
+        When clean logits are needed (TRADES) the clean and adversarial
+        batches go through two separate forwards, as in the TRADES reference:
+        each is normalised by its own BatchNorm batch statistics. One
+        concatenated forward would normalise both with mixed clean+adversarial
+        statistics, a different model (cf. AdvProp's separate BNs); the price
+        is that running statistics get two momentum updates per step.
+
+        Args:
+            model: classifier; left in train mode on return.
+            x: clean images.
+            y: int64 labels.
+            generator: RNG for the attack's random start.
+
+        Returns:
+            ``(loss [B] attached to the graph, detached x_adv)``.
+        """
+        x_adv = self.perturb(model, x, y, generator)
+        model.train()
+        logits_clean = model(x) if self.needs_clean_logits else None
+        logits_adv = model(x_adv)
+        return self.loss_from_logits(logits_clean, logits_adv, y), x_adv
+
+    def with_attack(self, *, steps: int | None = None, step_size: float | None = None) -> Objective:
+        """A shallow copy with a different attack budget (e.g. a cheaper selection attack).
+
+        Unset arguments keep the current values; a default (``None``) step
+        size stays default and so follows the new number of steps.
+        """
+        if steps is not None and steps < 0:
+            raise ValueError(f"steps must be >= 0, got {steps}")
+        changes = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
+        new = copy.copy(self)
+        new.spec = replace(self.spec, **changes)
+        return new

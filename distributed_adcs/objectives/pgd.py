@@ -1,0 +1,77 @@
+"""Cross-entropy objectives on norm-ball adversarial examples: PGD (Madry et al.) and FGSM-RS."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+import torch
+from torch import Tensor, nn
+
+from distributed_adcs.attacks import attack
+from distributed_adcs.objectives.base import Objective, cross_entropy_attack_loss
+
+
+class PGDObjective(Objective):
+    """Madry et al. (2018): CE on a PGD adversarial example in the ``geometry`` ball."""
+
+    geometry: ClassVar[str] = ""
+
+    def _inner_max(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        return attack(
+            model,
+            x,
+            cross_entropy_attack_loss(y),
+            geometry=self.geometry,
+            epsilon=self.spec.epsilon,
+            step_size=self.step_size,
+            steps=self.spec.steps,
+            random_start=self.spec.random_start,
+            generator=generator,
+        )
+
+
+class PGDLinf(PGDObjective):
+    """l-inf PGD adversarial training."""
+
+    name = "pgd_linf"
+    geometry = "linf"
+
+
+class PGDL2(PGDObjective):
+    """l2 PGD adversarial training."""
+
+    name = "pgd_l2"
+    geometry = "l2"
+
+
+class FGSMRS(Objective):
+    """Wong, Rice & Kolter (2020), "Fast is better than free": FGSM with random start.
+
+    delta ~ U[-eps, eps], one signed-gradient step of ``alpha = 1.25 * eps``
+    (``spec.step_size`` overrides alpha), delta clamped back to [-eps, eps]
+    and ``x + delta`` to [0, 1]; CE on the result. ``spec.steps`` and
+    ``spec.random_start`` are ignored.
+    """
+
+    name = "fgsm_rs"
+
+    def default_step_size(self) -> float:
+        """``alpha = 1.25 * epsilon``, the paper's choice."""
+        return 1.25 * self.spec.epsilon
+
+    def _inner_max(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
+    ) -> Tensor:
+        return attack(
+            model,
+            x,
+            cross_entropy_attack_loss(y),
+            geometry="linf",
+            epsilon=self.spec.epsilon,
+            step_size=self.step_size,
+            steps=1,
+            random_start=True,
+            generator=generator,
+        )

@@ -1,0 +1,88 @@
+"""Tests for clean, PGD and AutoAttack accuracy."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import XYBatch, fit_briefly, make_data, make_model
+
+from distributed_adcs.evaluation import autoattack_accuracy, clean_accuracy, pgd_accuracy
+
+N_CLASSES = 4
+
+
+@pytest.fixture(scope="module")
+def fitted() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
+    """A tiny model that fits 48 random images well above chance (about 90%), not robustly."""
+    model = make_model(0, n_classes=N_CLASSES)
+    x, y = make_data(48, seed=0, n_classes=N_CLASSES)
+    fit_briefly(model, x, y, steps=30)
+    return model.train(), x, y
+
+
+def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 16) -> list[XYBatch]:
+    return [XYBatch(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+
+def test_clean_accuracy_counts_and_restores_mode(fitted) -> None:
+    model, x, y = fitted
+    seen: list[int] = []
+
+    def progress(items):
+        for item in items:
+            seen.append(1)
+            yield item
+
+    acc = clean_accuracy(model, _batches(x, y), progress=progress)
+    model.eval()
+    with torch.no_grad():
+        expected = (model(x).argmax(1) == y).float().mean().item()
+    model.train()
+    assert acc == pytest.approx(expected)
+    assert acc > 0.6  # the fixture really learned something, so robust numbers mean something
+    assert len(seen) == 3 and model.training
+
+
+# Budgets at which this model is partly but not fully robust.
+@pytest.mark.parametrize("norm,eps", [("linf", 10 / 255), ("l2", 0.4)])
+def test_pgd_accuracy_below_clean_and_restarts_only_lower(fitted, norm: str, eps: float) -> None:
+    model, x, y = fitted
+    clean = clean_accuracy(model, _batches(x, y))
+    accs = [
+        pgd_accuracy(model, _batches(x, y), norm=norm, epsilon=eps, steps=5, restarts=r,
+                     generator=torch.Generator().manual_seed(0))
+        for r in (1, 4)
+    ]
+    assert accs[0] <= clean
+    assert accs[1] <= accs[0]
+    assert accs[0] < clean  # the attack does something at this budget
+    assert model.training
+    assert all(p.grad is None for p in model.parameters())
+
+
+def test_pgd_accuracy_zero_budget_equals_clean(fitted) -> None:
+    model, x, y = fitted
+    clean = clean_accuracy(model, _batches(x, y))
+    assert pgd_accuracy(model, _batches(x, y), norm="linf", epsilon=0.0, steps=3) == pytest.approx(clean)
+
+
+def test_pgd_accuracy_rejects_zero_restarts(fitted) -> None:
+    model, x, y = fitted
+    with pytest.raises(ValueError):
+        pgd_accuracy(model, _batches(x, y), norm="linf", epsilon=0.01, restarts=0)
+
+
+# Budgets where APGD breaks nearly everything: few survivors keep Square's
+# 5000 queries (the slow part of standard AutoAttack) cheap.
+@pytest.mark.parametrize("norm,eps", [("Linf", 12 / 255), ("L2", 0.75)])
+def test_autoattack_runs_and_is_below_clean(fitted, norm: str, eps: float) -> None:
+    model, x, y = fitted
+    xs, ys = x[:16], y[:16]
+    clean = clean_accuracy(model, [XYBatch(xs, ys)])
+    rng_before = torch.get_rng_state()
+    acc = autoattack_accuracy(model, xs, ys, norm=norm, epsilon=eps, n_classes=N_CLASSES, batch_size=8)
+    assert 0.0 <= acc <= clean
+    assert torch.equal(torch.get_rng_state(), rng_before)  # torchattacks' reseeding is contained
+    assert all(p.grad is None for p in model.parameters())  # FAB's .backward() is contained
+    assert all(p.requires_grad for p in model.parameters())
+    assert model.training
