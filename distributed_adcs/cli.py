@@ -2,6 +2,8 @@
 
     adcs train --config configs/quickstart.yaml --set train.epochs=2
     adcs evaluate --checkpoint runs/<run_id>/last.pt --set eval.autoattack=true
+    adcs sweep --config configs/sweep_quickstart.yaml
+    adcs ui
     adcs data export --dataset fashion_mnist --out data/fmnist_parquet
 """
 
@@ -39,6 +41,18 @@ def build_parser() -> argparse.ArgumentParser:
     src.add_argument("--run", metavar="RUN_ID", help="an MLflow run of adcs train; results are logged to it")
     p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for --run (default: ./mlflow.db)")
     _common(p)
+
+    p = sub.add_parser("sweep", help="run a Ray Tune sweep of training jobs",
+                       description="A Ray Tune search over job config keys (grid or random, ASHA on validation "
+                                   "robust accuracy); every trial is a whole job, nested under one MLflow run.")
+    p.add_argument("--config", required=True, metavar="FILE", help="sweep YAML, e.g. configs/sweep_quickstart.yaml")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    p = sub.add_parser("ui", help="serve the MLflow UI for the local store on 127.0.0.1",
+                       description="Start `mlflow ui` on the run store (default ./mlflow.db), bound to 127.0.0.1 only.")
+    p.add_argument("--tracking-uri", metavar="URI", help="store to show (default: sqlite:///<cwd>/mlflow.db)")
+    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("data", help="dataset utilities", description="Dataset utilities.")
     dsub = p.add_subparsers(dest="data_command", required=True, metavar="ACTION")
@@ -85,7 +99,29 @@ def _cmd_data(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "data": _cmd_data}
+def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .distributed.sweep import run_sweep
+
+    run_sweep(args.config)
+    return 0
+
+
+def _cmd_ui(args: argparse.Namespace) -> int:
+    import os
+    import shutil
+
+    from .tracking import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(args.tracking_uri)
+    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
+        raise UsageError(f"no MLflow store at {uri[len('sqlite:///'):]}: run `adcs train` first or pass --tracking-uri")
+    mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
+    print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
+    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)])
+    return 0  # not reached
+
+
+COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sweep": _cmd_sweep, "ui": _cmd_ui, "data": _cmd_data}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

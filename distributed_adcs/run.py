@@ -10,6 +10,7 @@ import signal
 import sys
 import tempfile
 from pathlib import Path
+from typing import Callable, Sequence
 
 import torch
 
@@ -85,29 +86,36 @@ def log_selection(tracker: RunTracker, job: Job, selection: Selection) -> None:
                              "coresets")
 
 
-def train(cfg: JobConfig, *, resume: str | None = None) -> str:
+def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
+          on_epoch: Callable[[int, dict], None] | None = None, train_callbacks: Sequence = ()) -> str:
     """Run a whole training job and return its MLflow run id.
 
     ``ray.num_workers: 0`` trains in this process; otherwise Ray Train runs the job (see
     ``distributed_adcs.distributed``). Either way this process owns the MLflow run.
+
+    Args:
+        resume: an MLflow run id or a checkpoint path to continue from.
+        parent_run_id: nest this job's run under another (a sweep).
+        on_epoch: ``on_epoch(epoch, metrics)`` after every in-process epoch (Tune reporting).
+        train_callbacks: extra Ray Train callbacks for the distributed path (Tune reporting).
     """
     _raise_on_sigterm()
     seed_everything(cfg.seed, cfg.deterministic)
-    tracker = RunTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
     run_id, ckpt = None, None
-    try:  # everything that can fail on bad input, before any run is created
+    try:  # everything that can fail on bad input, before any run (or store) is created
+        splits = load_job_splits(cfg)
+        tracker = RunTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
         if resume:
             run_id, ckpt = resolve_resume(tracker, resume)
             if not ckpt.is_file() and cfg.ray.num_workers == 0:
                 raise FileNotFoundError(f"--resume {resume}: no checkpoint at {ckpt}")
-        splits = load_job_splits(cfg)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     if run_id:
         tracker.run_id = run_id
         tracker.resume()
     else:
-        tracker.start(run_name(cfg), flatten(cfg), run_tags(cfg), run_description(cfg))
+        tracker.start(run_name(cfg), flatten(cfg), run_tags(cfg), run_description(cfg), parent_run_id=parent_run_id)
     ckpt_dir = (Path(cfg.train.output_dir) / tracker.run_id).resolve()
     tracker.set_tags({CHECKPOINT_TAG: str(ckpt_dir)})
     with tracker:
@@ -115,12 +123,12 @@ def train(cfg: JobConfig, *, resume: str | None = None) -> str:
         if cfg.ray.num_workers > 0:
             from .distributed.driver import run_trainer
 
-            last = run_trainer(cfg, splits, tracker, ckpt_dir / "ray",
+            last = run_trainer(cfg, splits, tracker, ckpt_dir / "ray", callbacks=train_callbacks,
                                resume_path=str(ckpt) if ckpt is not None and ckpt.is_file() else None)
             if last is not None:
                 save_checkpoint(ckpt_dir / "last.pt", load_checkpoint(last))
         else:
-            _train_here(cfg, splits, tracker, ckpt_dir, ckpt)
+            _train_here(cfg, splits, tracker, ckpt_dir, ckpt, on_epoch)
         tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints")
         log_run_plots(tracker, selection_epochs=selection_epochs(cfg.train.epochs, cfg.coreset),
                       warmup_epochs=cfg.coreset.warmup_epochs if cfg.coreset.method != "full" else 0,
@@ -130,14 +138,15 @@ def train(cfg: JobConfig, *, resume: str | None = None) -> str:
     return tracker.run_id
 
 
-def _train_here(cfg: JobConfig, splits, tracker: RunTracker, ckpt_dir: Path, resume_ckpt: Path | None) -> None:
+def _train_here(cfg: JobConfig, splits, tracker: RunTracker, ckpt_dir: Path, resume_ckpt: Path | None,
+                on_epoch: Callable[[int, dict], None] | None) -> None:
     device = resolve_device(cfg.train.device)
     job = Job(cfg, splits, device)
     if cfg.coreset.method != "full":
         job.selector = _selector(cfg, splits, device)
     if resume_ckpt is not None:
         job.restore(load_checkpoint(resume_ckpt, map_location=device))
-    _run_epochs(cfg, job, tracker, ckpt_dir)
+    _run_epochs(cfg, job, tracker, ckpt_dir, on_epoch)
     final = job.final_evaluation()
     tracker.log_metrics(final, step=cfg.train.epochs)
     _print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
@@ -156,7 +165,8 @@ def _selector(cfg: JobConfig, splits, device):
     return local_selector(cfg, splits, device)
 
 
-def _run_epochs(cfg: JobConfig, job: Job, tracker: RunTracker, ckpt_dir: Path) -> None:
+def _run_epochs(cfg: JobConfig, job: Job, tracker: RunTracker, ckpt_dir: Path,
+                on_epoch: Callable[[int, dict], None] | None = None) -> None:
     for epoch in range(job.state.epoch, cfg.train.epochs):
         metrics, selection = job.run_epoch(epoch)
         metrics.update(job.validate(epoch))
@@ -164,6 +174,8 @@ def _run_epochs(cfg: JobConfig, job: Job, tracker: RunTracker, ckpt_dir: Path) -
         if selection is not None:
             log_selection(tracker, job, selection)
         save_checkpoint(ckpt_dir / "last.pt", job.payload())
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
         _print(f"epoch {epoch + 1}/{cfg.train.epochs} loss={metrics['train_loss']:.4f} "
                f"val_clean={metrics['val_clean_acc']:.4f} val_robust={metrics['val_robust_acc']:.4f} "
                f"time={metrics['epoch_time_s']:.1f}s examples={int(metrics['train_examples'])}")

@@ -7,7 +7,7 @@ from mlflow.tracking import MlflowClient
 
 from distributed_adcs.cli import main
 
-from .conftest import run_adcs, tiny_args
+from helpers import run_adcs, tiny_args
 
 
 def test_help_lists_every_command(capsys):
@@ -30,12 +30,14 @@ def test_help_lists_every_command(capsys):
     (["train", "--set", "objective.epsilon=8"], "objective.epsilon: must be in [0, 1]"),
     (["train", "--set", "objective.typo=1"], "objective.typo: unknown key"),
     (["train", "--config", "no/such.yaml"], "config file not found"),
+    (["train", "--resume", "no-such-run-or-file"], "neither a checkpoint file nor a run"),
     (["train", "--set", "data.name=parquet", "--set", "data.root=/nonexistent"], "/nonexistent"),
     (["train", "--set", "data.limit=100000000"], "limit"),
     (["evaluate", "--checkpoint", "/nonexistent.pt"], "checkpoint not found"),
     (["data", "export", "--dataset", "imagenet", "--out", "/tmp/x"], "imagenet"),
 ])
-def test_bad_input_exits_2_with_one_line(args, fragment, capsys):
+def test_bad_input_exits_2_with_one_line(args, fragment, capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # nothing may be written to the repository
     assert main([*args, "--quiet"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1, err
@@ -72,7 +74,7 @@ def test_train_two_epochs_tracked_in_mlflow(tmp_path, mlflow_uri):
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "test_clean_acc=" in proc.stdout
     clean = float(proc.stdout.split("test_clean_acc=")[1].split()[0])
-    assert clean == pytest.approx(run.data.metrics["test_clean_acc"], abs=1e-6)  # same model, same data
+    assert clean == pytest.approx(run.data.metrics["test_clean_acc"], abs=6e-5)  # same model and data (4 decimals)
     assert "evaluate_test_pgd2_acc" in client.get_run(run.info.run_id).data.metrics
 
 

@@ -19,7 +19,7 @@ from distributed_adcs.config import load_config
 from distributed_adcs.engine.build import load_job_splits, make_model
 from distributed_adcs.engine.selection import local_selector
 
-from .conftest import ROOT, TINY
+from helpers import ROOT, TINY
 
 pytestmark = pytest.mark.ray
 

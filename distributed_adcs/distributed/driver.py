@@ -34,7 +34,7 @@ def trainer_name(run_id: str) -> str:
 
 
 def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Path, *,
-                resume_path: str | None = None) -> Path | None:
+                resume_path: str | None = None, callbacks=()) -> Path | None:
     """Start actors and the trainer, wait for the job, return the last checkpoint file."""
     started = connect(cfg.ray)
     actors = []
@@ -52,7 +52,8 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
             run_config=RunConfig(name=trainer_name(tracker.run_id), storage_path=str(storage),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id)]))
+                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id),
+                                            *callbacks]))
         result = trainer.fit()
         if result.checkpoint is None:
             return None

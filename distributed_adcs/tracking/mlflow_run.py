@@ -10,6 +10,7 @@ absolute so that processes that change directory (Ray workers, Tune trials) find
 from __future__ import annotations
 
 import json
+import logging
 import math
 import os
 import tempfile
@@ -21,6 +22,11 @@ from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
 _MAX_PARAM = 6000  # MLflow's parameter value limit (characters)
+
+# First use of a sqlite store logs its schema migrations at INFO on stderr; keep the CLI's
+# stderr for our own messages.
+for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
+    logging.getLogger(_name).setLevel(logging.WARNING)
 
 
 def default_tracking_uri(cwd: str | Path | None = None) -> str:

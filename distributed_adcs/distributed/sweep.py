@@ -1,0 +1,175 @@
+"""``adcs sweep``: a Ray Tune search where every trial is a whole training job.
+
+Train V2 refuses ``Tuner(TorchTrainer)``, so each trial is a function trainable that calls
+``distributed_adcs.run.train``: in-process training (``ray.num_workers: 0``, the trial holds
+``trial_cpus``) or a Ray Train job (the trial itself holds only a sliver of the custom
+``TRAIN_DRIVER`` resource so that on a small machine its workers get the CPUs; see
+RAY-MLFLOW-NOTES). ASHA stops weak trials on ``val_robust_acc``.
+
+MLflow: one parent run for the sweep; each trial's job run is nested under it. Trials that
+ASHA stops are killed with their actor, so their runs would stay RUNNING: the driver marks
+them KILLED. The parent logs ``summary.csv``, ``best_config.yaml`` (ready to run with
+``adcs train --config``) and ``plots/robust_vs_time.png``.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from functools import partial
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import ray  # noqa: E402
+import torch  # noqa: E402
+from ray import tune  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+
+from ..config import dump_yaml  # noqa: E402
+from ..sweep_config import SweepConfig, grid_size, load_sweep, trial_config  # noqa: E402
+from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
+
+DRIVER_RESOURCE = "TRAIN_DRIVER"
+SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
+            "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
+
+
+def _trial(config: dict, *, base: dict, fixed: dict, parent_run_id: str, uri: str, output_dir: str,
+           trial_cpus: float) -> None:
+    from ..run import train  # inside the trial actor
+
+    cfg = trial_config(base, fixed, config["params"])
+    cfg.mlflow.tracking_uri, cfg.train.output_dir = uri, output_dir  # trial actors change directory
+    cfg.mlflow.run_name = f"{tune.get_context().get_trial_name()}"
+    cfg.ray.address = None  # already inside the sweep's Ray
+    if cfg.ray.num_workers > 0:
+        from ray.tune.integration.ray_train import TuneReportCallback
+
+        train(cfg, parent_run_id=parent_run_id, train_callbacks=[TuneReportCallback()])
+    else:
+        torch.set_num_threads(max(1, int(trial_cpus)))
+        train(cfg, parent_run_id=parent_run_id, on_epoch=lambda epoch, m: tune.report({**m, "epoch": epoch}))
+
+
+def _connect(sweep: SweepConfig, address: str | None) -> bool:
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address)
+    else:
+        ray.init(address="local", num_cpus=os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
+                 include_dashboard=True, dashboard_host="127.0.0.1")
+    return True
+
+
+def run_sweep(path: str | Path) -> str:
+    """Run the sweep in ``path``; returns the parent MLflow run id."""
+    sweep, base = load_sweep(path)
+    base_cfg = trial_config(base, sweep.set, {})
+    uri = resolve_tracking_uri(base_cfg.mlflow.tracking_uri)
+    parent = RunTracker(uri, base_cfg.mlflow.experiment)
+    parent.start(f"sweep-{sweep.name}", {f"sweep.{k}": v for k, v in _sweep_params(sweep).items()},
+                 {"adcs.sweep": sweep.name, "adcs.dataset": base_cfg.data.name},
+                 f"Ray Tune sweep of {grid_size(sweep)} grid trials over {', '.join(sweep.search)}")
+    output_dir = str(Path(base_cfg.train.output_dir).resolve())
+    with parent:
+        started = _connect(sweep, base_cfg.ray.address)
+        try:
+            results = _fit(sweep, base, uri, parent.run_id, output_dir, base_cfg)
+        finally:
+            if started:
+                ray.shutdown()
+        children = _close_children(parent)
+        _log_summary(parent, sweep, base, results, children)
+    print(f"sweep {sweep.name}: {len(results)} trials; MLflow parent run {parent.run_id} at {uri}")
+    return parent.run_id
+
+
+def _sweep_params(sweep: SweepConfig) -> dict:
+    return {"search": sweep.search, "set": sweep.set, "num_samples": sweep.num_samples, "scheduler": sweep.scheduler,
+            "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials}
+
+
+def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg):
+    space = {"params": {key: SAMPLERS[kind](values) for key, spec in sweep.search.items()
+                        for kind, values in spec.items()}}
+    distributed = base_cfg.ray.num_workers > 0
+    resources = {DRIVER_RESOURCE: 0.01} if distributed else {"CPU": sweep.trial_cpus}
+    fn = partial(_trial, base=base, fixed=sweep.set, parent_run_id=parent_run_id, uri=uri, output_dir=output_dir,
+                 trial_cpus=sweep.trial_cpus)
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=base_cfg.train.epochs + 1,
+                               grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
+                 if sweep.scheduler == "asha" else FIFOScheduler())
+    tuner = tune.Tuner(
+        tune.with_resources(fn, resources), param_space=space,
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, scheduler=scheduler,
+                                    num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
+        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=str(Path(output_dir) / "tune"),
+                                  verbose=0))
+    return tuner.fit()
+
+
+def _close_children(parent: RunTracker) -> list:
+    """Mark trial runs that ASHA stopped (still RUNNING) as KILLED; return all child runs."""
+    query = f"tags.mlflow.parentRunId = '{parent.run_id}'"
+    children = parent.client.search_runs([parent.experiment_id], filter_string=query)
+    for run in children:
+        if run.info.status == "RUNNING":
+            parent.client.set_terminated(run.info.run_id, status="KILLED")
+    return parent.client.search_runs([parent.experiment_id], filter_string=query)
+
+
+def _log_summary(parent: RunTracker, sweep: SweepConfig, base: dict, results, children: list) -> None:
+    by_name = {run.info.run_name: run for run in children}
+    rows = []
+    for result in results:
+        name = Path(result.path).name if result.path else ""
+        run = next((r for n, r in by_name.items() if n and n in name), None)
+        params = (result.config or {}).get("params", {})
+        metrics = result.metrics or {}
+        rows.append({"trial": name, "mlflow_run_id": run.info.run_id if run else "",
+                     "status": run.info.status if run else ("ERROR" if result.error else "UNKNOWN"),
+                     **{f"param.{k}": v for k, v in params.items()},
+                     sweep.metric: metrics.get(sweep.metric), "epochs_run": metrics.get("epoch", -1) + 1,
+                     "wall_time_s": metrics.get("wall_time_s")})
+    with tempfile.TemporaryDirectory() as tmp:
+        table = Path(tmp) / "summary.csv"
+        with table.open("w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=sorted({k for r in rows for k in r}, key=_column_order))
+            writer.writeheader()
+            writer.writerows(rows)
+        parent.log_artifact(table)
+        best = results.get_best_result(metric=sweep.metric, mode=sweep.mode, scope="last", filter_nan_and_inf=True)
+        best_cfg = trial_config(base, sweep.set, best.config["params"])
+        parent.log_text(f"# best trial of sweep {sweep.name}: {sweep.metric}={best.metrics.get(sweep.metric)}\n"
+                        + dump_yaml(best_cfg), "best_config.yaml")
+        parent.log_metrics({f"best_{sweep.metric}": best.metrics.get(sweep.metric, float("nan")),
+                            "trials": len(rows)}, step=0)
+        _plot(parent, children, sweep.metric, Path(tmp))
+
+
+def _column_order(key: str) -> tuple:
+    head = ["trial", "mlflow_run_id", "status"]
+    return (head.index(key), key) if key in head else (len(head) + (not key.startswith("param.")), key)
+
+
+def _plot(parent: RunTracker, children: list, metric: str, tmp: Path) -> None:
+    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
+    for run in children:
+        hist = {m.step: m.value for m in parent.client.get_metric_history(run.info.run_id, metric)}
+        wall = {m.step: m.value for m in parent.client.get_metric_history(run.info.run_id, "wall_time_s")}
+        steps = sorted(s for s in hist if s in wall)
+        if steps:
+            ax.plot([wall[s] / 60 for s in steps], [hist[s] for s in steps], "o-", ms=3,
+                    label=f"{run.info.run_name} ({run.info.status.lower()})")
+    ax.set_xlabel("wall-clock time of the trial (min)")
+    ax.set_ylabel(metric)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, ncol=2)
+    fig.savefig(tmp / "robust_vs_time.png", dpi=110)
+    plt.close(fig)
+    parent.log_artifact(tmp / "robust_vs_time.png", "plots")
