@@ -22,7 +22,7 @@ from .engine.plan import selection_epochs
 from .engine.runtime import resolve_device, seed_everything
 from .tracking import RunTracker
 from .tracking.artifacts import coreset_table, write_coreset
-from .tracking.plots import log_run_plots
+from .tracking.plots import log_accuracy_plot, log_coreset
 
 CHECKPOINT_TAG = "adcs.checkpoint_dir"
 
@@ -82,8 +82,8 @@ def log_selection(tracker: RunTracker, job: Job, selection: Selection) -> None:
     pos = selection.positions.cpu()
     table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], selection.epoch, selection.extra)
     with tempfile.TemporaryDirectory() as tmp:
-        tracker.log_artifact(write_coreset(Path(tmp) / f"coreset_epoch{selection.epoch:03d}.parquet", table),
-                             "coresets")
+        path = write_coreset(Path(tmp) / f"coreset_epoch{selection.epoch:03d}.parquet", table)
+        log_coreset(tracker, path, job.splits.num_classes)
 
 
 def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
@@ -130,9 +130,8 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
         else:
             _train_here(cfg, splits, tracker, ckpt_dir, ckpt, on_epoch)
         tracker.log_artifact(ckpt_dir / "last.pt", "checkpoints")
-        log_run_plots(tracker, selection_epochs=selection_epochs(cfg.train.epochs, cfg.coreset),
-                      warmup_epochs=cfg.coreset.warmup_epochs if cfg.coreset.method != "full" else 0,
-                      num_classes=splits.num_classes)
+        log_accuracy_plot(tracker, selection_epochs=selection_epochs(cfg.train.epochs, cfg.coreset),
+                          warmup_epochs=cfg.coreset.warmup_epochs if cfg.coreset.method != "full" else 0)
     _print(f"MLflow run {tracker.run_id} FINISHED in experiment '{cfg.mlflow.experiment}' at {tracker.uri}\n"
            f"  see it with: adcs ui   (or: mlflow ui --backend-store-uri {tracker.uri} --host 127.0.0.1)")
     return tracker.run_id

@@ -31,7 +31,7 @@ def _cfg(tmp_path, mlflow_uri, *extra):
 
 @pytest.fixture(scope="module")
 def selection_setup(tmp_path_factory):
-    cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "coreset.fraction=0.25",
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "coreset.fraction=0.25", "coreset.warmup_epochs=1",
                                                   "ray.num_shards=4", "ray.cpus_per_actor=1"])
     splits = load_job_splits(cfg)
     torch.manual_seed(0)

@@ -52,7 +52,7 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
             run_config=RunConfig(name=trainer_name(tracker.run_id), storage_path=str(storage),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id),
+                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id, splits.num_classes),
                                             *callbacks]))
         result = trainer.fit()
         if result.checkpoint is None:

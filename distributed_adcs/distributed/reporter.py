@@ -11,6 +11,7 @@ import torch
 from ray.train import UserCallback
 
 from ..tracking import RunTracker
+from ..tracking.plots import log_coreset
 
 
 def state_digest(model: torch.nn.Module) -> str:
@@ -18,15 +19,16 @@ def state_digest(model: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, t in model.state_dict().items():
         h.update(name.encode())
-        h.update(t.detach().cpu().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
 class MlflowReporter(UserCallback):
     """Logs rank 0's per-epoch metrics (``step=epoch``), coresets and the final evaluation."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_id: str):
+    def __init__(self, tracking_uri: str, experiment: str, run_id: str, num_classes: int):
         self.tracking_uri, self.experiment, self.run_id = tracking_uri, experiment, run_id
+        self.num_classes = num_classes
         self._tracker: RunTracker | None = None
 
     @property
@@ -46,4 +48,4 @@ class MlflowReporter(UserCallback):
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
                 for path in sorted(glob.glob(str(Path(d) / "coreset_epoch*.parquet"))):
-                    self.tracker.log_artifact(path, "coresets")
+                    log_coreset(self.tracker, path, self.num_classes)

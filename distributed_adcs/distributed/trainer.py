@@ -61,6 +61,17 @@ class DDPBackend:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def end_epoch(self, model: torch.nn.Module) -> None:
+        """Give every rank rank 0's buffers (BatchNorm running statistics).
+
+        DDP broadcasts buffers at the start of each forward, so after the last step of an
+        epoch each rank holds its own running statistics; parameters already agree.
+        """
+        if self.world_size == 1:
+            return
+        for buf in model.buffers():
+            dist.broadcast(buf.data, src=0)
+
 
 def _maybe_inject_fault(epoch: int, rank: int) -> None:
     spec = os.environ.get(FAULT_ENV)

@@ -44,6 +44,7 @@ class Backend(Protocol):
 
     def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]: ...
     def broadcast(self, obj: Any) -> Any: ...
+    def end_epoch(self, model: torch.nn.Module) -> None: ...
 
 
 class LocalBackend:
@@ -56,6 +57,9 @@ class LocalBackend:
 
     def broadcast(self, obj):
         return obj
+
+    def end_epoch(self, model):
+        pass
 
 
 class Job:
@@ -129,6 +133,7 @@ class Job:
                             epoch, num_batches(len(positions), bs, False),
                             generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
                             desc=f"epoch {epoch}")
+        self.backend.end_epoch(self.model)
         self.state.epoch = epoch + 1
         self.state.schedule.set(float(epoch + 1))
         epoch_s = time.perf_counter() - t0

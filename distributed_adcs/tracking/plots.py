@@ -63,17 +63,22 @@ def coreset_histogram(path: str | Path, num_classes: int):
     return fig
 
 
-def log_run_plots(tracker: RunTracker, *, selection_epochs: list[int], warmup_epochs: int, num_classes: int) -> None:
-    """Draw and log ``plots/accuracy.png`` and one ``plots/coreset_epochNNN.png`` per selection."""
+def log_accuracy_plot(tracker: RunTracker, *, selection_epochs: list[int], warmup_epochs: int) -> None:
+    """Draw and log ``plots/accuracy.png`` from the run's metric history."""
     with tempfile.TemporaryDirectory() as tmp:
         fig = accuracy_figure(tracker, selection_epochs, warmup_epochs)
         fig.savefig(Path(tmp) / "accuracy.png", dpi=110)
         plt.close(fig)
         tracker.log_artifact(Path(tmp) / "accuracy.png", "plots")
-        for art in tracker.client.list_artifacts(tracker.run_id, "coresets"):
-            local = tracker.client.download_artifacts(tracker.run_id, art.path, tmp)
-            fig = coreset_histogram(local, num_classes)
-            png = Path(tmp) / (Path(art.path).stem + ".png")
-            fig.savefig(png, dpi=110)
-            plt.close(fig)
-            tracker.log_artifact(png, "plots")
+
+
+def log_coreset(tracker: RunTracker, path: str | Path, num_classes: int) -> None:
+    """Log a coreset Parquet file under ``coresets/`` and its class histogram under ``plots/``."""
+    path = Path(path)
+    tracker.log_artifact(path, "coresets")
+    with tempfile.TemporaryDirectory() as tmp:
+        fig = coreset_histogram(path, num_classes)
+        png = Path(tmp) / (path.stem + ".png")
+        fig.savefig(png, dpi=110)
+        plt.close(fig)
+        tracker.log_artifact(png, "plots")
