@@ -270,10 +270,16 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         choices = get_args(tp)
         _check(value in choices, key, f"must be one of {', '.join(map(str, choices))}; got {value!r}")
         return value
-    if origin is list:
+    if tp is Any:
+        return value
+    if origin is list or tp is list:
         _check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
-        (item,) = get_args(tp)
+        (item,) = get_args(tp) or (Any,)
         return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        _check(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
+        _, item = get_args(tp)
+        return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return _build(tp, value, key)
     if tp is bool:

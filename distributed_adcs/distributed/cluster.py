@@ -16,7 +16,7 @@ def needed_cpus(cfg: RayConfig) -> float:
 def connect(cfg: RayConfig) -> bool:
     """Make sure Ray is up; return True when this call started (or joined) it.
 
-    With ``ray.address`` null a local instance starts with the dashboard on 127.0.0.1 (the
+    ``ray.address`` (or, inside a Ray job, the ``RAY_ADDRESS`` it sets) joins a cluster. With neither, a local instance starts with the dashboard on 127.0.0.1 (the
     State API it serves is what lets Train V2 clean up placement groups). Its logical CPU
     count is the machine's, raised to what the job asks for: training workers and embedding
     actors hold their CPUs for the whole job but never compute at the same time (workers
@@ -24,8 +24,10 @@ def connect(cfg: RayConfig) -> bool:
     """
     if ray.is_initialized():
         return False
-    if cfg.address:
-        ray.init(address=cfg.address, log_to_driver=True)
+    # inside a submitted Ray job RAY_ADDRESS names the cluster: join it, never start a private Ray
+    address = cfg.address or os.environ.get("RAY_ADDRESS")
+    if address:
+        ray.init(address=address, log_to_driver=True)
         return True
     num_cpus = max(os.cpu_count() or 1, int(-(-needed_cpus(cfg) // 1)))
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",

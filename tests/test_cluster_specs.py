@@ -1,0 +1,256 @@
+"""The deployment specs under cluster/: Ray's own launcher validation, and the KubeRay RayJob.
+
+Nothing here talks to a cloud or a Kubernetes API. The launcher YAMLs go through Ray's config
+preparation and JSON-schema validation; the RayJob's entrypoint goes through our own CLI parser
+and config loader, and its pods are checked to hold the resources the job asks Ray for.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import shlex
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import pytest
+import ray
+import yaml
+from ray.autoscaler._private.commands import _bootstrap_config
+from ray.autoscaler._private.util import prepare_config, validate_config
+from ray.runtime_env import RuntimeEnv
+
+from distributed_adcs.cli import build_parser
+from distributed_adcs.config import JobConfig, load_config
+
+from helpers import ROOT
+
+CLUSTER = ROOT / "cluster"
+GPU = "nvidia.com/gpu"
+PINNED_TAG = re.compile(r"^(\d+\.\d+\.\d+)-")  # rayproject/ray:<major.minor.patch>-py311-gpu
+
+
+def _load(name: str) -> dict:
+    return yaml.safe_load((CLUSTER / name).read_text())
+
+
+def _entrypoint(job: dict) -> Any:
+    """The RayJob entrypoint parsed by the real ``adcs`` argument parser."""
+    argv = shlex.split(job["spec"]["entrypoint"])
+    assert argv[:2] == ["adcs", "train"], argv
+    return build_parser().parse_args(argv[1:])
+
+
+def _job_config(job: dict) -> JobConfig:
+    args = _entrypoint(job)
+    assert args.config, "the entrypoint must name a --config file"
+    return load_config(ROOT / args.config, args.overrides)  # relative to the repo root, as in working_dir
+
+
+# ---------------------------------------------------------------------------------------
+# A model of Ray's placement: whole-GPU requests take free GPUs, fractions share one GPU.
+
+
+def _demands(cfg: JobConfig) -> list[dict[str, float]]:
+    """Resource requests of one job (see distributed_adcs.distributed.driver and actors)."""
+    r = cfg.ray
+    worker = {"CPU": r.cpus_per_worker, "GPU": 1.0 if r.use_gpu else 0.0}
+    actor = {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_actor if r.use_gpu else 0.0}
+    return [dict(worker) for _ in range(r.num_workers)] + [dict(actor) for _ in range(r.num_actors)]
+
+
+def _place(demand: dict[str, float], node: dict) -> bool:
+    gpu = demand["GPU"]
+    if node["CPU"] + 1e-9 < demand["CPU"]:
+        return False
+    if gpu >= 1:  # whole GPUs only
+        free = [i for i, left in enumerate(node["gpus"]) if left >= 1 - 1e-9]
+        if len(free) < math.ceil(gpu):
+            return False
+        for i in free[: math.ceil(gpu)]:
+            node["gpus"][i] = 0.0
+    elif gpu > 0:
+        slot = next((i for i, left in enumerate(node["gpus"]) if left + 1e-9 >= gpu), None)
+        if slot is None:
+            return False
+        node["gpus"][slot] -= gpu
+    node["CPU"] -= demand["CPU"]
+    return True
+
+
+def _fits(demands: list[dict[str, float]], nodes: list[tuple[float, int]]) -> bool:
+    """First-fit decreasing of the requests onto nodes given as (CPUs, GPUs)."""
+    state = [{"CPU": float(cpu), "gpus": [1.0] * int(gpus)} for cpu, gpus in nodes]
+    for demand in sorted(demands, key=lambda d: (d["GPU"], d["CPU"]), reverse=True):
+        if not any(_place(demand, node) for node in state):
+            return False
+    return True
+
+
+def test_placement_model_respects_whole_and_fractional_gpus():
+    def req(cpu, gpu):
+        return {"CPU": cpu, "GPU": gpu}
+
+    assert _fits([req(1, 1), req(1, 1), req(1, 0.5), req(1, 0.5)], [(4, 1)] * 3)
+    assert not _fits([req(1, 1), req(1, 1), req(1, 0.5), req(1, 0.5)], [(4, 1)] * 2)
+    assert not _fits([req(1, 0.6)] * 3, [(8, 2)])  # 0.6 + 0.6 does not share one GPU
+    assert not _fits([req(5, 1)], [(4, 1)])  # CPUs count too
+
+
+# ---------------------------------------------------------------------------------------
+# Cluster launcher YAMLs
+
+
+def test_local_cluster_yaml_passes_rays_full_bootstrap():
+    raw = _load("local-cluster.yaml")
+    # The whole `ray up` config path for the local provider is offline: prepare, validate, bootstrap.
+    cfg = _bootstrap_config(copy.deepcopy(raw), no_config_cache=True)
+    assert cfg["provider"]["type"] == "local"
+    assert cfg["provider"]["head_ip"] == "127.0.0.1" and cfg["provider"]["worker_ips"] == []
+    head_start = " ".join(cfg["head_start_ray_commands"])
+    assert "ray start --head" in head_start and "--dashboard-host=127.0.0.1" in head_start
+    assert "RAY_AUTH_MODE=" in head_start  # explicit on both sides (see cluster/README.md)
+    (mount,) = raw["file_mounts"]
+    assert any(f"pip install -q -e {mount}" in c for c in cfg["setup_commands"])
+
+
+def test_gpu_cluster_yaml_passes_rays_schema_validation():
+    raw = _load("ray-cluster-gpu.yaml")
+    # `ray up` does prepare_config -> fillout_available_node_types_resources -> validate_config ->
+    # bootstrap_config. The two provider steps call AWS (EC2 instance types, IAM, key pairs,
+    # subnets, security groups), so here: prepare (defaults, merges, docker checks) + schema only.
+    cfg = prepare_config(copy.deepcopy(raw))
+    validate_config(cfg)
+    assert cfg["provider"]["type"] == "aws"
+    types = cfg["available_node_types"]
+    head = types[cfg["head_node_type"]]
+    workers = {name: t for name, t in types.items() if name != cfg["head_node_type"]}
+    assert head["resources"].get("GPU", 0) == 0, "the head is a CPU node"
+    gpu_types = [t for t in workers.values() if t["resources"].get("GPU", 0) >= 1]
+    assert gpu_types, "no worker node type provides GPUs"
+    for t in gpu_types:
+        assert 0 <= t["min_workers"] <= t["max_workers"] <= cfg["max_workers"]
+    head_start = " ".join(cfg["head_start_ray_commands"])
+    assert "ray start --head" in head_start and "--dashboard-host=" in head_start
+    if "--num-cpus=0" in head_start:
+        assert head["resources"].get("CPU") == 0, "head resources must say what ray start advertises"
+    (mount,) = raw["file_mounts"]
+    assert any(f"pip install -q -e {mount}" in c for c in cfg["setup_commands"])
+    tag = cfg["docker"]["image"].rsplit(":", 1)[1]
+    assert PINNED_TAG.match(tag) and PINNED_TAG.match(tag).group(1) == ray.__version__
+
+
+@pytest.mark.parametrize("breakage", ["typo_key", "string_gpu_count", "unknown_head_type", "min_over_max"])
+def test_ray_validation_rejects_broken_launcher_specs(breakage):
+    cfg = _load("ray-cluster-gpu.yaml")
+    worker = cfg["available_node_types"]["gpu_worker"]
+    if breakage == "typo_key":
+        worker["resource"] = worker.pop("resources")
+    elif breakage == "string_gpu_count":
+        worker["resources"]["GPU"] = "4"
+    elif breakage == "unknown_head_type":
+        cfg["head_node_type"] = "no_such_type"
+    else:
+        worker["min_workers"] = cfg["max_workers"] + 1
+    with pytest.raises((jsonschema.ValidationError, ValueError)):
+        validate_config(prepare_config(cfg))
+
+
+def test_gpu_cluster_yaml_fits_the_rayjob_job():
+    """The AWS cluster at full size holds the same job as the KubeRay manifest (its ray.* keys)."""
+    cfg = _job_config(_load("rayjob.yaml"))
+    raw = _load("ray-cluster-gpu.yaml")
+    nodes = [(t["resources"].get("CPU", 0), t["resources"].get("GPU", 0))
+             for name, t in raw["available_node_types"].items() if name != raw["head_node_type"]
+             for _ in range(t.get("max_workers", 0))]
+    assert _fits(_demands(cfg), nodes), f"{_demands(cfg)} does not fit {nodes}"
+
+
+# ---------------------------------------------------------------------------------------
+# KubeRay RayJob
+
+
+def _containers(group: dict) -> list[dict]:
+    return group["template"]["spec"]["containers"]
+
+
+def _cpus(quantity: str | int | float) -> float:
+    text = str(quantity)
+    return float(text[:-1]) / 1000 if text.endswith("m") else float(text)
+
+
+def _pod_resources(group: dict) -> tuple[float, int]:
+    """(CPUs, GPUs) Ray sees in one pod: rayStartParams win over the container limits."""
+    limits = _containers(group)[0]["resources"]["limits"]
+    params = group.get("rayStartParams") or {}
+    cpus = _cpus(params.get("num-cpus", limits.get("cpu", 0)))
+    return cpus, int(params.get("num-gpus", limits.get(GPU, 0)))
+
+
+def test_rayjob_manifest_structure():
+    job = _load("rayjob.yaml")
+    assert job["apiVersion"] == "ray.io/v1" and job["kind"] == "RayJob"
+    spec = job["spec"]
+    assert spec["entrypoint"].startswith("adcs train ")
+    assert spec["shutdownAfterJobFinishes"] is True
+    assert isinstance(spec["ttlSecondsAfterFinished"], int) and spec["ttlSecondsAfterFinished"] >= 0
+    cluster = spec["rayClusterSpec"]
+    head = cluster["headGroupSpec"]
+    assert head["rayStartParams"]["dashboard-host"] == "0.0.0.0"
+    assert _containers(head)[0]["resources"]["limits"], "head container needs resource limits"
+    gpu_groups = [g for g in cluster["workerGroupSpecs"] if _pod_resources(g)[1] >= 1]
+    assert gpu_groups, "no worker group with nvidia.com/gpu limits"
+    for g in gpu_groups:
+        assert g["minReplicas"] <= g["replicas"] <= g["maxReplicas"]
+        res = _containers(g)[0]["resources"]
+        assert res.get("requests", {}).get(GPU, res["limits"][GPU]) == res["limits"][GPU]  # k8s rule
+    version = cluster["rayVersion"]
+    assert version == ray.__version__, "cluster Ray must match the Ray this project is tested with"
+    for group in [head, *cluster["workerGroupSpecs"]]:
+        for c in _containers(group):
+            match = PINNED_TAG.match(c["image"].rsplit(":", 1)[-1]) if ":" in c["image"] else None
+            assert match and match.group(1) == version, f"unpinned or mismatched image {c['image']}"
+
+
+def test_rayjob_runtime_env_is_valid_and_installs_the_package():
+    env = yaml.safe_load(_load("rayjob.yaml")["spec"]["runtimeEnvYAML"])
+    RuntimeEnv(**env)  # Ray's own field validation (URI suffix, pip fields, ...)
+    assert re.match(r"^(https|s3|gs)://", env["working_dir"]), "a RayJob needs a remote working_dir"
+    assert any("RAY_RUNTIME_ENV_CREATE_WORKING_DIR" in p for p in env["pip"]["packages"])
+
+
+def test_rayjob_entrypoint_is_a_valid_gpu_job_that_fits_the_worker_group():
+    job = _load("rayjob.yaml")
+    cfg = _job_config(job)
+    assert cfg.ray.use_gpu is True
+    assert cfg.ray.address == "auto", "without it the job starts its own Ray inside the head pod"
+    assert cfg.ray.num_workers >= 1
+    cluster = job["spec"]["rayClusterSpec"]
+    groups = cluster["workerGroupSpecs"]
+    nodes = [_pod_resources(g) for g in groups for _ in range(g["replicas"])]
+    nodes.append(_pod_resources(cluster["headGroupSpec"]))
+    total_gpus = sum(gpus for _, gpus in nodes)
+    assert total_gpus >= cfg.ray.num_workers, "every Train worker needs a whole GPU"
+    assert _fits(_demands(cfg), nodes), f"{_demands(cfg)} does not fit {nodes}"
+
+
+def test_rayjob_job_outputs_are_on_storage_every_pod_shares():
+    job = _load("rayjob.yaml")
+    cfg = _job_config(job)
+    cluster = job["spec"]["rayClusterSpec"]
+    groups = [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]
+
+    def shared_mounts(group: dict) -> set[str]:
+        claims = {v["name"] for v in group["template"]["spec"].get("volumes", [])
+                  if "persistentVolumeClaim" in v}
+        return {m["mountPath"] for m in _containers(group)[0].get("volumeMounts", []) if m["name"] in claims}
+
+    common = set.intersection(*(shared_mounts(g) for g in groups))
+    assert common, "no PVC mounted in every pod"
+    for path in (cfg.train.output_dir, cfg.data.root):
+        assert any(Path(path).is_relative_to(m) for m in common), f"{path} is not on a shared volume"
+    uri = cfg.mlflow.tracking_uri or ""
+    assert uri.startswith(("http://", "https://")) or any(m in uri for m in common), \
+        "the MLflow store must outlive the cluster (shutdownAfterJobFinishes deletes the pods)"
