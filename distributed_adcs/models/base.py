@@ -1,0 +1,123 @@
+"""The contract every model in the zoo follows.
+
+Inputs are float images in [0, 1], NCHW (the RobustBench convention). Each model
+normalises them itself as its first step, so attacks, objectives and evaluation
+never have to know the dataset statistics. The last layer is always
+``model.head`` (an ``nn.Linear``); its input is the penultimate feature vector.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ModelSpec:
+    """Everything a builder needs to know about the data and the model size.
+
+    Attributes:
+        num_classes: number of output logits.
+        in_channels: image channels (1 for Fashion-MNIST, 3 for CIFAR).
+        image_size: side of the square input in pixels; all models pool
+            adaptively, so this only matters for validation.
+        mean: per-channel mean of the [0, 1] pixels, length ``in_channels``.
+        std: per-channel standard deviation, length ``in_channels``, all > 0.
+        depth: total depth, used by ``wide_resnet`` only (6n+4).
+        width: widening factor, used by ``wide_resnet`` only.
+    """
+
+    num_classes: int
+    in_channels: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    depth: int = 28
+    width: int = 10
+
+    def __post_init__(self) -> None:
+        for key in ("num_classes", "in_channels", "image_size", "depth", "width"):
+            if getattr(self, key) < 1:
+                raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
+        for key in ("mean", "std"):
+            if len(getattr(self, key)) != self.in_channels:
+                raise ValueError(
+                    f"{key} has {len(getattr(self, key))} entries but in_channels={self.in_channels}"
+                )
+        if not all(s > 0 and math.isfinite(s) for s in self.std):
+            raise ValueError(f"std entries must be finite and > 0, got {self.std}")
+
+
+class Normalize(nn.Module):
+    """Per-channel ``(x - mean) / std`` with the statistics stored as buffers.
+
+    The buffers are persistent, so a checkpoint carries its own normalisation
+    and they follow the model across ``.to(device)``.
+    """
+
+    mean: Tensor
+    std: Tensor
+
+    def __init__(self, mean: Sequence[float], std: Sequence[float]) -> None:
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(list(mean), dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(list(std), dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return (x - self.mean) / self.std
+
+    def extra_repr(self) -> str:
+        return f"channels={self.mean.shape[1]}"
+
+
+class AdcsModel(nn.Module, ABC):
+    """Base class: ``logits = head(forward_features(normalize(x)))``.
+
+    Subclasses build their trunk in ``__init__``, assign ``self.head`` (an
+    ``nn.Linear``) and implement ``forward_features`` and ``perceptual_modules``.
+    Penultimate features and intermediate activations are read with the
+    context managers in ``capture.py``, never through a flag on ``forward``.
+    """
+
+    head: nn.Linear
+
+    def __init__(self, spec: ModelSpec) -> None:
+        super().__init__()
+        self.normalize = Normalize(spec.mean, spec.std)
+
+    @abstractmethod
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Map an already normalised batch [B, C, H, W] to features [B, D]."""
+
+    @abstractmethod
+    def perceptual_modules(self) -> list[nn.Module]:
+        """Intermediate blocks whose outputs define an LPIPS-style distance.
+
+        Returns:
+            Submodules that run once per forward, shallowest first, whose
+            outputs no later in-place operation modifies (so hooks may keep them).
+        """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Args: x: images in [0, 1], [B, C, H, W]. Returns: logits [B, num_classes]."""
+        return self.head(self.forward_features(self.normalize(x)))
+
+
+def init_weights(model: nn.Module) -> None:
+    """He-normal convolutions (fan-out, ReLU gain), unit BatchNorm, zero biases.
+
+    The usual initialisation for ReLU residual nets (He et al., 2015).
+    """
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d | nn.BatchNorm1d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+        if isinstance(m, nn.Conv2d | nn.Linear) and m.bias is not None:
+            nn.init.zeros_(m.bias)
