@@ -46,7 +46,11 @@ def shard_bounds(n: int, num_shards: int) -> list[tuple[int, int]]:
 
 def embed_shard(model: torch.nn.Module, cfg: JobConfig, data: ImageSet, shard: int, bounds: tuple[int, int],
                 epoch: int, device: torch.device, objective=None) -> ShardEmbeddings:
-    """Selection attack and embeddings for one shard (positions ``bounds[0]..bounds[1]-1``)."""
+    """Selection attack and embeddings for one shard (positions ``bounds[0]..bounds[1]-1``).
+
+    Batches of ``data.eval_batch_size``: embeddings are taken in eval mode, so the batch size
+    changes only speed (larger batches use the hardware better), not the result.
+    """
     model = unwrap(model)
     objective = objective or make_objective(cfg.objective, steps=cfg.coreset.selection_steps)
     positions = torch.arange(*bounds)
@@ -54,7 +58,7 @@ def embed_shard(model: torch.nn.Module, cfg: JobConfig, data: ImageSet, shard: i
     clock = lambda phase, s: timings.__setitem__(phase, timings[phase] + s)  # noqa: E731
     attack_gen = generator(cfg.seed, "select-attack", epoch, shard, device=device)
     chunks = [embed_batch(model, objective, b.x, b.y, kind=cfg.coreset.embedding, generator=attack_gen, clock=clock).cpu()
-              for b in iterate_batches(data, cfg.data.batch_size, shuffle=False, positions=positions,
+              for b in iterate_batches(data, cfg.data.eval_batch_size, shuffle=False, positions=positions,
                                        augment=make_augment(cfg),
                                        generator=generator(cfg.seed, "select-augment", epoch, shard),
                                        device=device)]
