@@ -120,7 +120,10 @@ class CoresetConfig:
     warmup_epochs: int = 2  # full-data adversarial epochs before the first selection
     per_class: bool = True
     per_batch: bool = False  # select whole mini-batches by their mean gradient
-    selection_steps: int = 3  # PGD steps of the selection attack (training uses objective.steps)
+    # PGD steps of the selection attack (training uses objective.steps). 1 step: the selection
+    # phase costs 18% of a PGD-10 epoch and its coreset is as good as with PGD-10 embeddings
+    # (benchmarks/bench_selection_cost.py, docs/measurements.md); 2 steps already cost 31%.
+    selection_steps: int = 1
     embedding: Literal["logits", "last_layer"] = "logits"  # gradient w.r.t. logits, or + last weights
 
     def __post_init__(self) -> None:

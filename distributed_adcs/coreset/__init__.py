@@ -1,0 +1,119 @@
+"""Pure-tensor coreset selection (torch only).
+
+Usage::
+
+    from distributed_adcs.coreset import select
+    coreset = select("craig", embeddings, labels, budget=500, seed=epoch)
+    # coreset.indices: ascending int64 positions, coreset.weights: float32
+
+Methods (``SELECTORS``): ``craig`` (facility location, :mod:`.facility`),
+``gradmatch`` (non-negative OMP, :mod:`.gradmatch`), ``random`` and ``full``
+(:mod:`.simple`).  :func:`select_batches` is the per-batch variant
+(:mod:`.batches`).  Everything runs on the device of the input tensors.
+"""
+
+from __future__ import annotations
+
+from torch import Tensor
+
+from distributed_adcs.coreset.batches import make_batches, select_batches
+from distributed_adcs.coreset.budgets import class_budgets, group_shares
+from distributed_adcs.coreset.facility import (
+    craig,
+    facility_location_greedy,
+    facility_location_value,
+    naive_facility_location_greedy,
+    similarity_matrix,
+)
+from distributed_adcs.coreset.gradmatch import gradmatch as _gradmatch  # keep the submodule name free
+from distributed_adcs.coreset.simple import full, random_subset
+from distributed_adcs.coreset.types import (
+    Coreset,
+    SelectorFn,
+    check_budget,
+    check_embeddings,
+    check_labels,
+    seeded_generator,
+)
+
+SELECTORS: dict[str, SelectorFn] = {
+    "craig": craig,
+    "gradmatch": _gradmatch,
+    "random": random_subset,
+    "full": full,
+}
+
+
+def get_selector(method: str) -> SelectorFn:
+    """Look up a selector by name.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    try:
+        return SELECTORS[method]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"unknown coreset method {method!r}; valid: {', '.join(sorted(SELECTORS))}"
+        ) from None
+
+
+def select(
+    method: str,
+    embeddings: Tensor,
+    labels: Tensor,
+    budget: int,
+    *,
+    per_class: bool = True,
+    seed: int = 0,
+) -> Coreset:
+    """Select a weighted coreset.
+
+    Args:
+        method: a key of ``SELECTORS``.
+        embeddings: ``[n, d]`` float tensor (e.g. last-layer gradients).
+        labels: ``[n]`` int64 class labels, same device.
+        budget: positive integer number of examples (clipped to ``n``).  With
+            ``per_class`` it is split over classes by :func:`class_budgets`, so
+            every class and the total are met exactly.
+        per_class: select within each class separately (default) or globally.
+        seed: seeds every random choice; pass a new seed to redraw.
+
+    Returns:
+        A :class:`Coreset` with exactly ``min(budget, n)`` ascending indices
+        (``full`` ignores the budget and returns everything).
+        ``budget >= n`` returns every example with unit weights, whatever the method.
+    """
+    selector = get_selector(method)
+    check_embeddings(embeddings)
+    check_labels(labels, embeddings)
+    budget = check_budget(budget, embeddings.shape[0])
+    if getattr(selector, "keeps_everything", False):  # `full`: budget is moot
+        budget = embeddings.shape[0]
+    generator = seeded_generator(seed)
+    indices, weights = [], []
+    for members, share in group_shares(labels, budget, per_class):
+        if share == 0:
+            continue
+        local, w = selector(embeddings[members], share, generator=generator)
+        indices.append(members[local])
+        weights.append(w)
+    return Coreset.from_parts(indices, weights)
+
+
+__all__ = [
+    "Coreset",
+    "SELECTORS",
+    "class_budgets",
+    "craig",
+    "facility_location_greedy",
+    "facility_location_value",
+    "full",
+    "get_selector",
+    "make_batches",
+    "naive_facility_location_greedy",
+    "random_subset",
+    "select",
+    "select_batches",
+    "similarity_matrix",
+]
