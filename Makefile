@@ -22,6 +22,7 @@ run: setup
 	$(VENV)/bin/adcs train --config configs/quickstart.yaml
 
 test: setup
+	$(VENV)/bin/ruff check --select F,E9 distributed_adcs tests benchmarks
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

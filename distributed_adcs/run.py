@@ -12,16 +12,15 @@ import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
-import torch
 
 from .config import JobConfig, UsageError, dump_yaml, flatten
 from .engine.build import load_job_splits
 from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.job import Job, Selection
 from .engine.plan import selection_epochs
+from .engine.selection import local_selector, write_selection
 from .engine.runtime import resolve_device, seed_everything
 from .tracking import RunTracker
-from .tracking.artifacts import coreset_table, write_coreset
 from .tracking.plots import log_accuracy_plot, log_coreset
 
 CHECKPOINT_TAG = "adcs.checkpoint_dir"
@@ -78,11 +77,8 @@ def resolve_resume(tracker: RunTracker, resume: str) -> tuple[str | None, Path]:
 
 
 def log_selection(tracker: RunTracker, job: Job, selection: Selection) -> None:
-    train = job.splits.train
-    pos = selection.positions.cpu()
-    table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], selection.epoch, selection.extra)
     with tempfile.TemporaryDirectory() as tmp:
-        path = write_coreset(Path(tmp) / f"coreset_epoch{selection.epoch:03d}.parquet", table)
+        path = write_selection(Path(tmp) / f"coreset_epoch{selection.epoch:03d}.parquet", job.splits.train, selection)
         log_coreset(tracker, path, job.splits.num_classes)
 
 
@@ -141,27 +137,38 @@ def _train_here(cfg: JobConfig, splits, tracker: RunTracker, ckpt_dir: Path, res
                 on_epoch: Callable[[int, dict], None] | None) -> None:
     device = resolve_device(cfg.train.device)
     job = Job(cfg, splits, device)
+    cleanup: list = []
     if cfg.coreset.method != "full":
-        job.selector = _selector(cfg, splits, device)
-    if resume_ckpt is not None:
-        job.restore(load_checkpoint(resume_ckpt, map_location=device))
-    _run_epochs(cfg, job, tracker, ckpt_dir, on_epoch)
+        job.selector = _selector(cfg, splits, device, cleanup)
+    try:
+        if resume_ckpt is not None:
+            job.restore(load_checkpoint(resume_ckpt, map_location=device))
+        _run_epochs(cfg, job, tracker, ckpt_dir, on_epoch)
+    finally:
+        for release in cleanup:
+            release()
     final = job.final_evaluation()
     tracker.log_metrics(final, step=cfg.train.epochs)
     _print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
 
 
-def _selector(cfg: JobConfig, splits, device):
-    """In-process selection, or Ray embedding actors when ``ray.num_actors > 0``."""
-    if cfg.ray.num_actors > 0:
-        from .distributed.actors import ActorPoolSelector, start_actors
-        from .distributed.cluster import connect
+def _selector(cfg: JobConfig, splits, device, cleanup: list):
+    """In-process selection, or Ray embedding actors when ``ray.num_actors > 0``.
 
-        connect(cfg.ray)
-        return ActorPoolSelector(cfg, start_actors(cfg, splits), splits.train, splits.num_classes)
-    from .engine.selection import local_selector
+    Releases (actors, a Ray started here) are appended to ``cleanup``.
+    """
+    if cfg.ray.num_actors == 0:
+        return local_selector(cfg, splits, device)
+    import ray
 
-    return local_selector(cfg, splits, device)
+    from .distributed.actors import ActorPoolSelector, start_actors
+    from .distributed.cluster import connect
+
+    if connect(cfg.ray):
+        cleanup.append(ray.shutdown)
+    actors = start_actors(cfg, splits)
+    cleanup.insert(0, lambda: [ray.kill(a) for a in actors])
+    return ActorPoolSelector(cfg, actors, splits.train, splits.num_classes)
 
 
 def _run_epochs(cfg: JobConfig, job: Job, tracker: RunTracker, ckpt_dir: Path,

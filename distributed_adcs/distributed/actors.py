@@ -25,7 +25,8 @@ from ..engine.build import make_model, make_objective
 from ..engine.checkpoint import unwrap
 from ..engine.job import Selection
 from ..engine.runtime import resolve_device
-from ..engine.selection import NO_EMBEDDINGS, ShardEmbeddings, embed_shard, merge_and_choose, shard_bounds
+from ..engine.selection import (NO_EMBEDDINGS, ShardEmbeddings, embed_shard, merge_and_choose, placeholder_shards,
+                                shard_bounds)
 from ..progress import progress
 from .merge import local_candidates, merge_mode, two_round_merge
 
@@ -99,9 +100,7 @@ class ActorPoolSelector:
         t0 = time.perf_counter()
         bare = unwrap(model)
         if self.cfg.coreset.method in NO_EMBEDDINGS:
-            shards = [ShardEmbeddings(i, torch.arange(a, b), self.train.labels[a:b], torch.zeros(b - a, 1), {})
-                      for i, (a, b) in enumerate(self.bounds)]
-            selection = merge_and_choose(self.cfg, shards, epoch)
+            selection = merge_and_choose(self.cfg, placeholder_shards(self.train, self.bounds), epoch)
         else:
             mode = merge_mode(self.cfg, len(self.train), bare)
             weights = ray.put({k: v.detach().cpu() for k, v in bare.state_dict().items()})

@@ -30,8 +30,7 @@ from ..engine.build import load_job_splits
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.job import Job, Selection
 from ..engine.runtime import generator, seed_everything
-from ..engine.selection import local_selector
-from ..tracking.artifacts import coreset_table, write_coreset
+from ..engine.selection import local_selector, write_selection
 from .actors import ActorPoolSelector
 from .reporter import state_digest
 
@@ -87,10 +86,7 @@ def _report(job: Job, epoch: int, metrics: dict[str, float], selection: Selectio
     with tempfile.TemporaryDirectory() as tmp:
         save_checkpoint(Path(tmp) / CHECKPOINT_FILE, job.payload())
         if selection is not None:
-            train = job.splits.train
-            pos = selection.positions.cpu()
-            table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], epoch, selection.extra)
-            write_coreset(Path(tmp) / f"coreset_epoch{epoch:03d}.parquet", table)
+            write_selection(Path(tmp) / f"coreset_epoch{epoch:03d}.parquet", job.splits.train, selection)
         ray.train.report({**metrics, "epoch": epoch, "kind": "epoch"},
                          checkpoint=ray.train.Checkpoint.from_directory(tmp))
 

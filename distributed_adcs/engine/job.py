@@ -8,7 +8,7 @@ trains, how objects are broadcast); how a coreset is selected is behind ``select
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
 
 import torch

@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,6 +20,7 @@ from ..config import CoresetConfig, JobConfig
 from ..coreset import Coreset, select, select_batches
 from ..data import ImageSet, Splits, iterate_batches
 from ..embeddings import embed_batch
+from ..tracking.artifacts import coreset_table, write_coreset
 from .build import make_augment, make_objective
 from .checkpoint import unwrap
 from .job import Selection
@@ -65,6 +67,19 @@ def embed_shard(model: torch.nn.Module, cfg: JobConfig, data: ImageSet, shard: i
     return ShardEmbeddings(shard, positions, data.labels[positions], torch.cat(chunks), dict(timings))
 
 
+def placeholder_shards(train: ImageSet, bounds: list[tuple[int, int]]) -> list[ShardEmbeddings]:
+    """Shards without embeddings, for methods that never look at gradients (``random``)."""
+    return [ShardEmbeddings(i, torch.arange(a, b), train.labels[a:b], torch.zeros(b - a, 1), {})
+            for i, (a, b) in enumerate(bounds)]
+
+
+def write_selection(path: str | Path, train: ImageSet, selection: Selection) -> Path:
+    """The coreset as Parquet: global index, weight, label, selection epoch, shard."""
+    pos = selection.positions.cpu()
+    table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], selection.epoch, selection.extra)
+    return write_coreset(path, table)
+
+
 def choose(cfg: CoresetConfig, embeddings: torch.Tensor, labels: torch.Tensor, *, seed: int, epoch: int,
            batch_size: int) -> Coreset:
     """Run the configured selector with a budget of ``round(fraction * n)`` examples."""
@@ -101,8 +116,7 @@ def local_selector(cfg: JobConfig, splits: Splits, device: torch.device):
     def run(model: torch.nn.Module, epoch: int) -> Selection:
         t0 = time.perf_counter()
         if cfg.coreset.method in NO_EMBEDDINGS:
-            shards = [ShardEmbeddings(i, torch.arange(a, b), train.labels[a:b], torch.zeros(b - a, 1), {})
-                      for i, (a, b) in enumerate(bounds)]
+            shards = placeholder_shards(train, bounds)
         else:
             shards = [embed_shard(model, cfg, train, i, b, epoch, device, objective) for i, b in enumerate(bounds)]
         selection = merge_and_choose(cfg, shards, epoch)

@@ -15,10 +15,12 @@ class PGDObjective(Objective):
     """Madry et al. (2018): CE on a PGD adversarial example in the ``geometry`` ball."""
 
     geometry: ClassVar[str] = ""
+    fixed_steps: ClassVar[int | None] = None  # set: always this many steps from a random start
 
     def _inner_max(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
     ) -> Tensor:
+        fixed = self.fixed_steps is not None
         return attack(
             model,
             x,
@@ -26,8 +28,8 @@ class PGDObjective(Objective):
             geometry=self.geometry,
             epsilon=self.spec.epsilon,
             step_size=self.step_size,
-            steps=self.spec.steps,
-            random_start=self.spec.random_start,
+            steps=self.fixed_steps if fixed else self.spec.steps,
+            random_start=True if fixed else self.spec.random_start,
             generator=generator,
         )
 
@@ -46,7 +48,7 @@ class PGDL2(PGDObjective):
     geometry = "l2"
 
 
-class FGSMRS(Objective):
+class FGSMRS(PGDObjective):
     """Wong, Rice & Kolter (2020), "Fast is better than free": FGSM with random start.
 
     delta ~ U[-eps, eps], one signed-gradient step of ``alpha = 1.25 * eps``
@@ -56,22 +58,9 @@ class FGSMRS(Objective):
     """
 
     name = "fgsm_rs"
+    geometry = "linf"
+    fixed_steps = 1
 
     def default_step_size(self) -> float:
         """``alpha = 1.25 * epsilon``, the paper's choice."""
         return 1.25 * self.spec.epsilon
-
-    def _inner_max(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
-    ) -> Tensor:
-        return attack(
-            model,
-            x,
-            cross_entropy_attack_loss(y),
-            geometry="linf",
-            epsilon=self.spec.epsilon,
-            step_size=self.step_size,
-            steps=1,
-            random_start=True,
-            generator=generator,
-        )
