@@ -45,8 +45,7 @@ def main() -> None:
         selector(model, 0)  # warm-up: actors load the weights and allocate
         med, times = median_time(lambda: results.__setitem__(actors, selector(model, 1)), args.repeats)
         rows.append({"actors": actors, "median_s": med, "runs_s": " ".join(f"{t:.2f}" for t in times)})
-        for h in handles:
-            ray.kill(h)
+        handles.kill()
     ray.shutdown()
     same = torch.equal(results[1].positions, results[2].positions) and torch.equal(results[1].weights, results[2].weights)
     print(header(f"selection phase with 1 vs 2 embedding actors, Fashion-MNIST n={len(splits.train)}, 4 shards",

@@ -27,3 +27,10 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
         yield from iterable
         return
     yield from tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+
+
+def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:
+    """The one-line summary printed after every epoch (in-process and Ray Train alike)."""
+    return (f"epoch {epoch + 1}/{epochs} loss={metrics['train_loss']:.4f} "
+            f"val_clean={metrics['val_clean_acc']:.4f} val_robust={metrics['val_robust_acc']:.4f} "
+            f"time={metrics['epoch_time_s']:.1f}s examples={int(metrics['train_examples'])}")

@@ -19,6 +19,7 @@ from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.job import Job, Selection
 from .engine.plan import selection_epochs
 from .engine.selection import local_selector, write_selection
+from .progress import epoch_line
 from .engine.runtime import resolve_device, seed_everything
 from .tracking import RunTracker
 from .tracking.plots import log_accuracy_plot, log_coreset
@@ -167,7 +168,7 @@ def _selector(cfg: JobConfig, splits, device, cleanup: list):
     if connect(cfg.ray):
         cleanup.append(ray.shutdown)
     actors = start_actors(cfg, splits)
-    cleanup.insert(0, lambda: [ray.kill(a) for a in actors])
+    cleanup.insert(0, actors.kill)
     return ActorPoolSelector(cfg, actors, splits.train, splits.num_classes)
 
 
@@ -182,9 +183,7 @@ def _run_epochs(cfg: JobConfig, job: Job, tracker: RunTracker, ckpt_dir: Path,
         save_checkpoint(ckpt_dir / "last.pt", job.payload())
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        _print(f"epoch {epoch + 1}/{cfg.train.epochs} loss={metrics['train_loss']:.4f} "
-               f"val_clean={metrics['val_clean_acc']:.4f} val_robust={metrics['val_robust_acc']:.4f} "
-               f"time={metrics['epoch_time_s']:.1f}s examples={int(metrics['train_examples'])}")
+        _print(epoch_line(epoch, cfg.train.epochs, metrics))
 
 
 def _print(text: str) -> None:

@@ -13,6 +13,7 @@ from helpers import ROOT
 # Ray's token auth would make a local head and its clients disagree in tests (see the notes).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("RAY_worker_niceness", "0")  # as adcs sets for the Ray it starts
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 # One intra-op thread per test process: on a busy 2-core machine tiny models run ~100x faster

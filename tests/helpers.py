@@ -17,10 +17,11 @@ def run_adcs(*args: str, cwd: Path | None = None, env: dict | None = None, timeo
                           capture_output=True, text=True, timeout=timeout, env=full_env, stdin=subprocess.DEVNULL)
 
 
-# A tiny real-data job: a few hundred Fashion-MNIST images, 2 epochs of small_cnn with PGD-2.
+# A tiny real-data job: a few hundred Fashion-MNIST images, 2 epochs of small_cnn with PGD-2,
+# in the adcs process (Ray tests set ray.* themselves).
 TINY = ["data.limit=384", "data.val_size=128", "data.batch_size=64", "data.eval_batch_size=128",
         "objective.steps=2", "eval.val_pgd_steps=2", "eval.pgd_steps=3", "eval.test_limit=128",
-        "train.epochs=2", "coreset.method=full"]
+        "train.epochs=2", "coreset.method=full", "ray.num_workers=0", "ray.num_actors=0"]
 
 
 def tiny_args(tmp_path: Path, mlflow_uri: str, *extra: str) -> list[str]:

@@ -59,8 +59,7 @@ def test_same_coreset_from_1_and_2_actors_and_in_process(ray_session, selection_
     for n in (1, 2):
         selector, actors = _selector(cfg, splits, n)
         results.append(selector(model, 3))
-        for a in actors:
-            ray_session.kill(a)
+        actors.kill()
     here = local_selector(cfg, splits, torch.device("cpu"))(model, 3)
     assert _same(results[0], results[1])
     assert _same(results[0], here)
@@ -79,8 +78,7 @@ def test_actor_killed_during_selection_gives_same_coreset(ray_session, selection
     faulty = selector(model, 5)
     assert marker.exists()  # an actor really died
     assert _same(clean, faulty)
-    for a in actors:
-        ray_session.kill(a)
+    actors.kill()
 
 
 def test_two_round_merge_with_one_shard_is_the_exact_greedy(ray_session, selection_setup):
@@ -94,8 +92,8 @@ def test_two_round_merge_with_one_shard_is_the_exact_greedy(ray_session, selecti
     order_e, order_t = e.positions.argsort(), t.positions.argsort()
     assert torch.equal(e.positions[order_e], t.positions[order_t])
     torch.testing.assert_close(e.weights[order_e], t.weights[order_t])
-    for a in a1 + a2:
-        ray_session.kill(a)
+    a1.kill()
+    a2.kill()
 
 
 def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_path, mlflow_uri):

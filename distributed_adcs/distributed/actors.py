@@ -75,17 +75,32 @@ def model_meta(splits: Splits) -> dict[str, Any]:
             "mean": splits.mean, "std": splits.std}
 
 
-def start_actors(cfg: JobConfig, splits: Splits) -> list:
+class ActorPool(list):
+    """The embedding actors of a job (a list of handles) plus the object-store reference of
+    the training set they were built from, kept alive for as long as the pool: an actor that
+    Ray restarts is built again from that reference."""
+
+    data_ref: Any = None
+
+    def kill(self) -> None:
+        for actor in self:
+            ray.kill(actor)
+        self.clear()
+
+
+def start_actors(cfg: JobConfig, splits: Splits) -> ActorPool:
     """Start ``ray.num_actors`` embedding actors holding the training set (sent once)."""
-    train_ref = ray.put(splits.train)
+    pool = ActorPool()
+    pool.data_ref = ray.put(splits.train)
     options = {"num_cpus": cfg.ray.cpus_per_actor, "max_restarts": cfg.ray.max_failures,
                "max_task_retries": cfg.ray.max_failures}
     if cfg.ray.use_gpu:
         options["num_gpus"] = cfg.ray.gpus_per_actor
     if os.environ.get(FAULT_ENV):  # tests: reach actors started by an already running Ray
         options["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
-    return [EmbeddingActor.options(**options).remote(to_dict(cfg), train_ref, model_meta(splits))
-            for _ in range(cfg.ray.num_actors)]
+    pool.extend(EmbeddingActor.options(**options).remote(to_dict(cfg), pool.data_ref, model_meta(splits))
+                for _ in range(cfg.ray.num_actors))
+    return pool
 
 
 class ActorPoolSelector:

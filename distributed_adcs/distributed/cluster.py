@@ -30,6 +30,11 @@ def connect(cfg: RayConfig) -> bool:
         ray.init(address=address, log_to_driver=True)
         return True
     num_cpus = max(os.cpu_count() or 1, int(-(-needed_cpus(cfg) // 1)))
+    # Ray runs workers at nice 15. On a small machine its own daemons then preempt the training
+    # worker's OpenMP threads mid-barrier: a PGD epoch in a Ray Train worker took 1.6x the same
+    # epoch in-process (benchmarks/bench_ray_train.py). Workers of a local Ray we start get the
+    # driver's priority instead (the raylet reads this at start-up).
+    os.environ.setdefault("RAY_worker_niceness", "0")
     ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
              log_to_driver=True)
     return True

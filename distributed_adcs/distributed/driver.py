@@ -21,7 +21,7 @@ from ..data import Splits
 from ..engine.selection import NO_EMBEDDINGS
 from ..tracking import RunTracker
 from .actors import FAULT_ENV as ACTOR_FAULT_ENV
-from .actors import start_actors
+from .actors import ActorPool, start_actors
 from .cluster import connect
 from .reporter import MlflowReporter
 from .trainer import CHECKPOINT_FILE, FAULT_ENV, train_loop_per_worker
@@ -37,14 +37,14 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
                 resume_path: str | None = None, callbacks=()) -> Path | None:
     """Start actors and the trainer, wait for the job, return the last checkpoint file."""
     started = connect(cfg.ray)
-    actors = []
+    actors = ActorPool()
     try:
         if cfg.ray.num_actors and cfg.coreset.method not in NO_EMBEDDINGS:
             actors = start_actors(cfg, splits)
         resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})}
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"cfg": to_dict(cfg), "actors": actors, "fit_called_at": time.time(),
+            train_loop_config={"cfg": to_dict(cfg), "actors": list(actors), "fit_called_at": time.time(),
                                "fault": os.environ.get(FAULT_ENV), "resume_path": resume_path},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker=resources),
@@ -52,15 +52,15 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
             run_config=RunConfig(name=trainer_name(tracker.run_id), storage_path=str(storage),
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures),
-                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id, splits.num_classes),
+                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id, splits.num_classes,
+                                                           cfg.train.epochs),
                                             *callbacks]))
         result = trainer.fit()
         if result.checkpoint is None:
             return None
         return Path(result.checkpoint.path) / CHECKPOINT_FILE
     finally:
-        for actor in actors:
-            ray.kill(actor)
+        actors.kill()
         if started:
             ray.shutdown()
 

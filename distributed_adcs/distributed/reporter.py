@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from ray.train import UserCallback
 
+from ..progress import epoch_line
 from ..tracking import RunTracker
 from ..tracking.plots import log_coreset
 
@@ -26,9 +27,9 @@ def state_digest(model: torch.nn.Module) -> str:
 class MlflowReporter(UserCallback):
     """Logs rank 0's per-epoch metrics (``step=epoch``), coresets and the final evaluation."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_id: str, num_classes: int):
+    def __init__(self, tracking_uri: str, experiment: str, run_id: str, num_classes: int, epochs: int):
         self.tracking_uri, self.experiment, self.run_id = tracking_uri, experiment, run_id
-        self.num_classes = num_classes
+        self.num_classes, self.epochs = num_classes, epochs
         self._tracker: RunTracker | None = None
 
     @property
@@ -42,6 +43,10 @@ class MlflowReporter(UserCallback):
         kind, step = head.pop("kind", "epoch"), int(head.pop("epoch", 0))
         numeric = {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.tracker.log_metrics(numeric, step=step)
+        if kind == "epoch":
+            print(epoch_line(step, self.epochs, numeric), flush=True)
+        else:
+            print(" ".join(f"{k}={v:.4f}" for k, v in numeric.items() if k.startswith("test_")), flush=True)
         if kind == "final":
             digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
             self.tracker.log_json(digests, "ddp/final_state_digests.json")

@@ -20,6 +20,7 @@ from ..config import CoresetConfig, JobConfig
 from ..coreset import Coreset, select, select_batches
 from ..data import ImageSet, Splits, iterate_batches
 from ..embeddings import embed_batch
+from ..progress import progress
 from ..tracking.artifacts import coreset_table, write_coreset
 from .build import make_augment, make_objective
 from .checkpoint import unwrap
@@ -118,7 +119,8 @@ def local_selector(cfg: JobConfig, splits: Splits, device: torch.device):
         if cfg.coreset.method in NO_EMBEDDINGS:
             shards = placeholder_shards(train, bounds)
         else:
-            shards = [embed_shard(model, cfg, train, i, b, epoch, device, objective) for i, b in enumerate(bounds)]
+            shards = [embed_shard(model, cfg, train, i, b, epoch, device, objective)
+                      for i, b in progress(list(enumerate(bounds)), desc=f"selection epoch {epoch}")]
         selection = merge_and_choose(cfg, shards, epoch)
         selection.timings["total"] = time.perf_counter() - t0
         return selection
