@@ -192,8 +192,8 @@ class RayConfig:
     """Where and how wide the distributed pipeline runs."""
 
     address: str | None = None  # None: start a local Ray; "auto" or "HOST:PORT": join a cluster
-    num_workers: int = 0  # Ray Train DDP workers; 0 trains in the driver process (no Ray Train)
-    num_actors: int = 0  # embedding actors; 0 computes embeddings in the training process
+    num_workers: int = 1  # Ray Train DDP workers; 0 trains in the adcs process without Ray
+    num_actors: int = 2  # embedding actors; 0 computes embeddings in the training process
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     cpus_per_actor: float = 1.0

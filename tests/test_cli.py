@@ -87,3 +87,30 @@ def test_crashed_run_is_failed_not_finished(tmp_path, mlflow_uri):
     client = MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("distributed_adcs").experiment_id])
     assert run.info.status == "FAILED"
+
+
+@pytest.mark.parametrize("method", ["craig", "gradmatch", "random"])
+def test_train_with_each_coreset_method_logs_its_coresets(method, tmp_path, mlflow_uri):
+    import pyarrow.parquet as pq
+
+    proc = run_adcs("train", "--config", "configs/quickstart.yaml", "--quiet",
+                    *tiny_args(tmp_path, mlflow_uri, f"coreset.method={method}", "coreset.fraction=0.25",
+                               "train.epochs=3", "coreset.warmup_epochs=1", "coreset.every=1"))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert run.info.status == "FINISHED" and run.data.tags["adcs.method"] == method
+    paths = [a.path for a in client.list_artifacts(run.info.run_id, "coresets")]
+    assert paths == ["coresets/coreset_epoch001.parquet", "coresets/coreset_epoch002.parquet"]
+    table = pq.read_table(client.download_artifacts(run.info.run_id, paths[0], str(tmp_path))).to_pydict()
+    assert len(table["index"]) == 96 == len(set(table["index"]))  # 25% of 384, no repeats
+    assert set(table["epoch"]) == {1} and all(0 <= i < 60000 for i in table["index"])
+    if method in ("craig", "random"):  # weights = examples represented
+        assert sum(table["weight"]) == pytest.approx(384)
+    assert all(w > 0 for w in table["weight"])
+    for key in ("selection_attack_s", "selection_embed_s", "selection_greedy_s"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    # subset epochs train on the coreset only
+    assert [m.value for m in client.get_metric_history(run.info.run_id, "train_examples")] == [384, 96, 96]
+    plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
+    assert {"plots/accuracy.png", "plots/coreset_epoch001.png", "plots/coreset_epoch002.png"} <= plots

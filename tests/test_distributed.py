@@ -53,15 +53,15 @@ def _same(a, b):
     return torch.equal(a.positions, b.positions) and torch.allclose(a.weights, b.weights)
 
 
-def test_same_coreset_from_1_and_2_actors_and_in_process(ray_session, selection_setup):
+def test_same_coreset_from_1_2_and_4_actors_and_in_process(ray_session, selection_setup):
     cfg, splits, model = selection_setup
     results = []
-    for n in (1, 2):
+    for n in (1, 2, 4):
         selector, actors = _selector(cfg, splits, n)
         results.append(selector(model, 3))
         actors.kill()
     here = local_selector(cfg, splits, torch.device("cpu"))(model, 3)
-    assert _same(results[0], results[1])
+    assert _same(results[0], results[1]) and _same(results[0], results[2])
     assert _same(results[0], here)
     assert results[0].positions.numel() == round(0.25 * len(splits.train))
     assert set(results[0].extra["shard"].tolist()) <= {0, 1, 2, 3}

@@ -59,6 +59,7 @@ def test_small_sweep_end_to_end(tmp_path, mlflow_uri):
     children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'")
     assert len(children) == 4
     for run in children:
+        assert run.info.run_name.startswith("fashion_mnist-pgd_linf-random")  # findable in the UI
         epochs = len(client.get_metric_history(run.info.run_id, "val_robust_acc"))
         assert run.info.status in {"FINISHED", "KILLED"}, run.info.status
         assert (run.info.status == "FINISHED") == (epochs == 3), (run.info.status, epochs)

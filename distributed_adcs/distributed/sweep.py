@@ -40,11 +40,11 @@ SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v
 
 def _trial(config: dict, *, base: dict, fixed: dict, parent_run_id: str, uri: str, output_dir: str,
            trial_cpus: float) -> None:
-    from ..run import train  # inside the trial actor
+    from ..run import run_name, train  # inside the trial actor
 
     cfg = trial_config(base, fixed, config["params"])
     cfg.mlflow.tracking_uri, cfg.train.output_dir = uri, output_dir  # trial actors change directory
-    cfg.mlflow.run_name = f"{tune.get_context().get_trial_name()}"
+    cfg.mlflow.run_name = f"{run_name(cfg)}-{tune.get_context().get_trial_id()}"
     cfg.ray.address = None  # already inside the sweep's Ray
     if cfg.ray.num_workers > 0:
         from ray.tune.integration.ray_train import TuneReportCallback
@@ -124,14 +124,13 @@ def _close_children(parent: RunTracker) -> list:
 
 
 def _log_summary(parent: RunTracker, sweep: SweepConfig, base: dict, results, children: list) -> None:
-    by_name = {run.info.run_name: run for run in children}
     rows = []
     for result in results:
-        name = Path(result.path).name if result.path else ""
-        run = next((r for n, r in by_name.items() if n and n in name), None)
-        params = (result.config or {}).get("params", {})
         metrics = result.metrics or {}
-        rows.append({"trial": name, "mlflow_run_id": run.info.run_id if run else "",
+        trial_id = str(metrics.get("trial_id", ""))
+        run = next((r for r in children if trial_id and r.info.run_name.endswith(f"-{trial_id}")), None)
+        params = (result.config or {}).get("params", {})
+        rows.append({"trial": trial_id, "mlflow_run_id": run.info.run_id if run else "",
                      "status": run.info.status if run else ("ERROR" if result.error else "UNKNOWN"),
                      **{f"param.{k}": v for k, v in params.items()},
                      sweep.metric: metrics.get(sweep.metric), "epochs_run": metrics.get("epoch", -1) + 1,
