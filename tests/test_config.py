@@ -38,6 +38,13 @@ def test_cross_field_checks():
     load_config(None, ["objective.name=pat", "eval.norm=linf", "eval.epsilon=0.1"])
 
 
+def test_exponent_notation_is_a_number():
+    assert load_config(None, ["train.lr=1e-6"]).train.lr == 1e-6  # YAML 1.1 alone reads a string
+    assert load_config(None, ["objective.epsilon=3.1e-2"]).objective.epsilon == 0.031
+    with pytest.raises(ConfigError, match="must be a number"):
+        load_config(None, ["train.lr=1e-6x"])
+
+
 def test_overrides_and_types():
     cfg = load_config("configs/quickstart.yaml", ["train.epochs=3", "objective.epsilon=1", "data.limit=null"])
     assert cfg.train.epochs == 3

@@ -83,7 +83,7 @@ def run_sweep(path: str | Path) -> str:
         finally:
             if started:
                 ray.shutdown()
-        children = _close_children(parent)
+        children = _close_children(parent, results)
         _log_summary(parent, sweep, base, results, children)
     print(f"sweep {sweep.name}: {len(results)} trials; MLflow parent run {parent.run_id} at {uri}")
     return parent.run_id
@@ -113,12 +113,18 @@ def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_di
     return tuner.fit()
 
 
-def _close_children(parent: RunTracker) -> list:
-    """Mark trial runs that ASHA stopped (still RUNNING) as KILLED; return all child runs."""
+def _close_children(parent: RunTracker, results) -> list:
+    """Mark the runs of trials the scheduler stopped as KILLED; return all child runs.
+
+    A stopped trial either dies with its actor (its run stays RUNNING) or gets Tune's stop
+    raised into it (its run ends FAILED). Tune knows the difference: a trial that really
+    failed has ``result.error``; one that was stopped has none. Only those are changed.
+    """
     query = f"tags.mlflow.parentRunId = '{parent.run_id}'"
-    children = parent.client.search_runs([parent.experiment_id], filter_string=query)
-    for run in children:
-        if run.info.status == "RUNNING":
+    errored = {str((r.metrics or {}).get("trial_id", "")) for r in results if r.error}
+    for run in parent.client.search_runs([parent.experiment_id], filter_string=query):
+        trial_id = run.info.run_name.rsplit("-", 1)[-1]
+        if run.info.status == "RUNNING" or (run.info.status == "FAILED" and trial_id not in errored):
             parent.client.set_terminated(run.info.run_id, status="KILLED")
     return parent.client.search_runs([parent.experiment_id], filter_string=query)
 
