@@ -34,3 +34,8 @@ def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:
     return (f"epoch {epoch + 1}/{epochs} loss={metrics['train_loss']:.4f} "
             f"val_clean={metrics['val_clean_acc']:.4f} val_robust={metrics['val_robust_acc']:.4f} "
             f"time={metrics['epoch_time_s']:.1f}s examples={int(metrics['train_examples'])}")
+
+
+def final_line(metrics: dict) -> str:
+    """The one-line summary of the final test evaluation."""
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_"))

@@ -19,7 +19,7 @@ from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.job import Job, Selection
 from .engine.plan import selection_epochs
 from .engine.selection import local_selector, write_selection
-from .progress import epoch_line
+from .progress import epoch_line, final_line
 from .engine.runtime import resolve_device, seed_everything
 from .tracking import RunTracker
 from .tracking.plots import log_accuracy_plot, log_coreset
@@ -150,7 +150,7 @@ def _train_here(cfg: JobConfig, splits, tracker: RunTracker, ckpt_dir: Path, res
             release()
     final = job.final_evaluation()
     tracker.log_metrics(final, step=cfg.train.epochs)
-    _print(" ".join(f"{k}={v:.4f}" for k, v in final.items()))
+    _print(final_line(final))
 
 
 def _selector(cfg: JobConfig, splits, device, cleanup: list):

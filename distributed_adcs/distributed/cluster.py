@@ -13,12 +13,12 @@ def needed_cpus(cfg: RayConfig) -> float:
     return cfg.num_workers * cfg.cpus_per_worker + cfg.num_actors * cfg.cpus_per_actor
 
 
-def connect(cfg: RayConfig) -> bool:
+def connect(cfg: RayConfig, resources: dict[str, float] | None = None) -> bool:
     """Make sure Ray is up; return True when this call started (or joined) it.
 
     ``ray.address`` (or, inside a Ray job, the ``RAY_ADDRESS`` it sets) joins a cluster. With neither, a local instance starts with the dashboard on 127.0.0.1 (the
     State API it serves is what lets Train V2 clean up placement groups). Its logical CPU
-    count is the machine's, raised to what the job asks for: training workers and embedding
+    count is the machine's, raised to what the job asks for (``resources`` adds custom ones): training workers and embedding
     actors hold their CPUs for the whole job but never compute at the same time (workers
     wait while rank 0 runs a selection), so on one machine they may share cores.
     """
@@ -35,6 +35,6 @@ def connect(cfg: RayConfig) -> bool:
     # epoch in-process (benchmarks/bench_ray_train.py). Workers of a local Ray we start get the
     # driver's priority instead (the raylet reads this at start-up).
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(address="local", num_cpus=num_cpus, include_dashboard=True, dashboard_host="127.0.0.1",
-             log_to_driver=True)
+    ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=True)
     return True

@@ -25,7 +25,7 @@ from ..config import JobConfig
 from ..coreset import class_budgets, select
 from ..engine.job import Selection
 from ..engine.runtime import derive_seed
-from ..engine.selection import ShardEmbeddings
+from ..engine.selection import ShardEmbeddings, concat_shards
 
 EMBED_DIMS: dict[str, Callable[[int, int], int]] = {
     "logits": lambda c, d: c, "last_layer": lambda c, d: c + c * d, "last_layer_class": lambda c, d: c + d}
@@ -98,20 +98,14 @@ def two_round_merge(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int,
     import time
 
     t0 = time.perf_counter()
-    shards = sorted(shards, key=lambda s: s.shard)
-    positions = torch.cat([s.positions for s in shards])
-    labels = torch.cat([s.labels for s in shards])
-    emb = torch.cat([s.embeddings for s in shards])
-    w = torch.cat([s.weights for s in shards]).float()
-    shard_of = torch.cat([torch.full((s.positions.numel(),), s.shard, dtype=torch.int64) for s in shards])
+    m = concat_shards(shards)
     second = SECOND_ROUND[cfg.coreset.method]
     keep, weights = [], []
-    for members, k in _groups(labels, _budgets(cfg, all_labels)):
-        idx, wk = second(emb[members], w[members], min(k, members.numel()), _seed(cfg, epoch))
+    for members, k in _groups(m.labels, _budgets(cfg, all_labels)):
+        idx, wk = second(m.embeddings[members], m.weights[members], min(k, members.numel()), _seed(cfg, epoch))
         keep.append(members[idx])
         weights.append(wk)
     keep_t = torch.cat(keep)
-    timings = {"attack": sum(s.timings.get("attack", 0.0) for s in shards),
-               "embed": sum(s.timings.get("embed", 0.0) for s in shards),
-               "greedy": sum(s.timings.get("local_greedy", 0.0) for s in shards) + time.perf_counter() - t0}
-    return Selection(epoch, positions[keep_t], torch.cat(weights), timings, {"shard": shard_of[keep_t]})
+    timings = {"attack": m.timings["attack"], "embed": m.timings["embed"],
+               "greedy": m.timings["local_greedy"] + time.perf_counter() - t0}
+    return Selection(epoch, m.positions[keep_t], torch.cat(weights), timings, {"shard": m.shard_of[keep_t]})

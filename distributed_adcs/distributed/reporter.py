@@ -10,7 +10,7 @@ from typing import Any
 import torch
 from ray.train import UserCallback
 
-from ..progress import epoch_line
+from ..progress import epoch_line, final_line
 from ..tracking import RunTracker
 from ..tracking.plots import log_coreset
 
@@ -46,7 +46,7 @@ class MlflowReporter(UserCallback):
         if kind == "epoch":
             print(epoch_line(step, self.epochs, numeric), flush=True)
         else:
-            print(" ".join(f"{k}={v:.4f}" for k, v in numeric.items() if k.startswith("test_")), flush=True)
+            print(final_line(numeric), flush=True)
         if kind == "final":
             digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
             self.tracker.log_json(digests, "ddp/final_state_digests.json")

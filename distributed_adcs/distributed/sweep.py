@@ -15,7 +15,6 @@ them KILLED. The parent logs ``summary.csv``, ``best_config.yaml`` (ready to run
 from __future__ import annotations
 
 import csv
-import os
 import tempfile
 from functools import partial
 from pathlib import Path
@@ -32,6 +31,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from ..config import dump_yaml  # noqa: E402
 from ..sweep_config import SweepConfig, grid_size, load_sweep, trial_config  # noqa: E402
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
+from .cluster import connect  # noqa: E402
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
@@ -55,17 +55,6 @@ def _trial(config: dict, *, base: dict, fixed: dict, parent_run_id: str, uri: st
         train(cfg, parent_run_id=parent_run_id, on_epoch=lambda epoch, m: tune.report({**m, "epoch": epoch}))
 
 
-def _connect(sweep: SweepConfig, address: str | None) -> bool:
-    if ray.is_initialized():
-        return False
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(address="local", num_cpus=os.cpu_count(), resources={DRIVER_RESOURCE: 1000},
-                 include_dashboard=True, dashboard_host="127.0.0.1")
-    return True
-
-
 def run_sweep(path: str | Path) -> str:
     """Run the sweep in ``path``; returns the parent MLflow run id."""
     sweep, base = load_sweep(path)
@@ -77,7 +66,8 @@ def run_sweep(path: str | Path) -> str:
                  f"Ray Tune sweep of {grid_size(sweep)} grid trials over {', '.join(sweep.search)}")
     output_dir = str(Path(base_cfg.train.output_dir).resolve())
     with parent:
-        started = _connect(sweep, base_cfg.ray.address)
+        # the same Ray start-up as adcs train, plus the trial drivers' custom resource
+        started = connect(base_cfg.ray, resources={DRIVER_RESOURCE: 1000})
         try:
             results = _fit(sweep, base, uri, parent.run_id, output_dir, base_cfg)
         finally:

@@ -92,20 +92,38 @@ def choose(cfg: CoresetConfig, embeddings: torch.Tensor, labels: torch.Tensor, *
     return select(cfg.method, embeddings, labels, budget, per_class=cfg.per_class, seed=seed)
 
 
+@dataclass
+class MergedShards:
+    """Shard results concatenated in shard order (what both merge strategies start from)."""
+
+    positions: torch.Tensor
+    labels: torch.Tensor
+    embeddings: torch.Tensor
+    shard_of: torch.Tensor  # shard id of every row
+    weights: torch.Tensor | None  # two-round candidates' local weights
+    timings: dict[str, float]  # attack and embed seconds, summed over shards (compute time)
+
+
+def concat_shards(shards: list[ShardEmbeddings]) -> MergedShards:
+    shards = sorted(shards, key=lambda s: s.shard)
+    weights = [s.weights for s in shards]
+    return MergedShards(
+        positions=torch.cat([s.positions for s in shards]),
+        labels=torch.cat([s.labels for s in shards]),
+        embeddings=torch.cat([s.embeddings for s in shards]),
+        shard_of=torch.cat([torch.full((s.positions.numel(),), s.shard, dtype=torch.int64) for s in shards]),
+        weights=None if any(w is None for w in weights) else torch.cat(weights).float(),
+        timings={k: sum(s.timings.get(k, 0.0) for s in shards) for k in ("attack", "embed", "local_greedy")})
+
+
 def merge_and_choose(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int) -> Selection:
     """Concatenate shard embeddings in shard order and select one global coreset."""
-    shards = sorted(shards, key=lambda s: s.shard)
-    positions = torch.cat([s.positions for s in shards])
-    labels = torch.cat([s.labels for s in shards])
-    embeddings = torch.cat([s.embeddings for s in shards])
-    shard_of = torch.cat([torch.full((s.positions.numel(),), s.shard, dtype=torch.int64) for s in shards])
+    m = concat_shards(shards)
     t0 = time.perf_counter()
-    coreset = choose(cfg.coreset, embeddings, labels, seed=cfg.seed, epoch=epoch, batch_size=cfg.data.batch_size)
-    timings = {"attack": sum(s.timings.get("attack", 0.0) for s in shards),
-               "embed": sum(s.timings.get("embed", 0.0) for s in shards),
-               "greedy": time.perf_counter() - t0}
-    return Selection(epoch, positions[coreset.indices], coreset.weights.float(), timings,
-                     {"shard": shard_of[coreset.indices]})
+    coreset = choose(cfg.coreset, m.embeddings, m.labels, seed=cfg.seed, epoch=epoch, batch_size=cfg.data.batch_size)
+    timings = {"attack": m.timings["attack"], "embed": m.timings["embed"], "greedy": time.perf_counter() - t0}
+    return Selection(epoch, m.positions[coreset.indices], coreset.weights.float(), timings,
+                     {"shard": m.shard_of[coreset.indices]})
 
 
 def local_selector(cfg: JobConfig, splits: Splits, device: torch.device):
