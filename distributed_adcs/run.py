@@ -14,6 +14,7 @@ from typing import Callable, Sequence
 
 
 from .config import JobConfig, UsageError, dump_yaml, flatten
+from .distributed.sched import compute_thread
 from .engine.build import load_job_splits
 from .engine.checkpoint import load_checkpoint, save_checkpoint
 from .engine.job import Job, Selection
@@ -136,6 +137,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
 
 def _train_here(cfg: JobConfig, splits, tracker: RunTracker, ckpt_dir: Path, resume_ckpt: Path | None,
                 on_epoch: Callable[[int, dict], None] | None) -> None:
+    compute_thread()  # a Tune trial's thread inherits Ray's SCHED_BATCH: train at normal policy
     device = resolve_device(cfg.train.device)
     job = Job(cfg, splits, device)
     cleanup: list = []

@@ -29,6 +29,7 @@ from ..engine.selection import (NO_EMBEDDINGS, ShardEmbeddings, embed_shard, mer
                                 shard_bounds)
 from ..progress import progress
 from .merge import local_candidates, merge_mode, two_round_merge
+from .sched import compute_section
 
 FAULT_ENV = "ADCS_FAULT_ACTOR_EXIT_ONCE"  # tests: path of a marker; the first actor call to see no marker dies
 
@@ -59,11 +60,12 @@ class EmbeddingWorker:
         if version != self.version:
             self.model.load_state_dict(weights)
             self.version = version
-        result = embed_shard(self.model, self.cfg, self.train, shard, bounds, epoch, self.device, self.objective)
-        if mode == "two_round":
-            t0 = time.perf_counter()
-            result = local_candidates(self.cfg, result, epoch, self.train.labels)
-            result.timings["local_greedy"] = time.perf_counter() - t0
+        with compute_section():  # a local Ray's actors are batch-scheduled between selections
+            result = embed_shard(self.model, self.cfg, self.train, shard, bounds, epoch, self.device, self.objective)
+            if mode == "two_round":
+                t0 = time.perf_counter()
+                result = local_candidates(self.cfg, result, epoch, self.train.labels)
+                result.timings["local_greedy"] = time.perf_counter() - t0
         return result
 
 

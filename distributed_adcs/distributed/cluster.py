@@ -7,6 +7,7 @@ import os
 import ray
 
 from ..config import RayConfig
+from .sched import batch_children
 
 
 def needed_cpus(cfg: RayConfig) -> float:
@@ -35,6 +36,14 @@ def connect(cfg: RayConfig, resources: dict[str, float] | None = None) -> bool:
     # epoch in-process (benchmarks/bench_ray_train.py). Workers of a local Ray we start get the
     # driver's priority instead (the raylet reads this at start-up).
     os.environ.setdefault("RAY_worker_niceness", "0")
-    ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
-             dashboard_host="127.0.0.1", log_to_driver=True)
+    # Every Ray worker process wakes 100 times a second; two kinds serve no purpose on a local,
+    # single-node Ray: idle workers prestarted for the first driver (every actor we create starts
+    # its own process anyway), and Ray Train's preemption watcher (no autoscaler drains a node).
+    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
+    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    # Ray's processes, started from this thread, inherit SCHED_BATCH: they keep their CPU share
+    # but stop preempting the training threads (sched.py; measured in docs/measurements.md)
+    with batch_children(cfg.batch_scheduling):
+        ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=True)
     return True
