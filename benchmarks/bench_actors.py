@@ -6,7 +6,7 @@ Each actor holds 1 CPU and runs torch with 1 thread; the single-actor baseline r
 4 shards serially. The selection phase is timed from the driver (weights to the object store,
 4 shard tasks, exact merge and CRAIG greedy), excluding actor start-up (once per job). The
 coresets of both runs are compared and must be identical. Ray's processes (the actors too)
-run under SCHED_BATCH, as in a local Ray that ``adcs`` starts.
+run under SCHED_BATCH, as in a local Ray that ``adcs`` starts (``BATCH=0`` in the environment: not).
 """
 
 from __future__ import annotations
