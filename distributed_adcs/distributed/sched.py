@@ -3,18 +3,19 @@
 Every Ray worker process wakes its main thread every 10 ms (Ray's hard-coded signal check),
 and a Ray Train job adds about six helper actors to the raylet, GCS and dashboard. On the
 2-core machine this repository is tested on, those ~1,000 wake-ups a second preempted each of
-the worker's two compute threads ~570 times a second (``nonvoluntary_ctxt_switches``; the same
-epoch in-process: ~10 a second), and every preemption stalls the other OpenMP thread at its next
-barrier. A Ray Train epoch took 1.25-1.35x the in-process one; renicing Ray's processes to 19
+the worker's two compute threads ~550 times a second (``nonvoluntary_ctxt_switches``; the same
+epoch in-process: ~25 a second), and every preemption stalls the other OpenMP thread at its next
+barrier. A Ray Train epoch took 1.25-1.50x the in-process one; renicing Ray's processes to 19
 did not help, pausing them did.
 
-Linux's ``SCHED_BATCH`` policy is the fix: a batch task keeps its full fair share of CPU time,
-but its wake-ups never preempt a running task; it runs at the next scheduler tick or on an idle
-core. So the processes of a local Ray started by ``adcs`` (daemons, helper actors, workers:
-all inherit the policy from the thread that calls ``ray.init``) run as batch, and each thread
-that trains switches itself back to the normal policy (``SCHED_OTHER``), as do the OpenMP
-threads it starts afterwards. Switching between these two policies needs no privilege.
-Elsewhere (macOS, or a cluster ``adcs`` only joins) nothing changes.
+Linux's ``SCHED_BATCH`` policy addresses the preemptions: a batch task keeps its full fair share
+of CPU time, but its wake-ups do not preempt a running task; it runs at the next scheduler tick
+or on an idle core. So the processes of a local Ray started by ``adcs`` (daemons, helper actors,
+workers: all inherit the policy from the thread that calls ``ray.init``) run as batch, and each
+thread that trains switches itself back to the normal policy (``SCHED_OTHER``), as do the OpenMP
+threads it starts afterwards. Switching between these two policies needs no privilege. Measured
+(benchmarks/bench_ray_train.py): preemptions halve; the epoch gain is within the machine's
+noise (docs/measurements.md). Elsewhere (macOS, or a cluster ``adcs`` only joins) nothing changes.
 """
 
 from __future__ import annotations
