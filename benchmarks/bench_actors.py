@@ -6,7 +6,8 @@ Each actor holds 1 CPU and runs torch with 1 thread; the single-actor baseline r
 4 shards serially. The selection phase is timed from the driver (weights to the object store,
 4 shard tasks, exact merge and CRAIG greedy), excluding actor start-up (once per job). The
 coresets of both runs are compared and must be identical. Ray's processes (the actors too)
-run under SCHED_BATCH, as in a local Ray that ``adcs`` starts (``BATCH=0`` in the environment: not).
+run at the normal policy, as in a local Ray that ``adcs`` starts; ``BATCH=1`` in the environment runs
+them under SCHED_BATCH, as ``ray.batch_scheduling: true`` does.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ def main() -> None:
     splits = load_job_splits(cfg)
     torch.manual_seed(0)
     model = make_model(cfg, splits)
-    with batch_children(os.environ.get("BATCH", "1") == "1"):  # Ray's processes as adcs starts them: SCHED_BATCH (sched.py)
+    with batch_children(os.environ.get("BATCH", "0") == "1"):  # Ray's processes as adcs starts them: SCHED_BATCH (sched.py)
         ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     rows, results = [], {}
     for actors in (1, 2):

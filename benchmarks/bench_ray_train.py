@@ -3,8 +3,8 @@
     .venv/bin/python benchmarks/bench_ray_train.py [--n 4000] [--epochs 5] [--repeats 2]
 
 Three paths train the same job (small_cnn, PGD-10, full data, 2 torch threads; the Ray worker
-holds 2 CPUs): the in-process loop (the baseline, no Ray at all), Ray Train with
-``ray.batch_scheduling=false``, and Ray Train as shipped (Ray's processes under SCHED_BATCH, see
+holds 2 CPUs): the in-process loop (the baseline, no Ray at all), Ray Train as shipped, and
+Ray Train with ``ray.batch_scheduling=true`` (Ray's processes under SCHED_BATCH, see
 ``distributed_adcs/distributed/sched.py``). The paths alternate, ``--repeats`` rounds, so that
 a noisy neighbour hurts all of them alike. Epoch time is ``train_time_s`` as each run logs it
 to MLflow (the training loop alone); the first epoch of every run is dropped (lazy set-up, and
@@ -37,8 +37,8 @@ from distributed_adcs.run import train  # noqa: E402
 
 PATHS = {
     "in-process loop": ["ray.num_workers=0"],
-    "Ray Train, batch_scheduling=false": ["ray.num_workers=1", "ray.cpus_per_worker=2", "ray.batch_scheduling=false"],
     "Ray Train (default)": ["ray.num_workers=1", "ray.cpus_per_worker=2"],
+    "Ray Train, batch_scheduling=true": ["ray.num_workers=1", "ray.cpus_per_worker=2", "ray.batch_scheduling=true"],
 }
 
 

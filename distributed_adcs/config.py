@@ -203,8 +203,10 @@ class RayConfig:
     merge: Literal["auto", "exact", "two_round"] = "auto"
     exact_merge_max_floats: int = 50_000_000  # auto: gather all embeddings up to this many floats
     max_failures: int = 2
-    # a local Ray started by adcs runs as Linux SCHED_BATCH, training threads as normal (sched.py)
-    batch_scheduling: bool = True
+    # true: a local Ray started by adcs runs as Linux SCHED_BATCH, training threads as normal
+    # (sched.py). Off by default: it halves preemptions of training threads, but no epoch-time
+    # gain was measurable (docs/measurements.md)
+    batch_scheduling: bool = False
 
     def __post_init__(self) -> None:
         for key in ("num_workers", "num_actors", "max_failures"):

@@ -45,10 +45,7 @@ def ray_session():
     """
     import ray
 
-    from distributed_adcs.distributed.sched import batch_children
-
-    with batch_children():  # as adcs starts its local Ray: its processes run as SCHED_BATCH
-        ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
-                 object_store_memory=512 * 2**20, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=True, dashboard_host="127.0.0.1",
+             object_store_memory=512 * 2**20, log_to_driver=False)
     yield ray
     ray.shutdown()

@@ -91,7 +91,7 @@ def _raylet_policy() -> str:
 @pytest.mark.timeout(300)
 def test_local_ray_is_batch_and_the_training_thread_is_not(tmp_path):
     assert not ray.is_initialized()
-    cfg = RayConfig(num_workers=1, num_actors=0, cpus_per_worker=1)
+    cfg = RayConfig(num_workers=1, num_actors=0, cpus_per_worker=1, batch_scheduling=True)
     assert connect(cfg)
     try:
         assert thread_policy() == "other"  # the driver's own thread is restored
@@ -104,7 +104,8 @@ def test_local_ray_is_batch_and_the_training_thread_is_not(tmp_path):
         assert seen["idle_processes"] == []  # no prestarted workers, no preemption watcher
     finally:
         ray.shutdown()
-    assert connect(RayConfig(num_workers=1, num_actors=0, batch_scheduling=False))
+    assert not RayConfig().batch_scheduling  # off by default
+    assert connect(RayConfig(num_workers=1, num_actors=0))
     try:
         assert _raylet_policy() == "other"
     finally:

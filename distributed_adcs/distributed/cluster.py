@@ -41,8 +41,8 @@ def connect(cfg: RayConfig, resources: dict[str, float] | None = None) -> bool:
     # its own process anyway), and Ray Train's preemption watcher (no autoscaler drains a node).
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # Ray's processes, started from this thread, inherit SCHED_BATCH: they keep their CPU share
-    # but stop preempting the training threads (sched.py; measured in docs/measurements.md)
+    # with ray.batch_scheduling, Ray's processes, started from this thread, inherit SCHED_BATCH:
+    # they keep their CPU share but stop preempting the training threads (sched.py)
     with batch_children(cfg.batch_scheduling):
         ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
                  dashboard_host="127.0.0.1", log_to_driver=True)

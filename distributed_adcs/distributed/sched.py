@@ -8,14 +8,14 @@ epoch in-process: ~25 a second), and every preemption stalls the other OpenMP th
 barrier. A Ray Train epoch took 1.25-1.50x the in-process one; renicing Ray's processes to 19
 did not help, pausing them did.
 
-Linux's ``SCHED_BATCH`` policy addresses the preemptions: a batch task keeps its full fair share
+With ``ray.batch_scheduling: true``, Linux's ``SCHED_BATCH`` policy addresses the preemptions: a batch task keeps its full fair share
 of CPU time, but its wake-ups do not preempt a running task; it runs at the next scheduler tick
 or on an idle core. So the processes of a local Ray started by ``adcs`` (daemons, helper actors,
 workers: all inherit the policy from the thread that calls ``ray.init``) run as batch, and each
 thread that trains switches itself back to the normal policy (``SCHED_OTHER``), as do the OpenMP
 threads it starts afterwards. Switching between these two policies needs no privilege. Measured
-(benchmarks/bench_ray_train.py): preemptions halve; the epoch gain is within the machine's
-noise (docs/measurements.md). Elsewhere (macOS, or a cluster ``adcs`` only joins) nothing changes.
+(benchmarks/bench_ray_train.py): preemptions halve, but the epoch time did not measurably
+improve (1.18x vs 1.19x, then 1.19x vs 1.14x without), hence off by default (docs/measurements.md). Elsewhere (macOS, or a cluster ``adcs`` only joins) nothing changes.
 """
 
 from __future__ import annotations
