@@ -1,4 +1,5 @@
-"""A local Ray started by adcs runs as SCHED_BATCH, without idle processes; training threads run normal."""
+"""A local Ray started by adcs has no idle processes; with ray.batch_scheduling it runs as
+SCHED_BATCH while training threads run at the normal policy."""
 
 from __future__ import annotations
 

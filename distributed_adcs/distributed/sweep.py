@@ -103,6 +103,11 @@ def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_di
     return tuner.fit()
 
 
+def _trial_id(run) -> str:
+    """The Tune trial id a child run is named after (``_trial`` names it ``<run name>-<id>``)."""
+    return run.info.run_name.rsplit("-", 1)[-1]
+
+
 def _close_children(parent: RunTracker, results) -> list:
     """Mark the runs of trials the scheduler stopped as KILLED; return all child runs.
 
@@ -113,8 +118,7 @@ def _close_children(parent: RunTracker, results) -> list:
     query = f"tags.mlflow.parentRunId = '{parent.run_id}'"
     errored = {str((r.metrics or {}).get("trial_id", "")) for r in results if r.error}
     for run in parent.client.search_runs([parent.experiment_id], filter_string=query):
-        trial_id = run.info.run_name.rsplit("-", 1)[-1]
-        if run.info.status == "RUNNING" or (run.info.status == "FAILED" and trial_id not in errored):
+        if run.info.status == "RUNNING" or (run.info.status == "FAILED" and _trial_id(run) not in errored):
             parent.client.set_terminated(run.info.run_id, status="KILLED")
     return parent.client.search_runs([parent.experiment_id], filter_string=query)
 
@@ -124,7 +128,7 @@ def _log_summary(parent: RunTracker, sweep: SweepConfig, base: dict, results, ch
     for result in results:
         metrics = result.metrics or {}
         trial_id = str(metrics.get("trial_id", ""))
-        run = next((r for r in children if trial_id and r.info.run_name.endswith(f"-{trial_id}")), None)
+        run = next((r for r in children if trial_id and _trial_id(r) == trial_id), None)
         params = (result.config or {}).get("params", {})
         rows.append({"trial": trial_id, "mlflow_run_id": run.info.run_id if run else "",
                      "status": run.info.status if run else ("ERROR" if result.error else "UNKNOWN"),
