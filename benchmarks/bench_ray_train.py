@@ -1,6 +1,6 @@
 """Epoch time through Ray Train (1 worker) against the plain in-process loop, and start-up cost.
 
-    .venv/bin/python benchmarks/bench_ray_train.py [--n 4000] [--epochs 5] [--repeats 2]
+    .venv/bin/python benchmarks/bench_ray_train.py [--n 4000] [--epochs 5] [--repeats 2] [--paths default,batch]
 
 Three paths train the same job (small_cnn, PGD-10, full data, 2 torch threads; the Ray worker
 holds 2 CPUs): the in-process loop (the baseline, no Ray at all), Ray Train as shipped, and
@@ -12,7 +12,10 @@ Ray's daemons still starting), and the table gives the median of the rest. ``pre
 the mean rate of involuntary context switches of the two busiest threads (the training thread
 and its OpenMP helper) over 10 s of the second epoch: how often something else took their core.
 Start-up is ``trainer_startup_s`` (``TorchTrainer.fit()`` until the worker's function runs),
-paid once per job because one trainer runs the whole job.
+paid once per job because one trainer runs the whole job. ``round_ratios`` divides each round's
+median epoch by the in-process median of the same round: runs minutes apart share the same
+neighbours' load, so the median of these paired ratios is the steadier figure on a shared machine.
+``--paths`` picks which Ray paths run (the in-process baseline always does).
 """
 
 from __future__ import annotations
@@ -82,19 +85,28 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--paths", default="default,batch",
+                    help="Ray paths to run, comma-separated: default, batch (the baseline always runs)")
     args = ap.parse_args()
+    chosen = {"default": "Ray Train (default)", "batch": "Ray Train, batch_scheduling=true"}
+    unknown = set(args.paths.split(",")) - set(chosen)
+    if unknown:
+        ap.error(f"unknown --paths {sorted(unknown)}; choose from {sorted(chosen)}")
+    paths = {label: extra for label, extra in PATHS.items()
+             if label == "in-process loop" or label in {chosen[k] for k in args.paths.split(",")}}
     if args.epochs < 2:
         ap.error("--epochs must be >= 2 (the first epoch of every run is dropped)")
     tmp = Path(tempfile.mkdtemp())
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     base = [f"data.limit={args.n}", "coreset.method=full", f"train.epochs={args.epochs}", "objective.steps=10",
             "eval.test_limit=500", f"mlflow.tracking_uri={uri}", f"train.output_dir={tmp / 'runs'}"]
-    epochs: dict[str, list[float]] = {p: [] for p in PATHS}
-    startup: dict[str, list[float]] = {p: [] for p in PATHS}
-    preempt: dict[str, list[float]] = {p: [] for p in PATHS}
+    epochs: dict[str, list[float]] = {p: [] for p in paths}
+    rounds: dict[str, list[float]] = {p: [] for p in paths}  # per round: median epoch
+    startup: dict[str, list[float]] = {p: [] for p in paths}
+    preempt: dict[str, list[float]] = {p: [] for p in paths}
     client = MlflowClient(uri)
     for _ in range(args.repeats):
-        for label, extra in PATHS.items():
+        for label, extra in paths.items():
             in_process = "ray.num_workers=0" in extra
             # in-process: sample during epoch 2 (data loading takes ~5 s); Ray: 15 s after the worker starts
             sampler = threading.Thread(target=_preemptions, args=(in_process, 12.0 if in_process else 15.0,
@@ -104,6 +116,7 @@ def main() -> None:
             sampler.join(timeout=1)
             history = sorted(client.get_metric_history(run_id, "train_time_s"), key=lambda m: m.step)
             epochs[label] += [m.value for m in history[1:]]
+            rounds[label].append(statistics.median(m.value for m in history[1:]))
             value = client.get_run(run_id).data.metrics.get("trainer_startup_s")
             if value is not None:
                 startup[label].append(value)
@@ -112,11 +125,14 @@ def main() -> None:
              "epoch_median_s": statistics.median(epochs[label]),
              "vs_in_process": statistics.median(epochs[label]) / base_epoch,
              "epochs": " ".join(f"{e:.2f}" for e in epochs[label]),
+             "paired_ratio": statistics.median(r / b for r, b in zip(rounds[label], rounds["in-process loop"])),
+             "round_ratios": " ".join(f"{r / b:.3f}" for r, b in zip(rounds[label], rounds["in-process loop"])),
              "preempt/s": statistics.median(preempt[label]) if preempt[label] else None,
-             "startup_s": statistics.median(startup[label]) if startup[label] else None} for label in PATHS]
+             "startup_s": statistics.median(startup[label]) if startup[label] else None} for label in paths]
     print(header(f"Ray Train vs in-process epoch, small_cnn PGD-10, Fashion-MNIST n={args.n}, "
                  f"{args.epochs} epochs per run (first dropped)", args.repeats))
-    print(table(rows, ["path", "epoch_median_s", "vs_in_process", "preempt/s", "startup_s", "epochs"]))
+    print(table(rows, ["path", "epoch_median_s", "vs_in_process", "paired_ratio", "round_ratios", "preempt/s",
+                       "startup_s", "epochs"]))
 
 
 if __name__ == "__main__":
