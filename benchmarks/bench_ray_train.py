@@ -38,10 +38,12 @@ from mlflow.tracking import MlflowClient  # noqa: E402
 from distributed_adcs.config import load_config  # noqa: E402
 from distributed_adcs.run import train  # noqa: E402
 
-PATHS = {
-    "in-process loop": ["ray.num_workers=0"],
-    "Ray Train (default)": ["ray.num_workers=1", "ray.cpus_per_worker=2"],
-    "Ray Train, batch_scheduling=true": ["ray.num_workers=1", "ray.cpus_per_worker=2", "ray.batch_scheduling=true"],
+BASELINE = "in-process loop"
+PATHS = {  # --paths name: (label, config overrides)
+    "baseline": (BASELINE, ["ray.num_workers=0"]),
+    "default": ("Ray Train (default)", ["ray.num_workers=1", "ray.cpus_per_worker=2"]),
+    "batch": ("Ray Train, batch_scheduling=true",
+              ["ray.num_workers=1", "ray.cpus_per_worker=2", "ray.batch_scheduling=true"]),
 }
 
 
@@ -88,12 +90,10 @@ def main() -> None:
     ap.add_argument("--paths", default="default,batch",
                     help="Ray paths to run, comma-separated: default, batch (the baseline always runs)")
     args = ap.parse_args()
-    chosen = {"default": "Ray Train (default)", "batch": "Ray Train, batch_scheduling=true"}
-    unknown = set(args.paths.split(",")) - set(chosen)
-    if unknown:
-        ap.error(f"unknown --paths {sorted(unknown)}; choose from {sorted(chosen)}")
-    paths = {label: extra for label, extra in PATHS.items()
-             if label == "in-process loop" or label in {chosen[k] for k in args.paths.split(",")}}
+    wanted = set(args.paths.split(","))
+    if unknown := wanted - (set(PATHS) - {"baseline"}):
+        ap.error(f"unknown --paths {sorted(unknown)}; choose from default, batch")
+    paths = dict(PATHS[name] for name in PATHS if name == "baseline" or name in wanted)
     if args.epochs < 2:
         ap.error("--epochs must be >= 2 (the first epoch of every run is dropped)")
     tmp = Path(tempfile.mkdtemp())
@@ -115,20 +115,24 @@ def main() -> None:
             run_id = train(load_config("configs/quickstart.yaml", [*base, *extra]))
             sampler.join(timeout=1)
             history = sorted(client.get_metric_history(run_id, "train_time_s"), key=lambda m: m.step)
-            epochs[label] += [m.value for m in history[1:]]
-            rounds[label].append(statistics.median(m.value for m in history[1:]))
+            kept = [m.value for m in history[1:]]
+            epochs[label] += kept
+            rounds[label].append(statistics.median(kept))
             value = client.get_run(run_id).data.metrics.get("trainer_startup_s")
             if value is not None:
                 startup[label].append(value)
-    base_epoch = statistics.median(epochs["in-process loop"])
-    rows = [{"path": label,
-             "epoch_median_s": statistics.median(epochs[label]),
-             "vs_in_process": statistics.median(epochs[label]) / base_epoch,
-             "epochs": " ".join(f"{e:.2f}" for e in epochs[label]),
-             "paired_ratio": statistics.median(r / b for r, b in zip(rounds[label], rounds["in-process loop"])),
-             "round_ratios": " ".join(f"{r / b:.3f}" for r, b in zip(rounds[label], rounds["in-process loop"])),
-             "preempt/s": statistics.median(preempt[label]) if preempt[label] else None,
-             "startup_s": statistics.median(startup[label]) if startup[label] else None} for label in paths]
+    base_epoch = statistics.median(epochs[BASELINE])
+    rows = []
+    for label in paths:
+        ratios = [r / b for r, b in zip(rounds[label], rounds[BASELINE])]
+        rows.append({"path": label,
+                     "epoch_median_s": statistics.median(epochs[label]),
+                     "vs_in_process": statistics.median(epochs[label]) / base_epoch,
+                     "epochs": " ".join(f"{e:.2f}" for e in epochs[label]),
+                     "paired_ratio": statistics.median(ratios),
+                     "round_ratios": " ".join(f"{r:.3f}" for r in ratios),
+                     "preempt/s": statistics.median(preempt[label]) if preempt[label] else None,
+                     "startup_s": statistics.median(startup[label]) if startup[label] else None})
     print(header(f"Ray Train vs in-process epoch, small_cnn PGD-10, Fashion-MNIST n={args.n}, "
                  f"{args.epochs} epochs per run (first dropped)", args.repeats))
     print(table(rows, ["path", "epoch_median_s", "vs_in_process", "paired_ratio", "round_ratios", "preempt/s",

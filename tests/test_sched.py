@@ -4,7 +4,6 @@ SCHED_BATCH while training threads run at the normal policy."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -85,8 +84,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 def _raylet_policy() -> str:
     node = ray._private.worker._global_node
-    pid = node.all_processes[ray._private.ray_constants.PROCESS_TYPE_RAYLET][0].process.pid
-    return "batch" if os.sched_getscheduler(pid) == os.SCHED_BATCH else "other"
+    return thread_policy(node.all_processes[ray._private.ray_constants.PROCESS_TYPE_RAYLET][0].process.pid)
 
 
 @pytest.mark.timeout(300)
