@@ -101,8 +101,9 @@ def _cmd_data(args: argparse.Namespace) -> int:
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .distributed.sweep import run_sweep
+    from .run import train
 
-    run_sweep(args.config)
+    run_sweep(args.config, train)
     return 0
 
 

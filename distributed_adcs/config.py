@@ -25,10 +25,11 @@ from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from .methods import METHODS, get_method
+
 DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "parquet"]
 ModelName = Literal["small_cnn", "resnet18", "preact_resnet18", "wide_resnet"]
 ObjectiveName = Literal["pgd_linf", "pgd_l2", "fgsm_rs", "trades", "pat"]
-CoresetMethod = Literal["full", "craig", "gradmatch", "random"]
 
 
 class UsageError(Exception):
@@ -87,10 +88,27 @@ class ModelConfig:
 
 @dataclass(kw_only=True, slots=True)
 class ObjectiveConfig:
-    """The adversarial training objective and its attack.
+    """The adversarial training objective and its attack (``objectives.build_objective`` reads it).
 
-    ``epsilon`` is in [0, 1] pixel units for the l-inf/l2 objectives and in LPIPS units for
-    ``pat``. ``step_size`` null means the objective's default (2.5 * epsilon / steps for PGD).
+    Attributes:
+        name: registry key, see ``objectives.OBJECTIVES``.
+        epsilon: threat-model radius. Pixel units ([0, 1] scale) for the l-inf / l2 objectives;
+            LPIPS units for ``pat`` (0.5 is the paper's value with the model's own features on
+            CIFAR-10).
+        step_size: attack step; ``None`` picks each objective's default (``2.5 * epsilon / steps``
+            for PGD and TRADES, ``1.25 * epsilon`` for fgsm_rs, ``epsilon`` (LPIPS units per
+            step) for pat).
+        steps: attack iterations (ignored by fgsm_rs, which takes one).
+        random_start: random start for PGD (fgsm_rs always starts randomly, TRADES always uses
+            its Gaussian start, pat a small Gaussian one).
+        beta: TRADES trade-off weight on the KL term.
+        bn_mode: model mode during the attack, ``eval`` (running BN statistics, not updated) or
+            ``train`` (batch statistics; updates running statistics). The loss forward always
+            runs in train mode.
+        lpips_weights: optional path of a torchvision AlexNet/VGG-16 state dict for pat's
+            perceptual distance; ``None`` uses the trained model's own ``perceptual_modules()``.
+        pat_lambda: pat's initial penalty multiplier on ``max(0, d - eps)``; it grows
+            geometrically to 10 over the attack steps.
     """
 
     name: ObjectiveName = "pgd_linf"
@@ -98,10 +116,10 @@ class ObjectiveConfig:
     step_size: float | None = None
     steps: int = 10
     random_start: bool = True
-    beta: float = 6.0  # trades: weight of the KL term
-    bn_mode: Literal["eval", "train"] = "eval"  # BatchNorm mode while generating the attack
-    lpips_weights: str | None = None  # pat: optional pretrained backbone state dict (local file)
-    pat_lambda: float = 0.01  # pat: initial Lagrange multiplier of Fast-LPA
+    beta: float = 6.0
+    bn_mode: Literal["eval", "train"] = "eval"
+    lpips_weights: str | None = None
+    pat_lambda: float = 0.01
 
     def __post_init__(self) -> None:
         _in_unit(self.epsilon, "epsilon")
@@ -113,9 +131,10 @@ class ObjectiveConfig:
 
 @dataclass(kw_only=True, slots=True)
 class CoresetConfig:
-    """Adversarial coreset selection. ``method: full`` trains on all data (the baseline)."""
+    """Adversarial coreset selection. ``method`` is a key of ``distributed_adcs.methods.METHODS``;
+    ``full`` trains on all data (the baseline)."""
 
-    method: CoresetMethod = "full"
+    method: str = "full"
     fraction: float = 0.3  # coreset size as a fraction of the training set
     every: int = 5  # epochs between selections (R)
     warmup_epochs: int = 2  # full-data adversarial epochs before the first selection
@@ -125,9 +144,11 @@ class CoresetConfig:
     # phase costs 18% of a PGD-10 epoch and its coreset is as good as with PGD-10 embeddings
     # (benchmarks/bench_selection_cost.py, docs/measurements.md); 2 steps already cost 31%.
     selection_steps: int = 1
-    embedding: Literal["logits", "last_layer"] = "logits"  # gradient w.r.t. logits, or + last weights
+    # gradient w.r.t. the logits; + the last layer's weights; + only the own class's weight row
+    embedding: Literal["logits", "last_layer", "last_layer_class"] = "logits"
 
     def __post_init__(self) -> None:
+        _check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
         _check(0.0 < self.fraction <= 1.0, "fraction", f"must be in (0, 1], got {self.fraction}")
         _check(self.every >= 1, "every", f"must be >= 1, got {self.every}")
         _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
@@ -244,9 +265,12 @@ class JobConfig:
             _check(self.eval.norm != "auto" and self.eval.epsilon is not None, "eval.norm",
                    "objective pat needs eval.norm (linf or l2) and eval.epsilon (pixel units)")
         c = self.coreset
+        spec = get_method(c.method)
         _check(not (c.per_batch and self.ray.merge == "two_round"), "ray.merge",
                "two_round merging selects examples; it cannot be combined with coreset.per_batch")
-        if c.method != "full":
+        _check(not (self.ray.merge == "two_round" and spec.needs_embeddings and not spec.has_two_round_merge),
+               "ray.merge", f"coreset.method {c.method} has no two-round merge; use exact or auto")
+        if not spec.trains_on_all:
             _check(c.warmup_epochs < self.train.epochs, "coreset.warmup_epochs",
                    f"must be < train.epochs ({self.train.epochs}) for coreset training, got {c.warmup_epochs}")
 

@@ -34,6 +34,15 @@ from .models import capture_penultimate
 EMBEDDING_KINDS = ("logits", "last_layer", "last_layer_class")
 
 
+def embedding_dim(kind: str, num_classes: int, features: int) -> int:
+    """Floats per example of an embedding ``kind`` (C classes, D penultimate features)."""
+    dims = {"logits": num_classes, "last_layer": num_classes + num_classes * features,
+            "last_layer_class": num_classes + features}
+    if kind not in dims:
+        raise ValueError(f"unknown embedding kind {kind!r}; valid: {', '.join(EMBEDDING_KINDS)}")
+    return dims[kind]
+
+
 def _head_grads(g: torch.Tensor, h: torch.Tensor, y: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "last_layer":
         return torch.einsum("bc,bd->bcd", g, h).flatten(1)

@@ -1,5 +1,7 @@
 """Typed config: unknown keys, wrong types and bad ranges fail early, naming the key."""
 
+import typing
+
 import pytest
 
 from distributed_adcs import config as C
@@ -77,15 +79,24 @@ def test_literals_match_registries():
     """The names the schema accepts are exactly the registered ones."""
     from typing import get_args
 
-    from distributed_adcs.coreset import SELECTORS
     from distributed_adcs.data import DATASETS
+    from distributed_adcs.embeddings import EMBEDDING_KINDS
     from distributed_adcs.models import MODELS
     from distributed_adcs.objectives import OBJECTIVES
 
     assert set(get_args(C.DatasetName)) == set(DATASETS)
     assert set(get_args(C.ModelName)) == set(MODELS)
     assert set(get_args(C.ObjectiveName)) == set(OBJECTIVES)
-    assert set(get_args(C.CoresetMethod)) == set(SELECTORS)
+    assert set(get_args(typing.get_type_hints(C.CoresetConfig)["embedding"])) == set(EMBEDDING_KINDS)
+
+
+def test_coreset_method_is_checked_against_the_method_registry():
+    from distributed_adcs.methods import METHODS
+
+    for name in METHODS:
+        assert load_config(None, [f"coreset.method={name}"]).coreset.method == name
+    with pytest.raises(ConfigError, match="coreset.method: must be one of full, random, craig, gradmatch"):
+        load_config(None, ["coreset.method=kmeans"])
 
 
 def test_missing_file_and_bad_yaml(tmp_path):

@@ -7,7 +7,8 @@ import torch
 
 from distributed_adcs.embeddings import EMBEDDING_KINDS, embed_batch
 from distributed_adcs.models import build_model
-from distributed_adcs.objectives import OBJECTIVES, ObjectiveSpec, build_objective
+from distributed_adcs.config import ObjectiveConfig
+from distributed_adcs.objectives import OBJECTIVES, build_objective
 
 EPS = {"pat": 0.5}
 
@@ -49,7 +50,7 @@ def _autograd_embedding(model, objective, x, x_adv, y, kind):
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_closed_form_matches_autograd(name, kind):
     model = _model()
-    objective = build_objective(ObjectiveSpec(name=name, epsilon=EPS.get(name, 0.1), steps=2, beta=3.0))
+    objective = build_objective(ObjectiveConfig(name=name, epsilon=EPS.get(name, 0.1), steps=2, beta=3.0))
     x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
     g = torch.Generator().manual_seed(1)
     emb = embed_batch(model, objective, x, y, kind=kind, generator=g)
@@ -63,7 +64,7 @@ def test_closed_form_matches_autograd(name, kind):
 def test_embedding_uses_the_attacked_view_not_another():
     """The embedding of a view equals the embedding computed from that exact view's attack."""
     model = _model()
-    objective = build_objective(ObjectiveSpec(name="pgd_linf", epsilon=0.1, steps=2))
+    objective = build_objective(ObjectiveConfig(name="pgd_linf", epsilon=0.1, steps=2))
     x, y = torch.rand(4, 1, 28, 28), torch.randint(0, 10, (4,))
     flipped = x.flip(-1)
     e1 = embed_batch(model, objective, flipped, y, generator=torch.Generator().manual_seed(0))
@@ -76,7 +77,7 @@ def test_embedding_uses_the_attacked_view_not_another():
 
 def test_embedding_is_independent_of_batch_composition():
     model = _model()
-    objective = build_objective(ObjectiveSpec(name="pgd_linf", epsilon=0.1, steps=0, random_start=False))
+    objective = build_objective(ObjectiveConfig(name="pgd_linf", epsilon=0.1, steps=0, random_start=False))
     x, y = torch.rand(8, 1, 28, 28), torch.randint(0, 10, (8,))
     whole = embed_batch(model, objective, x, y)
     halves = torch.cat([embed_batch(model, objective, x[:4], y[:4]), embed_batch(model, objective, x[4:], y[4:])])

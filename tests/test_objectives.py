@@ -12,15 +12,16 @@ import torchvision
 from tiny_models import make_data, make_model
 
 from distributed_adcs.attacks import PerceptualDistance, load_backbone
-from distributed_adcs.objectives import OBJECTIVES, ObjectiveSpec, build_objective
+from distributed_adcs.config import ObjectiveConfig
+from distributed_adcs.objectives import OBJECTIVES, build_objective
 
 # Pixel-unit budgets for the norm objectives; LPIPS units (self features) for pat.
 EPSILON = {"pgd_linf": 8 / 255, "pgd_l2": 0.5, "fgsm_rs": 8 / 255, "trades": 8 / 255, "pat": 0.5}
 
 
-def _spec(name: str, **kw: object) -> ObjectiveSpec:
+def _spec(name: str, **kw: object) -> ObjectiveConfig:
     steps = kw.pop("steps", 3)
-    return ObjectiveSpec(name=name, epsilon=EPSILON[name], steps=steps, **kw)  # type: ignore[arg-type]
+    return ObjectiveConfig(name=name, epsilon=EPSILON[name], steps=steps, **kw)  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
@@ -135,7 +136,7 @@ def test_fgsm_rs_delta_within_eps_and_default_alpha() -> None:
 
 
 def test_pgd_default_step_size_and_with_attack() -> None:
-    obj = build_objective(ObjectiveSpec(name="pgd_linf", epsilon=0.03, steps=10, beta=3.0))
+    obj = build_objective(ObjectiveConfig(name="pgd_linf", epsilon=0.03, steps=10, beta=3.0))
     assert obj.step_size == pytest.approx(2.5 * 0.03 / 10)
     cheap = obj.with_attack(steps=2)
     assert type(cheap) is type(obj) and cheap.spec.steps == 2
@@ -148,7 +149,7 @@ def test_pgd_default_step_size_and_with_attack() -> None:
 
 def test_unknown_objective_lists_names() -> None:
     with pytest.raises(ValueError, match="pgd_linf"):
-        build_objective(ObjectiveSpec(name="nope", epsilon=0.1))
+        build_objective(ObjectiveConfig(name="nope", epsilon=0.1))
 
 
 def test_self_perceptual_distance_properties() -> None:
@@ -186,7 +187,7 @@ def test_pat_with_external_backbone_file(tmp_path: Path) -> None:
     torch.save(torchvision.models.alexnet(weights=None).features.state_dict(), path)
     model = make_model().eval()
     x, y = make_data(4, size=32)
-    spec = ObjectiveSpec(name="pat", epsilon=0.2, steps=3, lpips_weights=str(path))
+    spec = ObjectiveConfig(name="pat", epsilon=0.2, steps=3, lpips_weights=str(path))
     obj = build_objective(spec)
     x_adv = obj.perturb(model, x, y, torch.Generator().manual_seed(0))
     backbone = load_backbone(path)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from distributed_adcs.coreset import (
-    SELECTORS,
+    METHODS,
     class_budgets,
     facility_location_greedy,
     facility_location_value,
@@ -123,7 +123,7 @@ def test_gradmatch_residual_monotone_and_beats_random() -> None:
         assert r <= previous + 1e-6 * target, f"residual grew at budget {k}"
         previous = r
         best_random = min(
-            _residual(x, *SELECTORS["random"](x, k, generator=torch.Generator().manual_seed(s)))
+            _residual(x, *METHODS["random"].select_fn()(x, k, generator=torch.Generator().manual_seed(s)))
             for s in range(20)
         )
         assert r < best_random, f"budget {k}: gradmatch {r:.3g} vs best random {best_random:.3g}"
@@ -160,7 +160,7 @@ def test_class_budgets_exact_and_proportional() -> None:
             assert abs(shares[cls] - min(budget, total) * size / total) < 1
 
 
-@pytest.mark.parametrize("method", sorted(SELECTORS))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_select_budgets_weights_and_full_budget(method: str) -> None:
     sizes = [3, 7, 11, 13]
     shuffle = torch.randperm(34, generator=torch.Generator().manual_seed(0))
@@ -168,10 +168,10 @@ def test_select_budgets_weights_and_full_budget(method: str) -> None:
     x = _gaussian(34, 4, 2) + labels[:, None].float()
     for budget in (1, 5, 9, 17, 33):
         core = select(method, x, labels, budget, seed=budget)
-        expected = min(budget, 34) if method != "full" else 34
+        expected = 34 if METHODS[method].trains_on_all else min(budget, 34)
         assert len(core) == expected and len(set(core.indices.tolist())) == expected
         assert torch.equal(core.indices, torch.sort(core.indices).values)
-        if method != "full":
+        if not METHODS[method].trains_on_all:
             counts = torch.bincount(labels[core.indices], minlength=4).tolist()
             assert counts == list(class_budgets(labels, budget).values())
         if method in ("craig", "random"):  # weights cover each selected class exactly
@@ -214,10 +214,10 @@ def test_unknown_method_lists_valid_names() -> None:
                  lambda: select_batches("kmeans", x, labels, 3, batch_size=2)):
         with pytest.raises(ValueError) as err:
             call()
-        assert all(name in str(err.value) for name in SELECTORS)
+        assert all(name in str(err.value) for name in METHODS)
 
 
-@pytest.mark.parametrize("method", sorted(SELECTORS))
+@pytest.mark.parametrize("method", sorted(METHODS))
 def test_select_batches_expands_whole_batches(method: str) -> None:
     sizes, batch_size = [9, 17, 22], 4
     labels = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))
@@ -234,7 +234,7 @@ def test_select_batches_expands_whole_batches(method: str) -> None:
             members = set(b.tolist())
             assert members <= chosen or not members & chosen
             assert len({weight[i] for i in members & chosen}) <= 1
-        n_expected = len(batches) if method == "full" else batches_for_budget(share, sizes[cls], batch_size)
+        n_expected = len(batches) if METHODS[method].trains_on_all else batches_for_budget(share, sizes[cls], batch_size)
         assert len(picked) == n_expected
         if method in ("craig", "random", "full"):
             total = sum(weight[i] for b in picked for i in b.tolist())

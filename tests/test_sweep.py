@@ -48,13 +48,14 @@ def test_sweep_spec_is_checked_before_any_trial(tmp_path, mlflow_uri):
 
 def test_small_sweep_end_to_end(tmp_path, mlflow_uri):
     from distributed_adcs.distributed.sweep import run_sweep
+    from distributed_adcs.run import train
 
     # One trial at a time, a good learning rate first: ASHA then has a good result at every
     # rung before the near-frozen trials (lr 1e-6) reach it, and stops them.
     path = _write_sweep(tmp_path, mlflow_uri, {"train.lr": {"grid": [0.05, 1e-6, 1e-6]},
                                                 "coreset.fraction": {"grid": [0.3]}},
                         max_concurrent_trials=1)
-    parent_id = run_sweep(path)
+    parent_id = run_sweep(path, train)
     client = MlflowClient(mlflow_uri)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"

@@ -6,10 +6,10 @@ Usage::
     coreset = select("craig", embeddings, labels, budget=500, seed=epoch)
     # coreset.indices: ascending int64 positions, coreset.weights: float32
 
-Methods (``SELECTORS``): ``craig`` (facility location, :mod:`.facility`),
-``gradmatch`` (non-negative OMP, :mod:`.gradmatch`), ``random`` and ``full``
-(:mod:`.simple`).  :func:`select_batches` is the per-batch variant
-(:mod:`.batches`).  Everything runs on the device of the input tensors.
+Methods are the entries of the registry ``distributed_adcs.methods.METHODS``; each names its
+selector: ``craig`` (facility location, :mod:`.facility`), ``gradmatch`` (non-negative OMP,
+:mod:`.gradmatch`), ``random`` and ``full`` (:mod:`.simple`).  :func:`select_batches` is the
+per-batch variant (:mod:`.batches`).  Everything runs on the device of the input tensors.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from distributed_adcs.coreset.facility import (
     naive_facility_location_greedy,
     similarity_matrix,
 )
-from distributed_adcs.coreset.gradmatch import gradmatch as _gradmatch  # keep the submodule name free
 from distributed_adcs.coreset.simple import full, random_subset
 from distributed_adcs.coreset.types import (
     Coreset,
@@ -35,27 +34,21 @@ from distributed_adcs.coreset.types import (
     check_labels,
     seeded_generator,
 )
-
-SELECTORS: dict[str, SelectorFn] = {
-    "craig": craig,
-    "gradmatch": _gradmatch,
-    "random": random_subset,
-    "full": full,
-}
+from distributed_adcs.methods import METHODS, MethodSpec, get_method
 
 
 def get_selector(method: str) -> SelectorFn:
-    """Look up a selector by name.
+    """The per-group selector of a registered method.
 
     Raises:
         ValueError: unknown name (the message lists the valid ones).
     """
-    try:
-        return SELECTORS[method]
-    except (KeyError, TypeError):
-        raise ValueError(
-            f"unknown coreset method {method!r}; valid: {', '.join(sorted(SELECTORS))}"
-        ) from None
+    return get_method(method).select_fn()
+
+
+def group_budget(spec: MethodSpec, budget: int, n: int) -> int:
+    """The number of examples to take from ``n``: a method that trains on all ignores ``budget``."""
+    return n if spec.trains_on_all else budget
 
 
 def select(
@@ -70,7 +63,7 @@ def select(
     """Select a weighted coreset.
 
     Args:
-        method: a key of ``SELECTORS``.
+        method: a key of ``distributed_adcs.methods.METHODS``.
         embeddings: ``[n, d]`` float tensor (e.g. last-layer gradients).
         labels: ``[n]`` int64 class labels, same device.
         budget: positive integer number of examples (clipped to ``n``).  With
@@ -84,12 +77,11 @@ def select(
         (``full`` ignores the budget and returns everything).
         ``budget >= n`` returns every example with unit weights, whatever the method.
     """
-    selector = get_selector(method)
+    spec = get_method(method)
+    selector = spec.select_fn()
     check_embeddings(embeddings)
     check_labels(labels, embeddings)
-    budget = check_budget(budget, embeddings.shape[0])
-    if getattr(selector, "keeps_everything", False):  # `full`: budget is moot
-        budget = embeddings.shape[0]
+    budget = group_budget(spec, check_budget(budget, embeddings.shape[0]), embeddings.shape[0])
     generator = seeded_generator(seed)
     indices, weights = [], []
     for members, share in group_shares(labels, budget, per_class):
@@ -103,13 +95,14 @@ def select(
 
 __all__ = [
     "Coreset",
-    "SELECTORS",
+    "METHODS",
     "class_budgets",
     "craig",
     "facility_location_greedy",
     "facility_location_value",
     "full",
     "get_selector",
+    "group_budget",
     "make_batches",
     "naive_facility_location_greedy",
     "random_subset",

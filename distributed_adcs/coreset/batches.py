@@ -87,7 +87,7 @@ def select_batches(
     """Per-batch selection: pick whole random mini-batches (see module doc).
 
     Args:
-        method: a key of ``SELECTORS``.
+        method: a key of ``distributed_adcs.methods.METHODS``.
         embeddings: ``[n, d]`` float tensor.
         labels: ``[n]`` int64 labels (same device).
         budget: positive integer number of examples (clipped to ``n``), split
@@ -103,14 +103,13 @@ def select_batches(
         A :class:`Coreset` of the chosen batches' members, ascending indices;
         ``budget >= n`` returns everything with unit weights.
     """
-    from distributed_adcs.coreset import get_selector  # registry lives in the package
+    from distributed_adcs.coreset import get_method, group_budget  # the package imports this module
 
-    selector = get_selector(method)
+    spec = get_method(method)
+    selector = spec.select_fn()
     check_embeddings(embeddings)
     check_labels(labels, embeddings)
-    budget = check_budget(budget, embeddings.shape[0])
-    if getattr(selector, "keeps_everything", False):  # `full`: budget is moot
-        budget = embeddings.shape[0]
+    budget = group_budget(spec, check_budget(budget, embeddings.shape[0]), embeddings.shape[0])
     batch_size = _check_batch_size(batch_size)
     generator = seeded_generator(seed)
     indices, weights = [], []

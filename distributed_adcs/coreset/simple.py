@@ -34,11 +34,6 @@ def full(
     return torch.arange(n, device=embeddings.device), weights
 
 
-# `select` / `select_batches` read this flag: the full data set ignores the budget
-# (it is still validated), so every class is kept, not only those with a share.
-full.keeps_everything = True  # type: ignore[attr-defined]
-
-
 def random_subset(
     embeddings: Tensor,
     budget: int,

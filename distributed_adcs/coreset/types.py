@@ -72,7 +72,7 @@ class Coreset:
 
 
 class Selector(Protocol):
-    """Call signature shared by every entry of ``SELECTORS``."""
+    """Call signature shared by every registered selector (``distributed_adcs.methods``)."""
 
     def __call__(
         self,

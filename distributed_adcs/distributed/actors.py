@@ -12,9 +12,10 @@ from __future__ import annotations
 
 import os
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any
+from typing import Any, Iterator
 
 import ray
 import torch
@@ -25,8 +26,8 @@ from ..engine.build import make_model, make_objective
 from ..engine.checkpoint import unwrap
 from ..engine.job import Selection
 from ..engine.runtime import resolve_device
-from ..engine.selection import (NO_EMBEDDINGS, ShardEmbeddings, embed_shard, merge_and_choose, placeholder_shards,
-                                shard_bounds)
+from ..engine.selection import ShardEmbeddings, embed_shard, merge_and_choose, placeholder_shards, shard_bounds
+from ..methods import get_method
 from ..progress import progress
 from .merge import local_candidates, merge_mode, two_round_merge
 from .sched import compute_section
@@ -116,7 +117,7 @@ class ActorPoolSelector:
     def __call__(self, model: torch.nn.Module, epoch: int) -> Selection:
         t0 = time.perf_counter()
         bare = unwrap(model)
-        if self.cfg.coreset.method in NO_EMBEDDINGS:
+        if not get_method(self.cfg.coreset.method).uses_actors:
             selection = merge_and_choose(self.cfg, placeholder_shards(self.train, self.bounds), epoch)
         else:
             mode = merge_mode(self.cfg, len(self.train), bare)
@@ -132,3 +133,19 @@ class ActorPoolSelector:
             selection.timings["merge"] = time.perf_counter() - t_merge
         selection.timings["total"] = time.perf_counter() - t0
         return selection
+
+
+@contextmanager
+def actor_selector(cfg: JobConfig, splits: Splits) -> Iterator[ActorPoolSelector]:
+    """A selector on ``ray.num_actors`` embedding actors for a job trained in this process;
+    the actors (and a Ray started here) are released on exit."""
+    from .cluster import connect
+
+    started = connect(cfg.ray)
+    actors = start_actors(cfg, splits)
+    try:
+        yield ActorPoolSelector(cfg, actors, splits.train, splits.num_classes)
+    finally:
+        actors.kill()
+        if started:
+            ray.shutdown()

@@ -18,7 +18,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 
 from ..config import JobConfig, to_dict
 from ..data import Splits
-from ..engine.selection import NO_EMBEDDINGS
+from ..methods import get_method
 from ..tracking import RunTracker
 from .actors import FAULT_ENV as ACTOR_FAULT_ENV
 from .actors import ActorPool, start_actors
@@ -39,7 +39,7 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
     started = connect(cfg.ray)
     actors = ActorPool()
     try:
-        if cfg.ray.num_actors and cfg.coreset.method not in NO_EMBEDDINGS:
+        if cfg.ray.num_actors and get_method(cfg.coreset.method).uses_actors:
             actors = start_actors(cfg, splits)
         resources = {"CPU": cfg.ray.cpus_per_worker, **({"GPU": 1} if cfg.ray.use_gpu else {})}
         trainer = TorchTrainer(

@@ -17,27 +17,27 @@ and multiplies the coefficients by the round-1 weights.
 
 from __future__ import annotations
 
-from typing import Callable
+import time
 
 import torch
 
 from ..config import JobConfig
 from ..coreset import class_budgets, select
+from ..embeddings import embedding_dim
 from ..engine.job import Selection
 from ..engine.runtime import derive_seed
 from ..engine.selection import ShardEmbeddings, concat_shards
-
-EMBED_DIMS: dict[str, Callable[[int, int], int]] = {
-    "logits": lambda c, d: c, "last_layer": lambda c, d: c + c * d, "last_layer_class": lambda c, d: c + d}
+from ..methods import get_method
 
 
 def merge_mode(cfg: JobConfig, n: int, model: torch.nn.Module) -> str:
-    """``exact`` or ``two_round``; ``auto`` gathers everything up to ``ray.exact_merge_max_floats``."""
+    """``exact`` or ``two_round``; ``auto`` gathers everything up to ``ray.exact_merge_max_floats``
+    (and always ``exact`` for a method whose registry entry has no second round)."""
     if cfg.ray.merge != "auto":
         return cfg.ray.merge
-    if cfg.coreset.per_batch:
+    if cfg.coreset.per_batch or not get_method(cfg.coreset.method).has_two_round_merge:
         return "exact"
-    dims = EMBED_DIMS[cfg.coreset.embedding](model.head.out_features, model.head.in_features)
+    dims = embedding_dim(cfg.coreset.embedding, model.head.out_features, model.head.in_features)
     return "exact" if n * dims <= cfg.ray.exact_merge_max_floats else "two_round"
 
 
@@ -73,21 +73,6 @@ def local_candidates(cfg: JobConfig, shard: ShardEmbeddings, epoch: int,
                            dict(shard.timings), torch.cat(weights))
 
 
-def _reassign(emb: torch.Tensor, w: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    core = select("craig", emb, torch.zeros(emb.shape[0], dtype=torch.int64), k, per_class=False, seed=seed)
-    nearest = torch.cdist(emb.double(), emb[core.indices].double()).argmin(1)
-    return core.indices, torch.zeros(k, dtype=torch.float64).index_add_(0, nearest, w.double()).float()
-
-
-def _rescale(emb: torch.Tensor, w: torch.Tensor, k: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
-    core = select("gradmatch", emb * w[:, None], torch.zeros(emb.shape[0], dtype=torch.int64), k,
-                  per_class=False, seed=seed)
-    return core.indices, core.weights * w[core.indices]
-
-
-SECOND_ROUND = {"craig": _reassign, "gradmatch": _rescale}
-
-
 def two_round_merge(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int,
                     all_labels: torch.Tensor) -> Selection:
     """Round two on the driver over the union of the shards' candidates.
@@ -95,11 +80,9 @@ def two_round_merge(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int,
     Args:
         all_labels: labels of the whole training set (the global per-class budgets).
     """
-    import time
-
     t0 = time.perf_counter()
     m = concat_shards(shards)
-    second = SECOND_ROUND[cfg.coreset.method]
+    second = get_method(cfg.coreset.method).second_round_fn()
     keep, weights = [], []
     for members, k in _groups(m.labels, _budgets(cfg, all_labels)):
         idx, wk = second(m.embeddings[members], m.weights[members], min(k, members.numel()), _seed(cfg, epoch))

@@ -1,7 +1,7 @@
 """``adcs sweep``: a Ray Tune search where every trial is a whole training job.
 
-Train V2 refuses ``Tuner(TorchTrainer)``, so each trial is a function trainable that calls
-``distributed_adcs.run.train``: in-process training (``ray.num_workers: 0``, the trial holds
+Train V2 refuses ``Tuner(TorchTrainer)``, so each trial is a function trainable that calls the
+job entry point it is handed (``adcs sweep`` hands it ``distributed_adcs.run.train``): in-process training (``ray.num_workers: 0``, the trial holds
 ``trial_cpus``) or a Ray Train job (the trial itself holds only a sliver of the custom
 ``TRAIN_DRIVER`` resource so that on a small machine its workers get the CPUs; see
 RAY-MLFLOW-NOTES). ASHA stops weak trials on ``val_robust_acc``.
@@ -18,6 +18,7 @@ import csv
 import tempfile
 from functools import partial
 from pathlib import Path
+from typing import Callable
 
 import matplotlib
 
@@ -31,6 +32,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 from ..config import dump_yaml  # noqa: E402
 from ..sweep_config import SweepConfig, grid_size, load_sweep, trial_config  # noqa: E402
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
+from ..tracking.job_run import run_name  # noqa: E402
 from .cluster import connect  # noqa: E402
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
@@ -38,10 +40,11 @@ SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v
             "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
 
 
-def _trial(config: dict, *, base: dict, fixed: dict, parent_run_id: str, uri: str, output_dir: str,
-           trial_cpus: float) -> None:
-    from ..run import run_name, train  # inside the trial actor
+TrainJob = Callable[..., str]  # the signature of distributed_adcs.run.train
 
+
+def _trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_run_id: str, uri: str,
+           output_dir: str, trial_cpus: float) -> None:
     cfg = trial_config(base, fixed, config["params"])
     cfg.mlflow.tracking_uri, cfg.train.output_dir = uri, output_dir  # trial actors change directory
     cfg.mlflow.run_name = f"{run_name(cfg)}-{tune.get_context().get_trial_id()}"
@@ -55,8 +58,9 @@ def _trial(config: dict, *, base: dict, fixed: dict, parent_run_id: str, uri: st
         train(cfg, parent_run_id=parent_run_id, on_epoch=lambda epoch, m: tune.report({**m, "epoch": epoch}))
 
 
-def run_sweep(path: str | Path) -> str:
-    """Run the sweep in ``path``; returns the parent MLflow run id."""
+def run_sweep(path: str | Path, train: TrainJob) -> str:
+    """Run the sweep in ``path``, every trial a ``train(cfg, parent_run_id=..., ...)`` job;
+    returns the parent MLflow run id."""
     sweep, base = load_sweep(path)
     base_cfg = trial_config(base, sweep.set, {})
     uri = resolve_tracking_uri(base_cfg.mlflow.tracking_uri)
@@ -69,7 +73,7 @@ def run_sweep(path: str | Path) -> str:
         # the same Ray start-up as adcs train, plus the trial drivers' custom resource
         started = connect(base_cfg.ray, resources={DRIVER_RESOURCE: 1000})
         try:
-            results = _fit(sweep, base, uri, parent.run_id, output_dir, base_cfg)
+            results = _fit(sweep, base, uri, parent.run_id, output_dir, base_cfg, train)
         finally:
             if started:
                 ray.shutdown()
@@ -84,12 +88,12 @@ def _sweep_params(sweep: SweepConfig) -> dict:
             "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials}
 
 
-def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg):
+def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg, train: TrainJob):
     space = {"params": {key: SAMPLERS[kind](values) for key, spec in sweep.search.items()
                         for kind, values in spec.items()}}
     distributed = base_cfg.ray.num_workers > 0
     resources = {DRIVER_RESOURCE: 0.01} if distributed else {"CPU": sweep.trial_cpus}
-    fn = partial(_trial, base=base, fixed=sweep.set, parent_run_id=parent_run_id, uri=uri, output_dir=output_dir,
+    fn = partial(_trial, train=train, base=base, fixed=sweep.set, parent_run_id=parent_run_id, uri=uri, output_dir=output_dir,
                  trial_cpus=sweep.trial_cpus)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=base_cfg.train.epochs + 1,
                                grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)

@@ -30,7 +30,9 @@ from ..engine.build import load_job_splits
 from ..engine.checkpoint import load_checkpoint, save_checkpoint
 from ..engine.job import Job, Selection
 from ..engine.runtime import generator, seed_everything
-from ..engine.selection import local_selector, write_selection
+from ..engine.selection import local_selector
+from ..methods import get_method
+from ..tracking.artifacts import write_selection
 from .actors import ActorPoolSelector
 from .reporter import state_digest
 from .sched import compute_thread
@@ -107,7 +109,7 @@ def train_loop_per_worker(config: dict) -> None:
     splits = load_job_splits(cfg)
     startup = {"trainer_startup_s": started - config["fit_called_at"], "worker_setup_s": time.time() - started}
     selector = None
-    if rank == 0 and cfg.coreset.method != "full":
+    if rank == 0 and not get_method(cfg.coreset.method).trains_on_all:
         actors = config.get("actors") or []
         selector = (ActorPoolSelector(cfg, actors, splits.train, splits.num_classes) if actors
                     else local_selector(cfg, splits, device))
@@ -116,9 +118,9 @@ def train_loop_per_worker(config: dict) -> None:
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as d:
-            job.restore(load_checkpoint(Path(d) / CHECKPOINT_FILE, map_location=device))
+            job.restore(load_checkpoint(Path(d) / CHECKPOINT_FILE))
     elif config.get("resume_path"):
-        job.restore(load_checkpoint(config["resume_path"], map_location=device))
+        job.restore(load_checkpoint(config["resume_path"]))
     for epoch in range(job.state.epoch, cfg.train.epochs):
         _maybe_inject_fault(epoch, rank)
         metrics, selection = job.run_epoch(epoch)

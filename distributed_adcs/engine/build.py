@@ -10,7 +10,7 @@ from ..config import JobConfig, ObjectiveConfig
 from ..data import Splits, load_splits
 from ..data.augment import AUGMENTATIONS, default_augmentation
 from ..models import build_model
-from ..objectives import ObjectiveSpec, build_objective
+from ..objectives import build_objective
 from .schedule import EpochSchedule
 
 
@@ -28,10 +28,7 @@ def make_model(cfg: JobConfig, splits: Splits) -> torch.nn.Module:
 
 def make_objective(cfg: ObjectiveConfig, *, steps: int | None = None):
     """The training objective, or a cheaper copy with ``steps`` attack steps (selection)."""
-    spec = ObjectiveSpec(name=cfg.name, epsilon=cfg.epsilon, step_size=cfg.step_size, steps=cfg.steps,
-                         random_start=cfg.random_start, beta=cfg.beta, bn_mode=cfg.bn_mode,
-                         lpips_weights=cfg.lpips_weights, pat_lambda=cfg.pat_lambda)
-    objective = build_objective(spec)
+    objective = build_objective(cfg)
     return objective if steps is None else objective.with_attack(steps=steps)
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from collections import defaultdict
 from dataclasses import dataclass
-from pathlib import Path
 
 import torch
 
@@ -20,14 +19,12 @@ from ..config import CoresetConfig, JobConfig
 from ..coreset import Coreset, select, select_batches
 from ..data import ImageSet, Splits, iterate_batches
 from ..embeddings import embed_batch
+from ..methods import get_method
 from ..progress import progress
-from ..tracking.artifacts import coreset_table, write_coreset
 from .build import make_augment, make_objective
 from .checkpoint import unwrap
 from .job import Selection
 from .runtime import derive_seed, generator
-
-NO_EMBEDDINGS = {"random", "full"}  # methods that do not look at gradients
 
 
 @dataclass
@@ -69,16 +66,9 @@ def embed_shard(model: torch.nn.Module, cfg: JobConfig, data: ImageSet, shard: i
 
 
 def placeholder_shards(train: ImageSet, bounds: list[tuple[int, int]]) -> list[ShardEmbeddings]:
-    """Shards without embeddings, for methods that never look at gradients (``random``)."""
+    """Shards without embeddings, for methods whose spec needs none (they select from labels)."""
     return [ShardEmbeddings(i, torch.arange(a, b), train.labels[a:b], torch.zeros(b - a, 1), {})
             for i, (a, b) in enumerate(bounds)]
-
-
-def write_selection(path: str | Path, train: ImageSet, selection: Selection) -> Path:
-    """The coreset as Parquet: global index, weight, label, selection epoch, shard."""
-    pos = selection.positions.cpu()
-    table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], selection.epoch, selection.extra)
-    return write_coreset(path, table)
 
 
 def choose(cfg: CoresetConfig, embeddings: torch.Tensor, labels: torch.Tensor, *, seed: int, epoch: int,
@@ -134,7 +124,7 @@ def local_selector(cfg: JobConfig, splits: Splits, device: torch.device):
 
     def run(model: torch.nn.Module, epoch: int) -> Selection:
         t0 = time.perf_counter()
-        if cfg.coreset.method in NO_EMBEDDINGS:
+        if not get_method(cfg.coreset.method).needs_embeddings:
             shards = placeholder_shards(train, bounds)
         else:
             shards = [embed_shard(model, cfg, train, i, b, epoch, device, objective)

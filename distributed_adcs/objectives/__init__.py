@@ -2,7 +2,6 @@
 
 from distributed_adcs.objectives.base import (
     Objective,
-    ObjectiveSpec,
     cross_entropy_attack_loss,
     cross_entropy_logit_grad,
 )
@@ -18,7 +17,6 @@ __all__ = [
     "PAT_DEFAULT_EPSILON",
     "PGDL2",
     "Objective",
-    "ObjectiveSpec",
     "PGDLinf",
     "PGDObjective",
     "Trades",

@@ -9,7 +9,7 @@ to build last-layer gradient embeddings without a backward pass.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import ClassVar
 
 import torch
@@ -17,43 +17,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distributed_adcs.attacks import AttackLoss, bn_mode
-
-
-@dataclass
-class ObjectiveSpec:
-    """Plain settings of an adversarial training objective.
-
-    Attributes:
-        name: registry key, see ``OBJECTIVES``.
-        epsilon: threat-model radius. Pixel units ([0, 1] scale) for the
-            l-inf / l2 objectives; LPIPS units for ``pat`` (0.5 is the
-            paper's value with the model's own features on CIFAR-10).
-        step_size: attack step; ``None`` picks each objective's default
-            (``2.5 * epsilon / steps`` for PGD and TRADES, ``1.25 * epsilon``
-            for fgsm_rs, ``epsilon`` (LPIPS units per step) for pat).
-        steps: attack iterations (ignored by fgsm_rs, which takes one).
-        random_start: random start for PGD (fgsm_rs always starts randomly,
-            TRADES always uses its Gaussian start, pat a small Gaussian one).
-        beta: TRADES trade-off weight on the KL term.
-        bn_mode: model mode during the attack, ``"eval"`` (running BN
-            statistics, not updated) or ``"train"`` (batch statistics; updates
-            running statistics). The loss forward always runs in train mode.
-        lpips_weights: optional path of a torchvision AlexNet/VGG-16 state
-            dict for pat's perceptual distance; ``None`` uses the trained
-            model's own ``perceptual_modules()`` activations.
-        pat_lambda: pat's initial penalty multiplier on ``max(0, d - eps)``;
-            it grows geometrically to 10 over the attack steps.
-    """
-
-    name: str
-    epsilon: float
-    step_size: float | None = None
-    steps: int = 10
-    random_start: bool = True
-    beta: float = 6.0
-    bn_mode: str = "eval"
-    lpips_weights: str | None = None
-    pat_lambda: float = 0.01
+from distributed_adcs.config import ObjectiveConfig
 
 
 def cross_entropy_attack_loss(y: Tensor) -> AttackLoss:
@@ -81,7 +45,7 @@ class Objective:
     name: ClassVar[str] = ""
     needs_clean_logits: ClassVar[bool] = False
 
-    def __init__(self, spec: ObjectiveSpec) -> None:
+    def __init__(self, spec: ObjectiveConfig) -> None:
         if spec.epsilon < 0 or spec.steps < 0:
             raise ValueError(f"epsilon and steps must be >= 0, got {spec.epsilon}, {spec.steps}")
         self.spec = spec

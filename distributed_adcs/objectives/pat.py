@@ -15,7 +15,8 @@ import torch
 from torch import Tensor, nn
 
 from distributed_adcs.attacks import ImageNetFeatures, PerceptualDistance, fast_lpa, load_backbone
-from distributed_adcs.objectives.base import Objective, ObjectiveSpec, cross_entropy_attack_loss
+from distributed_adcs.config import ObjectiveConfig
+from distributed_adcs.objectives.base import Objective, cross_entropy_attack_loss
 
 PAT_DEFAULT_EPSILON = 0.5
 
@@ -25,7 +26,7 @@ class PAT(Objective):
 
     name = "pat"
 
-    def __init__(self, spec: ObjectiveSpec) -> None:
+    def __init__(self, spec: ObjectiveConfig) -> None:
         super().__init__(spec)
         self._backbone: ImageNetFeatures | None = None
 

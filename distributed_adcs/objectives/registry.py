@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from distributed_adcs.objectives.base import Objective, ObjectiveSpec
+from distributed_adcs.config import ObjectiveConfig
+from distributed_adcs.objectives.base import Objective
 from distributed_adcs.objectives.pat import PAT
 from distributed_adcs.objectives.pgd import FGSMRS, PGDL2, PGDLinf
 from distributed_adcs.objectives.trades import Trades
@@ -12,7 +13,7 @@ OBJECTIVES: dict[str, type[Objective]] = {
 }
 
 
-def build_objective(spec: ObjectiveSpec) -> Objective:
+def build_objective(spec: ObjectiveConfig) -> Objective:
     """Instantiates the objective named by ``spec.name``.
 
     Args:

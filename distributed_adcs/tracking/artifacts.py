@@ -27,3 +27,11 @@ def write_coreset(path: str | Path, table: pa.Table) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(table, path)
     return path
+
+
+def write_selection(path: str | Path, train, selection) -> Path:
+    """A selection (``engine.job.Selection``) of ``train`` (an ``ImageSet``) as Parquet:
+    global index, weight, label, selection epoch, and the selection's extra columns (shard)."""
+    pos = selection.positions.cpu()
+    table = coreset_table(train.indices[pos], selection.weights, train.labels[pos], selection.epoch, selection.extra)
+    return write_coreset(path, table)

@@ -1,0 +1,39 @@
+"""Second rounds of the two-round (GreeDi) merge: pure functions over shard candidates.
+
+Round one (on each shard) keeps per-class candidates with their local weights: the number of
+the shard's examples each stands for. Round two (on the driver) selects ``k`` of the pooled
+candidates and carries the round-one weights through, so the final weights still count
+examples of the whole training set. Each method's registry entry names its second round
+(``distributed_adcs.methods``).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from distributed_adcs.coreset.facility import craig
+from distributed_adcs.coreset.gradmatch import gradmatch
+from distributed_adcs.coreset.types import check_budget, check_embeddings, seeded_generator
+
+
+def craig_second_round(emb: Tensor, w: Tensor, k: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Facility location over the candidates; each chosen one gets the round-one weight of
+    every candidate nearest to it (so the weights sum to the examples the candidates stood for)."""
+    check_embeddings(emb)
+    k = check_budget(k, emb.shape[0])
+    idx, _ = craig(emb, k, generator=seeded_generator(seed))
+    idx = idx.sort().values
+    nearest = torch.cdist(emb.double(), emb[idx].double()).argmin(1)
+    return idx, torch.zeros(k, dtype=torch.float64).index_add_(0, nearest, w.double()).float()
+
+
+def gradmatch_second_round(emb: Tensor, w: Tensor, k: int, seed: int) -> tuple[Tensor, Tensor]:
+    """Match the weighted candidate gradients ``sum_j w_j g_j``; a chosen candidate's weight is
+    its matching coefficient times its round-one weight."""
+    check_embeddings(emb)
+    k = check_budget(k, emb.shape[0])
+    idx, coef = gradmatch(emb * w[:, None], k, generator=seeded_generator(seed))
+    order = idx.argsort()
+    idx, coef = idx[order], coef[order]
+    return idx, coef * w[idx]

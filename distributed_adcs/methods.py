@@ -1,0 +1,95 @@
+"""The coreset-method registry: every fact about a method, stated once.
+
+Each entry of ``METHODS`` says what a method needs and how the pipeline runs it; every layer
+(config validation, the epoch plan, the selection phase, the Ray actors and merges, run
+naming) asks the entry instead of testing the method's name. Adding a method is one module
+with its selector plus one entry here.
+
+The registry imports nothing heavy (no torch): config validation reads it before torch, Ray
+or MLflow load. Functions are named ``"module:attribute"`` and imported on first use.
+
+Fields of :class:`MethodSpec`:
+
+- ``selector``: the per-group selector, ``fn(embeddings [n, d], budget, *, generator, mass)
+  -> (local indices, weights in example units)`` (``coreset/types.py``).
+- ``needs_embeddings``: selection runs the selection attack and computes per-example gradient
+  embeddings; on Ray these run on embedding actors (``ray.num_actors``). A method without
+  them selects from labels alone on the driver and starts no actors.
+- ``second_round``: how shard results merge when the embeddings do not fit on the driver
+  (``ray.merge: two_round``, GreeDi): ``fn(candidate embeddings, candidate weights, k, seed)
+  -> (indices, weights)``. ``None``: only the exact merge (all embeddings gathered) applies.
+- ``trains_on_all``: the method never selects; every epoch trains on the whole set.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class MethodSpec:
+    name: str
+    summary: str  # one line for run descriptions and docs
+    selector: str  # "module:attribute" of the per-group selector
+    needs_embeddings: bool = False
+    second_round: str | None = None  # "module:attribute", or None: exact merge only
+    trains_on_all: bool = False
+
+    @property
+    def needs_selection_attack(self) -> bool:
+        """The selection attack exists only to produce embeddings of adversarial examples."""
+        return self.needs_embeddings
+
+    @property
+    def uses_actors(self) -> bool:
+        """Embedding actors compute embeddings; a method without embeddings needs none."""
+        return self.needs_embeddings
+
+    @property
+    def has_two_round_merge(self) -> bool:
+        """Whether ``ray.merge: two_round`` can apply (a method without embeddings selects from
+        labels on the driver: there is nothing large to gather, so the merge setting is moot)."""
+        return self.second_round is not None
+
+    def select_fn(self) -> Callable[..., Any]:
+        return _resolve(self.selector)
+
+    def second_round_fn(self) -> Callable[..., Any]:
+        if self.second_round is None:
+            raise ValueError(f"coreset method {self.name!r} has no two-round merge; use ray.merge: exact")
+        return _resolve(self.second_round)
+
+
+@lru_cache(maxsize=None)
+def _resolve(ref: str) -> Callable[..., Any]:
+    module, _, attr = ref.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
+    MethodSpec(name="full", summary="full-data adversarial training (the baseline)",
+               selector="distributed_adcs.coreset.simple:full", trains_on_all=True),
+    MethodSpec(name="random", summary="a uniform random subset, redrawn at every selection",
+               selector="distributed_adcs.coreset.simple:random_subset"),
+    MethodSpec(name="craig", summary="CRAIG: facility location over adversarial gradient embeddings",
+               selector="distributed_adcs.coreset.facility:craig", needs_embeddings=True,
+               second_round="distributed_adcs.coreset.greedi:craig_second_round"),
+    MethodSpec(name="gradmatch", summary="GradMatch: non-negative OMP on adversarial gradient embeddings",
+               selector="distributed_adcs.coreset.gradmatch:gradmatch", needs_embeddings=True,
+               second_round="distributed_adcs.coreset.greedi:gradmatch_second_round"),
+)}
+
+
+def get_method(name: object) -> MethodSpec:
+    """The spec of ``name``.
+
+    Raises:
+        ValueError: unknown name (the message lists the valid ones).
+    """
+    try:
+        return METHODS[name]  # type: ignore[index]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown coreset method {name!r}; valid: {', '.join(METHODS)}") from None
