@@ -23,6 +23,7 @@ run: setup
 
 test: setup
 	$(VENV)/bin/ruff check --select F,E9 distributed_adcs tests benchmarks
+	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: setup

@@ -157,10 +157,15 @@ def test_resume_after_driver_killed_matches_uninterrupted(ray_session, tmp_path)
         return [a for s in [*sets, f"mlflow.tracking_uri=sqlite:///{where / 'mlflow.db'}",
                             f"train.output_dir={where / 'runs'}"] for a in ("--set", s)]
 
-    def last_coreset(where: Path, run_id: str):
+    def outcome(where: Path, run_id: str):
+        """Every coreset, every epoch's metrics (timings aside) and the final test metrics."""
         client = MlflowClient(f"sqlite:///{where / 'mlflow.db'}")
-        path = client.download_artifacts(run_id, "coresets/coreset_epoch002.parquet", str(where))
-        return pq.read_table(path).to_pydict()
+        coresets = {a.path: pq.read_table(client.download_artifacts(run_id, a.path, str(where))).to_pydict()
+                    for a in client.list_artifacts(run_id, "coresets")}
+        keys = ("train_loss", "train_adv_acc", "train_examples", "val_clean_acc", "val_robust_acc", "lr",
+                "test_clean_acc", "test_pgd3_acc")
+        history = {k: {m.step: m.value for m in client.get_metric_history(run_id, k)} for k in keys}
+        return coresets, history
 
     cmd = [sys.executable, "-m", "distributed_adcs.cli", "train", "--config", "configs/quickstart.yaml", "--quiet"]
     env = {**os.environ}
@@ -181,4 +186,9 @@ def test_resume_after_driver_killed_matches_uninterrupted(ray_session, tmp_path)
                              text=True, timeout=900)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert client_b.get_run(run_b).info.status == "FINISHED"
-    assert last_coreset(a, run_a) == last_coreset(b, run_b)
+    coresets_a, history_a = outcome(a, run_a)
+    coresets_b, history_b = outcome(b, run_b)
+    assert list(coresets_a) == ["coresets/coreset_epoch001.parquet", "coresets/coreset_epoch002.parquet"]
+    assert coresets_a == coresets_b
+    assert all(sorted(h) == [0, 1, 2] for k, h in history_a.items() if not k.startswith("test_"))
+    assert history_a == history_b

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from distributed_adcs.config import load_config
-from distributed_adcs.coreset import facility_location_value
+from distributed_adcs.coreset import facility_location_value, select
 from distributed_adcs.distributed.merge import local_candidates, two_round_merge
 from distributed_adcs.engine.selection import ShardEmbeddings, merge_and_choose, shard_bounds
 
@@ -53,3 +53,43 @@ def test_two_round_is_exact_for_one_shard_and_within_bound_otherwise(shards, see
     ratio = _value(emb, labels, merged.positions) / _value(emb, labels, exact.positions)
     assert ratio >= bound
     assert ratio > 0.9  # in practice far better than the worst case on clustered data
+
+
+def _class_residual(emb, labels, positions, weights):
+    """Relative distance of the weighted subset's per-class gradient sums from the full ones."""
+    total = 0.0
+    for c in labels.unique():
+        mine = labels[positions] == c
+        full = emb[labels == c].double().sum(0)
+        approx = weights[mine].double() @ emb[positions[mine]].double()
+        total += float((full - approx).norm() / full.norm())
+    return total / labels.unique().numel()
+
+
+@pytest.mark.parametrize("shards", [1, 2, 4, 8])
+def test_gradmatch_two_round_is_exact_for_one_shard_and_matches_gradients(shards):
+    g = torch.Generator().manual_seed(5)
+    n, frac = 800, 0.1
+    labels = torch.randint(0, 4, (n,), generator=g)
+    emb = torch.randn(n, 10, generator=g) * 0.7 + torch.randn(4, 10, generator=g)[labels]  # a mean per class
+    cfg = load_config(None, ["coreset.method=gradmatch", f"coreset.fraction={frac}", "train.epochs=3",
+                             "coreset.warmup_epochs=1"])
+    exact = merge_and_choose(cfg, _shards(emb, labels, shards), epoch=1)
+    merged = two_round_merge(cfg, [local_candidates(cfg, s, 1, labels) for s in _shards(emb, labels, shards)],
+                             1, labels)
+    assert merged.positions.numel() == exact.positions.numel() == round(frac * n)
+    assert len(set(merged.positions.tolist())) == merged.positions.numel()
+    for c in range(4):
+        assert (labels[merged.positions] == c).sum() == (labels[exact.positions] == c).sum()
+    if shards == 1:  # the second round keeps every candidate with its round-one weight
+        order_e, order_m = exact.positions.argsort(), merged.positions.argsort()
+        assert torch.equal(exact.positions[order_e], merged.positions[order_m])
+        torch.testing.assert_close(exact.weights[order_e], merged.weights[order_m])
+        return
+    ours = _class_residual(emb, labels, merged.positions, merged.weights)
+    randoms = []
+    for seed in range(10):
+        rnd = select("random", emb, labels, round(frac * n), seed=seed)
+        randoms.append(_class_residual(emb, labels, rnd.indices, rnd.weights))
+    assert ours < min(randoms)  # the weighted merge still matches the gradients better than chance
+    assert ours < 2 * _class_residual(emb, labels, exact.positions, exact.weights) + 0.05

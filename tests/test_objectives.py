@@ -90,23 +90,34 @@ def test_trades_loss_matches_hand_computation(beta: float) -> None:
         assert (loss.detach() > F.cross_entropy(copy.deepcopy(model).train()(x), y, reduction="none")).any()
 
 
-def test_trades_update_forward_uses_batch_statistics() -> None:
-    # The reference implementation left the model in eval mode for the loss
-    # forward, so BN normalised with frozen running statistics. Here the
-    # update forward must use batch statistics and update the running ones.
+def test_trades_training_step_uses_batch_statistics() -> None:
+    # The reference implementation left the model in eval mode for the loss forward, so BN
+    # normalised with frozen running statistics. Here the training loop's own step
+    # (engine.epoch.train_epoch, the code every job runs) must use batch statistics and
+    # update the running ones.
+    from distributed_adcs.config import TrainConfig
+    from distributed_adcs.data.batches import Batch
+    from distributed_adcs.engine.epoch import train_epoch
+    from distributed_adcs.engine.schedule import EpochSchedule
+
     model = make_model().eval()
     x, y = make_data(8)
-    running_before = model.block1[1].running_mean.clone()
     obj = build_objective(_spec("trades"))
-    loss, x_adv = obj.per_example_loss(model, x, y, torch.Generator().manual_seed(0))
+    twin = copy.deepcopy(model)
+    x_adv = obj.perturb(twin, x, y, torch.Generator().manual_seed(0))  # the loop's attack, replayed
+    with torch.no_grad():
+        train_loss = _trades_by_hand(twin, x, x_adv, y, obj.spec.beta).mean()
+        frozen_bn = copy.deepcopy(model).eval()
+        eval_loss = obj.loss_from_logits(frozen_bn(x), frozen_bn(x_adv), y).mean()
+    assert abs(float(train_loss - eval_loss)) > 1e-3  # the two modes are distinguishable here
+    running_before = model.block1[1].running_mean.clone()
+    opt = torch.optim.SGD(model.parameters(), lr=0.01)
+    batch = Batch(x=x, y=y, index=torch.arange(8), position=torch.arange(8), weight=torch.ones(8))
+    stats = train_epoch(model, obj, [batch], opt, EpochSchedule(opt, TrainConfig(schedule="constant", lr=0.01)), 0, 1,
+                        generator=torch.Generator().manual_seed(0))
     assert model.training
     assert not torch.equal(model.block1[1].running_mean, running_before)
-    with torch.no_grad():
-        frozen_bn = copy.deepcopy(model).eval()
-        eval_loss = obj.loss_from_logits(frozen_bn(x), frozen_bn(x_adv), y)
-        train_loss = _trades_by_hand(model, x, x_adv, y, obj.spec.beta)
-    torch.testing.assert_close(loss.detach(), train_loss, rtol=1e-5, atol=1e-6)
-    assert (loss.detach() - eval_loss).abs().max() > 1e-3
+    assert stats.loss == pytest.approx(float(train_loss), rel=1e-5)
 
 
 def test_trades_attack_increases_kl_within_ball() -> None:

@@ -128,8 +128,26 @@ def test_gradmatch_residual_monotone_and_beats_random() -> None:
         )
         assert r < best_random, f"budget {k}: gradmatch {r:.3g} vs best random {best_random:.3g}"
     assert previous < 1e-3 * target
-    assert DEFAULT_RIDGE > 0
     assert torch.get_num_threads() == threads  # the single-thread scope is restored
+
+
+def test_gradmatch_default_ridge_spreads_weight_unbiased_and_scale_free() -> None:
+    # d = 3 < budget = 10. Without a ridge the pursuit matches b exactly with d rows and stops;
+    # the default ridge keeps picking (weight spread over the whole budget) at a bias of
+    # about ridge relative to ||b||, and it is scale-free (lam follows the gradients' norms).
+    from distributed_adcs.coreset.gradmatch import matching_pursuit
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=g) + torch.tensor([1.0, 0.5, 0.2])
+    b = x.double().sum(0)
+    support, w = matching_pursuit(x, 10, ridge=DEFAULT_RIDGE)
+    assert support.numel() == 10 and bool((w > 0).all())
+    assert float((b - w.double() @ x.double()[support]).norm() / b.norm()) < 1e-5
+    assert matching_pursuit(x, 10, ridge=0.0)[0].numel() == 3
+    idx, weights = gradmatch(x, 10, generator=torch.Generator().manual_seed(0))
+    idx_big, weights_big = gradmatch(x * 1000, 10, generator=torch.Generator().manual_seed(0))
+    assert torch.equal(idx, idx_big)
+    torch.testing.assert_close(weights, weights_big, rtol=1e-5, atol=1e-6)
 
 
 def test_gradmatch_shortfall_fill_is_exact_and_seeded() -> None:

@@ -53,12 +53,7 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
         t0 = time.perf_counter()
         x_adv = objective.perturb(bare, batch.x, batch.y, generator=generator)
         attack_s += time.perf_counter() - t0
-        model.train()
-        # separate clean and adversarial forwards, each with its own BN batch statistics, as the
-        # objectives document (Objective.per_example_loss) and the TRADES reference do
-        logits_clean = model(batch.x) if objective.needs_clean_logits else None
-        logits_adv = model(x_adv)
-        losses = objective.loss_from_logits(logits_clean, logits_adv, batch.y)
+        losses, logits_adv = objective.update_loss(model, batch.x, x_adv, batch.y)  # train-mode BN
         loss = (losses * batch.weight).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -95,32 +95,41 @@ class Objective:
         """
         return None, cross_entropy_logit_grad(logits_adv, y)
 
-    def per_example_loss(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """Attacks, then computes the per-example loss with the model in train mode.
+    def update_loss(self, model: nn.Module, x: Tensor, x_adv: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
+        """The per-example training loss of an attacked batch, with the model in train mode.
 
-        When clean logits are needed (TRADES) the clean and adversarial
-        batches go through two separate forwards, as in the TRADES reference:
-        each is normalised by its own BatchNorm batch statistics. One
-        concatenated forward would normalise both with mixed clean+adversarial
-        statistics, a different model (cf. AdvProp's separate BNs); the price
+        This is the forward the training loop runs for every update (``engine/epoch.py``).
+        When clean logits are needed (TRADES) the clean and adversarial batches go through two
+        separate forwards, as in the TRADES reference: each is normalised by its own BatchNorm
+        batch statistics. One concatenated forward would normalise both with mixed
+        clean+adversarial statistics, a different model (cf. AdvProp's separate BNs); the price
         is that running statistics get two momentum updates per step.
 
         Args:
-            model: classifier; left in train mode on return.
+            model: classifier (possibly DDP-wrapped); left in train mode on return.
             x: clean images.
+            x_adv: their adversarial examples.
             y: int64 labels.
-            generator: RNG for the attack's random start.
+
+        Returns:
+            ``(loss [B] attached to the graph, adversarial logits [B, C])``.
+        """
+        model.train()
+        logits_clean = model(x) if self.needs_clean_logits else None
+        logits_adv = model(x_adv)
+        return self.loss_from_logits(logits_clean, logits_adv, y), logits_adv
+
+    def per_example_loss(
+        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
+    ) -> tuple[Tensor, Tensor]:
+        """:meth:`perturb`, then :meth:`update_loss`.
 
         Returns:
             ``(loss [B] attached to the graph, detached x_adv)``.
         """
         x_adv = self.perturb(model, x, y, generator)
-        model.train()
-        logits_clean = model(x) if self.needs_clean_logits else None
-        logits_adv = model(x_adv)
-        return self.loss_from_logits(logits_clean, logits_adv, y), x_adv
+        loss, _ = self.update_loss(model, x, x_adv, y)
+        return loss, x_adv
 
     def with_attack(self, *, steps: int | None = None, step_size: float | None = None) -> Objective:
         """A shallow copy with a different attack budget (e.g. a cheaper selection attack).

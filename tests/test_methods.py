@@ -1,0 +1,113 @@
+"""Every registered coreset method through every path a job can take, on real data and Ray.
+
+Parametrised over ``distributed_adcs.methods.METHODS``: a new method is covered by adding its
+registry entry, and a layer that forgets to ask the spec fails here, not on a user's cluster.
+Paths: the in-process job, the actor pool with the exact and the two-round merge, and a
+2-worker DDP job.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from distributed_adcs.config import load_config
+from distributed_adcs.engine.build import load_job_splits, make_model
+from distributed_adcs.engine.plan import selection_epochs
+from distributed_adcs.engine.selection import local_selector
+from distributed_adcs.methods import METHODS
+from distributed_adcs.run import JobPlan, train
+
+from helpers import TINY
+
+pytestmark = pytest.mark.ray
+NAMES = list(METHODS)
+FRACTION = 0.25
+
+
+def _cfg(method: str, tmp_path=None, mlflow_uri=None, *extra: str):
+    sets = [*TINY, f"coreset.method={method}", f"coreset.fraction={FRACTION}", "coreset.warmup_epochs=1",
+            "coreset.every=1", "train.epochs=2", "ray.num_shards=4", *extra]
+    if tmp_path is not None:
+        sets += [f"mlflow.tracking_uri={mlflow_uri}", f"train.output_dir={tmp_path / 'runs'}"]
+    return load_config("configs/quickstart.yaml", sets)
+
+
+def _check_job(run_id: str, mlflow_uri: str, cfg) -> None:
+    """The run finished, trained on the subset the spec implies, and logged its coresets."""
+    spec, n = METHODS[cfg.coreset.method], cfg.data.limit
+    client = MlflowClient(mlflow_uri)
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    examples = {m.step: m.value for m in client.get_metric_history(run_id, "train_examples")}
+    expected_at_1 = n if spec.trains_on_all else round(FRACTION * n)
+    # rank 0 reports its share; DDP pads the shares to equal size (less than one example a rank)
+    world = max(1, cfg.ray.num_workers)
+    assert 0 <= examples[1] * world - expected_at_1 < world, examples
+    coresets = [a.path for a in client.list_artifacts(run_id, "coresets")]
+    assert coresets == [f"coresets/coreset_epoch{e:03d}.parquet" for e in selection_epochs(2, cfg.coreset)]
+    assert bool(coresets) != spec.trains_on_all
+    assert "test_clean_acc" in run.data.metrics
+
+
+@pytest.mark.parametrize("method", NAMES)
+def test_in_process_job(method, tmp_path, mlflow_uri):
+    cfg = _cfg(method, tmp_path, mlflow_uri)
+    assert JobPlan.of(cfg).where == "process"
+    _check_job(train(cfg), mlflow_uri, cfg)
+
+
+@pytest.fixture(scope="module")
+def model_and_splits():
+    cfg = _cfg("craig")
+    splits = load_job_splits(cfg)
+    torch.manual_seed(0)
+    return make_model(cfg, splits), splits
+
+
+@pytest.mark.parametrize("method", NAMES)
+def test_actor_path_with_exact_and_two_round_merge(method, ray_session, model_and_splits):
+    from distributed_adcs.distributed.actors import ActorPoolSelector, start_actors
+
+    model, splits = model_and_splits
+    spec = METHODS[method]
+    cfg = _cfg(method, None, None, "ray.num_actors=2", "ray.cpus_per_actor=1")
+    plan = JobPlan.of(cfg)
+    if spec.trains_on_all:
+        assert plan.selection == "none"
+        return
+    here = local_selector(cfg, splits, torch.device("cpu"))(model, 1)
+    if not spec.uses_actors:
+        assert plan.selection == "process"  # no actors are started for a method without embeddings
+        for merge in ("exact", "two_round"):  # and the merge setting is moot
+            got = ActorPoolSelector(replace(cfg, ray=replace(cfg.ray, merge=merge)), [], splits.train,
+                                    splits.num_classes)(model, 1)
+            assert torch.equal(got.positions, here.positions) and torch.equal(got.weights, here.weights)
+        return
+    assert plan.selection == "actors"
+    actors = start_actors(cfg, splits)
+    try:
+        exact = ActorPoolSelector(replace(cfg, ray=replace(cfg.ray, merge="exact")), actors, splits.train,
+                                  splits.num_classes)(model, 1)
+        two = ActorPoolSelector(replace(cfg, ray=replace(cfg.ray, merge="two_round")), actors, splits.train,
+                                splits.num_classes)(model, 1)
+    finally:
+        actors.kill()
+    assert torch.equal(exact.positions, here.positions) and torch.allclose(exact.weights, here.weights)
+    budget = round(FRACTION * len(splits.train))
+    labels = splits.train.labels
+    for got in (exact, two):
+        assert got.positions.numel() == budget == len(set(got.positions.tolist()))
+        assert torch.equal(torch.bincount(labels[got.positions], minlength=10),
+                           torch.bincount(labels[here.positions], minlength=10))
+        assert bool((got.weights > 0).all()) and set(got.extra["shard"].tolist()) <= {0, 1, 2, 3}
+
+
+@pytest.mark.parametrize("method", NAMES)
+def test_ddp_job(method, ray_session, tmp_path, mlflow_uri):
+    cfg = _cfg(method, tmp_path, mlflow_uri, "ray.num_workers=2", "ray.cpus_per_worker=1", "ray.num_actors=1")
+    assert JobPlan.of(cfg).where == "ray_train"
+    _check_job(train(cfg), mlflow_uri, cfg)
