@@ -1,12 +1,13 @@
 # make run   : create .venv, get Fashion-MNIST, run the quickstart (adversarial coreset training, MLflow in ./mlflow.db)
 # make test  : create .venv, get Fashion-MNIST, run the whole test suite
 # make bench : the benchmark scripts under benchmarks/ (slow; prints tables)
+# make mutation : mutmut on the core modules with the fast tests, then killed/survived per module
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup data run test bench ui clean
+.PHONY: setup data run test bench mutation ui clean
 setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml
@@ -29,6 +30,12 @@ test: setup
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
 	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+
+mutation: setup
+	$(PY) -m pip install -q 'mutmut==3.8.1'
+	rm -rf mutants
+	$(VENV)/bin/mutmut run --max-children 2 > /dev/null || true
+	$(PY) scripts/mutation_report.py
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db --host 127.0.0.1 --port 5000

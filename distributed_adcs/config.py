@@ -215,7 +215,9 @@ class RayConfig:
 
     address: str | None = None  # None: start a local Ray; "auto" or "HOST:PORT": join a cluster
     num_workers: int = 1  # Ray Train DDP workers; 0 trains in the adcs process without Ray
-    num_actors: int = 2  # embedding actors; 0 computes embeddings in the training process
+    # embedding actors of an in-process job (num_workers: 0); 0 embeds in the training process.
+    # A Ray Train job embeds on its own workers and starts no actors (distributed/trainer.py)
+    num_actors: int = 2
     use_gpu: bool = False
     cpus_per_worker: float = 1.0
     cpus_per_actor: float = 1.0
@@ -224,13 +226,16 @@ class RayConfig:
     merge: Literal["auto", "exact", "two_round"] = "auto"
     exact_merge_max_floats: int = 50_000_000  # auto: gather all embeddings up to this many floats
     max_failures: int = 2
+    # Ray Train waits 60 s for its worker group, then retries; this bounds the retries (Ray's
+    # default is forever). A request the cluster can never hold fails at once (resources.py)
+    startup_retries: int = 5
     # true: a local Ray started by adcs runs as Linux SCHED_BATCH, training threads as normal
     # (sched.py). Off by default: it halves preemptions of training threads, but no epoch-time
     # gain was measurable (docs/measurements.md)
     batch_scheduling: bool = False
 
     def __post_init__(self) -> None:
-        for key in ("num_workers", "num_actors", "max_failures"):
+        for key in ("num_workers", "num_actors", "max_failures", "startup_retries"):
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         _check(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
         for key in ("cpus_per_worker", "cpus_per_actor", "gpus_per_actor"):

@@ -8,7 +8,6 @@ and config loader, and its pods are checked to hold the resources the job asks R
 from __future__ import annotations
 
 import copy
-import math
 import re
 import shlex
 from pathlib import Path
@@ -23,6 +22,7 @@ from ray.autoscaler._private.util import prepare_config, validate_config
 from ray.runtime_env import RuntimeEnv
 
 from distributed_adcs.cli import build_parser
+from distributed_adcs.distributed.resources import job_bundles, pack
 from distributed_adcs.config import JobConfig, load_config
 
 from helpers import ROOT
@@ -50,43 +50,16 @@ def _job_config(job: dict) -> JobConfig:
 
 
 # ---------------------------------------------------------------------------------------
-# A model of Ray's placement: whole-GPU requests take free GPUs, fractions share one GPU.
+# Placement: the code's own model (distributed_adcs.distributed.resources), the same one a job
+# checks against its cluster before it starts.
 
 
 def _demands(cfg: JobConfig) -> list[dict[str, float]]:
-    """Resource requests of one job (see distributed_adcs.distributed.driver and actors)."""
-    r = cfg.ray
-    worker = {"CPU": r.cpus_per_worker, "GPU": 1.0 if r.use_gpu else 0.0}
-    actor = {"CPU": r.cpus_per_actor, "GPU": r.gpus_per_actor if r.use_gpu else 0.0}
-    return [dict(worker) for _ in range(r.num_workers)] + [dict(actor) for _ in range(r.num_actors)]
-
-
-def _place(demand: dict[str, float], node: dict) -> bool:
-    gpu = demand["GPU"]
-    if node["CPU"] + 1e-9 < demand["CPU"]:
-        return False
-    if gpu >= 1:  # whole GPUs only
-        free = [i for i, left in enumerate(node["gpus"]) if left >= 1 - 1e-9]
-        if len(free) < math.ceil(gpu):
-            return False
-        for i in free[: math.ceil(gpu)]:
-            node["gpus"][i] = 0.0
-    elif gpu > 0:
-        slot = next((i for i, left in enumerate(node["gpus"]) if left + 1e-9 >= gpu), None)
-        if slot is None:
-            return False
-        node["gpus"][slot] -= gpu
-    node["CPU"] -= demand["CPU"]
-    return True
+    return job_bundles(cfg)
 
 
 def _fits(demands: list[dict[str, float]], nodes: list[tuple[float, int]]) -> bool:
-    """First-fit decreasing of the requests onto nodes given as (CPUs, GPUs)."""
-    state = [{"CPU": float(cpu), "gpus": [1.0] * int(gpus)} for cpu, gpus in nodes]
-    for demand in sorted(demands, key=lambda d: (d["GPU"], d["CPU"]), reverse=True):
-        if not any(_place(demand, node) for node in state):
-            return False
-    return True
+    return pack(demands, [{"CPU": float(cpu), "GPU": float(gpus)} for cpu, gpus in nodes])
 
 
 def test_placement_model_respects_whole_and_fractional_gpus():

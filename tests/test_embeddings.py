@@ -9,6 +9,7 @@ from distributed_adcs.embeddings import EMBEDDING_KINDS, embed_batch
 from distributed_adcs.models import build_model
 from distributed_adcs.config import ObjectiveConfig
 from distributed_adcs.objectives import OBJECTIVES, build_objective
+from tiny_models import make_data, make_model
 
 EPS = {"pat": 0.5}
 
@@ -83,3 +84,43 @@ def test_embedding_is_independent_of_batch_composition():
     halves = torch.cat([embed_batch(model, objective, x[:4], y[:4]), embed_batch(model, objective, x[4:], y[4:])])
     torch.testing.assert_close(whole, halves, rtol=1e-5, atol=1e-6)
     assert model.training  # the model's mode is restored
+
+
+def test_selection_in_train_bn_mode_leaves_the_live_model_unchanged():
+    # objective.bn_mode=train runs the selection attack with batch statistics, which updates
+    # BatchNorm's running statistics; selection must not change the model that trains next.
+    from distributed_adcs.config import load_config
+    from distributed_adcs.engine.build import load_job_splits, make_model
+    from distributed_adcs.engine.selection import local_selector
+
+    from helpers import TINY
+
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "objective.bn_mode=train",
+                                                  "coreset.warmup_epochs=1", "coreset.selection_steps=2"])
+    splits = load_job_splits(cfg)
+    torch.manual_seed(0)
+    model = make_model(cfg, splits)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    selection = local_selector(cfg, splits, torch.device("cpu"))(model, 1)
+    assert selection.positions.numel() == round(0.3 * len(splits.train))
+    after = model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before), [k for k in before if not torch.equal(before[k], after[k])]
+
+
+def test_selection_attack_reaches_the_ball_with_an_explicit_training_step():
+    # objective.step_size 0.01 is right for 10 training steps at epsilon 0.1; a 1-step selection
+    # attack with it would move 0.01. It must reach the epsilon-ball instead.
+    from distributed_adcs.config import ObjectiveConfig
+    from distributed_adcs.engine.build import make_objective
+
+    cfg = ObjectiveConfig(name="pgd_linf", epsilon=0.1, steps=10, step_size=0.01)
+    assert make_objective(cfg).step_size == 0.01  # training keeps its step
+    select = make_objective(cfg, steps=1)
+    assert select.spec.steps == 1 and select.step_size == pytest.approx(0.25)
+    model = make_model().eval()
+    x, y = make_data(8)
+    delta = (select.perturb(model, x, y, torch.Generator().manual_seed(0)) - x).abs()
+    inside = (x > 0.1) & (x < 0.9)  # pixels the [0, 1] box does not clip
+    assert float(delta[inside].min()) == pytest.approx(0.1, abs=1e-6)
+    bigger = make_objective(ObjectiveConfig(name="pgd_linf", epsilon=0.1, steps=10, step_size=0.5), steps=2)
+    assert bigger.step_size == 0.5  # a configured step larger than the default is kept

@@ -53,9 +53,29 @@ def test_normalised_weights_estimate_full_mean():
     """sum(w)=N over k examples -> weights of mean 1; weighted mean = (1/N) sum w_i l_i."""
     w = torch.tensor([10.0, 5.0, 5.0])  # stands for N = 20 examples
     losses = torch.tensor([1.0, 2.0, 3.0])
-    v = normalised_weights(w)
+    v = normalised_weights(w, 20)
     assert v.mean() == pytest.approx(1.0)
     assert (v * losses).mean() == pytest.approx((w * losses).sum() / 20)
+
+
+def test_gradmatch_coreset_trains_on_the_full_data_gradient():
+    # A case where GradMatch matches exactly: per-example "gradients" of a linear loss
+    # l_j(theta) = a_j * theta, so the gradient of l_j is a_j (d = 1). One picked example with
+    # weight w = sum_j a_j / a_i matches the full gradient sum exactly, and w != N.
+    from distributed_adcs.coreset import select
+
+    a = torch.tensor([1.0, 2.0, 3.0, 4.0, 10.0])
+    n = a.numel()
+    core = select("gradmatch", a[:, None], torch.zeros(n, dtype=torch.int64), 1)
+    w = core.weights
+    assert (w * a[core.indices]).sum().item() == pytest.approx(a.sum().item(), rel=1e-4)  # exact, up to the ridge
+    assert w.sum().item() != pytest.approx(n)  # GradMatch weights do not count examples
+    theta = torch.tensor(0.5, requires_grad=True)
+    v = normalised_weights(w, n)
+    (v * a[core.indices] * theta).mean().backward()  # the training loss of the coreset epoch
+    full = (a * 0.5).sum() / n  # the full-data mean loss ...
+    assert theta.grad.item() == pytest.approx(a.mean().item(), rel=1e-4)  # ... and its gradient
+    assert full.item() == pytest.approx((v * a[core.indices] * 0.5).mean().item(), rel=1e-4)
 
 
 def test_checkpoint_roundtrip_weights_only(tmp_path):
@@ -84,3 +104,34 @@ def test_derived_seeds_are_stable_and_distinct():
     assert derive_seed(0, "attack", 3, 1) == derive_seed(0, "attack", 3, 1)
     assert derive_seed(0, "attack", 3, 1) != derive_seed(0, "attack", 3, 2)
     assert 0 <= derive_seed(123, "x") < 2**63
+
+
+def test_batch_sizes_fold_a_last_batch_of_one():
+    from distributed_adcs.data.batches import batch_sizes, num_batches
+
+    assert batch_sizes(129, 128) == [128, 1] and batch_sizes(129, 128, min_batch=2) == [129]
+    assert batch_sizes(256, 128, min_batch=2) == [128, 128] and batch_sizes(1, 128, min_batch=2) == [1]
+    assert batch_sizes(130, 128, drop_last=True, min_batch=2) == [128]
+    assert num_batches(129, 128, min_batch=2) == 1 and num_batches(129, 128) == 2
+
+
+@pytest.mark.parametrize("limit, extra", [(129, []), (1, []), (3, ["coreset.method=random", "coreset.fraction=0.34",
+                                                                     "coreset.warmup_epochs=0"])])
+def test_no_batch_arithmetic_crashes_small_cnn(limit, extra, tmp_path, mlflow_uri):
+    # small_cnn has a BatchNorm1d, which cannot train on a batch of one example: 129 examples in
+    # batches of 128, a one-example data set, and a one-example coreset must all train.
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.config import load_config
+    from distributed_adcs.run import train
+
+    from helpers import TINY
+
+    cfg = load_config("configs/quickstart.yaml", [*TINY, f"data.limit={limit}", "data.batch_size=128",
+                                                  "train.epochs=1", f"mlflow.tracking_uri={mlflow_uri}",
+                                                  f"train.output_dir={tmp_path}", *extra])
+    run_id = train(cfg)
+    client = MlflowClient(mlflow_uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    examples = client.get_metric_history(run_id, "train_examples")[0].value
+    assert examples == {129: 129, 1: 2, 3: 2}[limit]  # a one-example epoch trains that example twice

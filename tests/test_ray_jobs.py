@@ -260,3 +260,34 @@ def test_submitted_job_runs_ray_train_on_the_submitted_cluster(ray_head, tmp_pat
     assert "RayTrainWorker" in _actor_classes(ray_head), "Ray Train did not run on the submitted head"
     logs = _get_json(f"{ray_head.dashboard}/api/jobs/{job_id}/logs")["logs"]
     assert "Found multiple active Ray instances" not in logs  # Train's State API calls found this head
+
+
+def test_coreset_job_fits_a_cluster_sized_for_one_phase(ray_head, tmp_path, capsys):
+    # The reported deadlock: a head of exactly 2 CPUs, a Train worker of 2 CPUs and 2 embedding
+    # actors of 1 CPU each. The actors held their CPUs for the whole job, Train waited 60 s for
+    # its worker and retried forever. Now the workers run the selections: the job needs 2 CPUs.
+    overrides = ["coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1", "ray.num_workers=1",
+                 "ray.cpus_per_worker=2", "ray.num_actors=2", "ray.cpus_per_actor=1", "ray.max_failures=0"]
+    job_id, wall, cli_output = _submit(ray_head, tmp_path, overrides)
+    _report(capsys, ray_head, "coreset job on a cluster sized for one phase", wall)
+    _assert_succeeded(ray_head, job_id, cli_output)
+    run = _finished_run(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "coresets")] == [
+        "coresets/coreset_epoch001.parquet"]
+    assert "EmbeddingWorker" not in _actor_classes(ray_head)
+
+
+def test_request_that_can_never_fit_fails_at_once_with_one_line(ray_head, tmp_path):
+    overrides = ["ray.num_workers=2", "ray.cpus_per_worker=2", "ray.max_failures=0"]
+    started = time.perf_counter()
+    job_id, wall, cli_output = _submit(ray_head, tmp_path, overrides)
+    assert time.perf_counter() - started < 120
+    info = _get_json(f"{ray_head.dashboard}/api/jobs/{job_id}")
+    assert info["status"] == "FAILED"
+    logs = _get_json(f"{ray_head.dashboard}/api/jobs/{job_id}/logs")["logs"]
+    errors = [line for line in logs.splitlines() if line.startswith("adcs train: error:")]
+    assert len(errors) == 1, logs[-3000:]
+    assert "needs 2 Ray Train workers of {CPU: 2} each ({CPU: 4} in all)" in errors[0]
+    assert "the cluster has {CPU: 2}" in errors[0]
+    assert "Traceback" not in logs

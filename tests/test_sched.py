@@ -15,7 +15,7 @@ import ray
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchTrainer
 
-from distributed_adcs.config import RayConfig
+from distributed_adcs.config import JobConfig, RayConfig
 from distributed_adcs.distributed.cluster import connect
 from distributed_adcs.distributed.sched import batch_children, compute_section, compute_thread, thread_policy
 
@@ -90,7 +90,7 @@ def _raylet_policy() -> str:
 @pytest.mark.timeout(300)
 def test_local_ray_is_batch_and_the_training_thread_is_not(tmp_path):
     assert not ray.is_initialized()
-    cfg = RayConfig(num_workers=1, num_actors=0, cpus_per_worker=1, batch_scheduling=True)
+    cfg = JobConfig(ray=RayConfig(num_workers=1, num_actors=0, cpus_per_worker=1, batch_scheduling=True))
     assert connect(cfg)
     try:
         assert thread_policy() == "other"  # the driver's own thread is restored
@@ -104,7 +104,7 @@ def test_local_ray_is_batch_and_the_training_thread_is_not(tmp_path):
     finally:
         ray.shutdown()
     assert not RayConfig().batch_scheduling  # off by default
-    assert connect(RayConfig(num_workers=1, num_actors=0))
+    assert connect(JobConfig(ray=RayConfig(num_workers=1, num_actors=0)))
     try:
         assert _raylet_policy() == "other"
     finally:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -35,20 +34,39 @@ class Batch:
         return int(self.y.shape[0])
 
 
-def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
-    """Batches per epoch over ``n`` examples.
+def batch_sizes(n: int, batch_size: int, drop_last: bool = False, min_batch: int = 1) -> list[int]:
+    """The sizes of an epoch's batches over ``n`` examples.
 
     Args:
         n: number of examples.
         batch_size: examples per batch (>= 1).
-        drop_last: whether a final partial batch is dropped.
+        drop_last: drop a final batch smaller than ``batch_size``.
+        min_batch: a final batch smaller than this joins the one before it (training uses 2:
+            BatchNorm cannot take batch statistics of one example, e.g. 129 examples in
+            batches of 128 become one batch of 129).
 
     Returns:
-        ``n // batch_size`` when dropping, else ``ceil(n / batch_size)``.
+        Positive sizes summing to ``n`` (to ``n - n % batch_size`` when dropping).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    return n // batch_size if drop_last else math.ceil(n / batch_size)
+    sizes = [batch_size] * (n // batch_size)
+    if n % batch_size and not drop_last:
+        sizes.append(n % batch_size)
+    if len(sizes) > 1 and sizes[-1] < min_batch:
+        last = sizes.pop()
+        sizes[-1] += last
+    return sizes
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False, min_batch: int = 1) -> int:
+    """Batches per epoch over ``n`` examples (see :func:`batch_sizes`).
+
+    Returns:
+        ``n // batch_size`` when dropping, else ``ceil(n / batch_size)`` (one fewer when a
+        final batch below ``min_batch`` joins the one before).
+    """
+    return len(batch_sizes(n, batch_size, drop_last, min_batch))
 
 
 def _checked_subset(size: int, positions: Tensor | None, weights: Tensor | None) -> tuple[Tensor, Tensor]:
@@ -77,6 +95,7 @@ def iterate_batches(
     weights: Tensor | None = None,
     augment: Augmentation | None = None,
     drop_last: bool = False,
+    min_batch: int = 1,
     device: torch.device | str | None = None,
 ) -> Iterator[Batch]:
     """One epoch of mini-batches over ``data`` (or the subset ``positions`` of it).
@@ -92,11 +111,12 @@ def iterate_batches(
         weights: per-example weights aligned with ``positions`` (ones when None).
         augment: ``fn(x, generator) -> x`` applied to each float batch.
         drop_last: drop a final batch smaller than ``batch_size``.
+        min_batch: a final batch smaller than this joins the one before (:func:`batch_sizes`).
         device: where the batch tensors go; the images' device when None. Only the
             selected uint8 rows are moved, before the float conversion.
 
     Returns:
-        An iterator of :class:`Batch`; ``num_batches(len(positions), batch_size, drop_last)`` long.
+        An iterator of :class:`Batch`; ``num_batches(len(positions), batch_size, drop_last, min_batch)`` long.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -106,10 +126,10 @@ def iterate_batches(
         draw_device = generator.device if generator is not None else torch.device("cpu")
         order = torch.randperm(positions.shape[0], generator=generator, device=draw_device).cpu()
         positions, weights = positions[order], weights[order]
-    if drop_last:
-        keep = positions.shape[0] - positions.shape[0] % batch_size
-        positions, weights = positions[:keep], weights[:keep]
-    return _generate(data, positions.split(batch_size), weights.split(batch_size), augment, generator, target)
+    sizes = batch_sizes(positions.shape[0], batch_size, drop_last, min_batch)
+    keep = sum(sizes)
+    positions, weights = positions[:keep], weights[:keep]
+    return _generate(data, positions.split(sizes), weights.split(sizes), augment, generator, target)
 
 
 def _generate(

@@ -26,10 +26,10 @@ from ..engine.build import make_model, make_objective
 from ..engine.checkpoint import unwrap
 from ..engine.job import Selection
 from ..engine.runtime import resolve_device
-from ..engine.selection import ShardEmbeddings, embed_shard, merge_and_choose, placeholder_shards, shard_bounds
+from ..engine.selection import ShardEmbeddings, merge_and_choose, placeholder_shards, shard_bounds
 from ..methods import get_method
 from ..progress import progress
-from .merge import local_candidates, merge_mode, two_round_merge
+from .merge import merge_mode, merge_shards, shard_result
 from .sched import compute_section
 
 FAULT_ENV = "ADCS_FAULT_ACTOR_EXIT_ONCE"  # tests: path of a marker; the first actor call to see no marker dies
@@ -62,12 +62,8 @@ class EmbeddingWorker:
             self.model.load_state_dict(weights)
             self.version = version
         with compute_section():  # a local Ray's actors are batch-scheduled between selections
-            result = embed_shard(self.model, self.cfg, self.train, shard, bounds, epoch, self.device, self.objective)
-            if mode == "two_round":
-                t0 = time.perf_counter()
-                result = local_candidates(self.cfg, result, epoch, self.train.labels)
-                result.timings["local_greedy"] = time.perf_counter() - t0
-        return result
+            return shard_result(self.cfg, self.model, self.train, shard, bounds, epoch, self.device, self.objective,
+                                mode)
 
 
 EmbeddingActor = ray.remote(EmbeddingWorker)
@@ -125,12 +121,7 @@ class ActorPoolSelector:
             refs = [self.actors[i % len(self.actors)].embed.remote(weights, epoch, epoch, i, b, mode)
                     for i, b in enumerate(self.bounds)]
             shards = [ray.get(r) for r in progress(refs, desc=f"selection epoch {epoch}", total=len(refs))]
-            t_merge = time.perf_counter()
-            if mode == "two_round":
-                selection = two_round_merge(self.cfg, shards, epoch, self.train.labels)
-            else:
-                selection = merge_and_choose(self.cfg, shards, epoch)
-            selection.timings["merge"] = time.perf_counter() - t_merge
+            selection = merge_shards(self.cfg, shards, epoch, mode, self.train.labels)
         selection.timings["total"] = time.perf_counter() - t0
         return selection
 
@@ -140,8 +131,15 @@ def actor_selector(cfg: JobConfig, splits: Splits) -> Iterator[ActorPoolSelector
     """A selector on ``ray.num_actors`` embedding actors for a job trained in this process;
     the actors (and a Ray started here) are released on exit."""
     from .cluster import connect
+    from .resources import check_cluster
 
-    started = connect(cfg.ray)
+    started = connect(cfg)
+    try:
+        check_cluster(cfg)
+    except Exception:
+        if started:
+            ray.shutdown()
+        raise
     actors = start_actors(cfg, splits)
     try:
         yield ActorPoolSelector(cfg, actors, splits.train, splits.num_classes)

@@ -6,23 +6,21 @@ import os
 
 import ray
 
-from ..config import RayConfig
+from ..config import JobConfig
+from .resources import job_bundles, total
 from .sched import batch_children
 
 
-def needed_cpus(cfg: RayConfig) -> float:
-    return cfg.num_workers * cfg.cpus_per_worker + cfg.num_actors * cfg.cpus_per_actor
-
-
-def connect(cfg: RayConfig, resources: dict[str, float] | None = None) -> bool:
+def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
     """Make sure Ray is up; return True when this call started (or joined) it.
 
     ``ray.address`` (or, inside a Ray job, the ``RAY_ADDRESS`` it sets) joins a cluster. With neither, a local instance starts with the dashboard on 127.0.0.1 (the
     State API it serves is what lets Train V2 clean up placement groups). Its logical CPU
-    count is the machine's, raised to what the job asks for (``resources`` adds custom ones): training workers and embedding
-    actors hold their CPUs for the whole job but never compute at the same time (workers
-    wait while rank 0 runs a selection), so on one machine they may share cores.
+    count is the machine's, raised to what the job asks for when that is more (a deliberate
+    oversubscription: ``cpus_per_worker: 4`` on a 2-core laptop runs, slower);
+    ``resources`` adds custom ones.
     """
+    cfg = job.ray
     if ray.is_initialized():
         return False
     # inside a submitted Ray job RAY_ADDRESS names the cluster: join it, never start a private Ray
@@ -30,7 +28,7 @@ def connect(cfg: RayConfig, resources: dict[str, float] | None = None) -> bool:
     if address:
         ray.init(address=address, log_to_driver=True)
         return True
-    num_cpus = max(os.cpu_count() or 1, int(-(-needed_cpus(cfg) // 1)))
+    num_cpus = max(os.cpu_count() or 1, int(-(-total(job_bundles(job)).get("CPU", 0.0) // 1)))
     # Ray runs workers at nice 15. On a small machine its own daemons then preempt the training
     # worker's OpenMP threads mid-barrier: a PGD epoch in a Ray Train worker took 1.6x the same
     # epoch in-process (benchmarks/bench_ray_train.py). Workers of a local Ray we start get the

@@ -26,7 +26,7 @@ from ..coreset import class_budgets, select
 from ..embeddings import embedding_dim
 from ..engine.job import Selection
 from ..engine.runtime import derive_seed
-from ..engine.selection import ShardEmbeddings, concat_shards
+from ..engine.selection import ShardEmbeddings, concat_shards, embed_shard, merge_and_choose
 from ..methods import get_method
 
 
@@ -92,3 +92,27 @@ def two_round_merge(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int,
     timings = {"attack": m.timings["attack"], "embed": m.timings["embed"],
                "greedy": m.timings["local_greedy"] + time.perf_counter() - t0}
     return Selection(epoch, m.positions[keep_t], torch.cat(weights), timings, {"shard": m.shard_of[keep_t]})
+
+
+def shard_result(cfg: JobConfig, model: torch.nn.Module, train, shard: int, bounds: tuple[int, int], epoch: int,
+                 device: torch.device, objective, mode: str) -> ShardEmbeddings:
+    """What one shard sends to the merge: all its embeddings (``exact``), or its round-one
+    candidates with their local weights (``two_round``)."""
+    result = embed_shard(model, cfg, train, shard, bounds, epoch, device, objective)
+    if mode == "two_round":
+        t0 = time.perf_counter()
+        result = local_candidates(cfg, result, epoch, train.labels)
+        result.timings["local_greedy"] = time.perf_counter() - t0
+    return result
+
+
+def merge_shards(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int, mode: str,
+                 all_labels: torch.Tensor) -> Selection:
+    """One global coreset from the shards' results (``mode`` as :func:`merge_mode` chose)."""
+    t0 = time.perf_counter()
+    if mode == "two_round":
+        selection = two_round_merge(cfg, shards, epoch, all_labels)
+    else:
+        selection = merge_and_choose(cfg, shards, epoch)
+    selection.timings["merge"] = time.perf_counter() - t0
+    return selection

@@ -71,7 +71,7 @@ def run_sweep(path: str | Path, train: TrainJob) -> str:
     output_dir = str(Path(base_cfg.train.output_dir).resolve())
     with parent:
         # the same Ray start-up as adcs train, plus the trial drivers' custom resource
-        started = connect(base_cfg.ray, resources={DRIVER_RESOURCE: 1000})
+        started = connect(base_cfg, resources={DRIVER_RESOURCE: 1000})
         try:
             results = _fit(sweep, base, uri, parent.run_id, output_dir, base_cfg, train)
         finally:

@@ -2,8 +2,16 @@
 
 Why one trainer for the whole job: starting a Ray Train worker group costs about 15 s on
 2 cores, more than a coreset epoch of small models. So instead of a ``fit()`` per training
-phase, the trainer stays up; at a selection epoch rank 0 sends the current weights to the
-embedding actors, merges their results into the coreset, and broadcasts it to every rank.
+phase, the trainer stays up.
+
+Selection runs on the training workers themselves (:class:`RankShardSelector`): rank ``r``
+attacks and embeds shards ``r, r + W, ...``, rank 0 gathers the results, merges them into the
+coreset and broadcasts it. The workers hold the job's CPUs and GPUs anyway and would otherwise
+sit idle while a selection runs, so the job needs the training phase's resources and nothing
+more: no second set of actors that would have to fit beside the workers (on a cluster sized
+for one phase, that deadlocked). Shard randomness depends on the shard, never on the rank, so
+1 and 2 workers select the same coreset.
+
 Every epoch, rank 0 reports metrics and a checkpoint (model, optimiser, schedule, epoch,
 coreset, RNG states); other ranks report metrics only. A failed worker group restarts from
 the last checkpoint (``ray.max_failures``). The controller-side ``MlflowReporter`` logs to
@@ -26,14 +34,15 @@ import torch
 import torch.distributed as dist
 
 from ..config import JobConfig, config_from_dict
-from ..engine.build import load_job_splits
-from ..engine.checkpoint import load_checkpoint, save_checkpoint
+from ..engine.build import load_job_splits, make_objective
+from ..engine.checkpoint import load_checkpoint, save_checkpoint, unwrap
 from ..engine.job import Job, Selection
 from ..engine.runtime import generator, seed_everything
-from ..engine.selection import local_selector
+from ..engine.selection import merge_and_choose, placeholder_shards, shard_bounds
 from ..methods import get_method
+from ..progress import progress
 from ..tracking.artifacts import write_selection
-from .actors import ActorPoolSelector
+from .merge import merge_mode, merge_shards, shard_result
 from .reporter import state_digest
 from .sched import compute_thread
 
@@ -48,11 +57,12 @@ class DDPBackend:
         self.rank, self.world_size, self.seed = rank, world_size, seed
 
     def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int):
-        """The same seeded permutation on every rank, padded to equal shares, strided by rank."""
+        """The same seeded permutation on every rank, padded (by repeating it) to equal shares
+        of at least two examples (BatchNorm needs two), strided by rank."""
         n = positions.numel()
         perm = torch.randperm(n, generator=generator(self.seed, "ddp-order", epoch))
-        pad = (-n) % self.world_size
-        perm = torch.cat([perm, perm[:pad]])
+        share = max(-(-n // self.world_size), 2)
+        perm = perm.repeat(-(-share * self.world_size // n))[:share * self.world_size]
         mine = perm[self.rank::self.world_size]
         return positions[mine], weights[mine]
 
@@ -73,6 +83,46 @@ class DDPBackend:
             return
         for buf in model.buffers():
             dist.broadcast(buf.data, src=0)
+
+
+class RankShardSelector:
+    """Selection sharded over the DDP ranks: every rank calls it at a selection epoch.
+
+    Returns the selection on rank 0 and ``None`` elsewhere (``Job`` broadcasts rank 0's).
+    A method without embeddings selects from labels on rank 0 alone.
+    """
+
+    def __init__(self, cfg: JobConfig, splits, device: torch.device, rank: int, world_size: int):
+        self.cfg, self.train, self.device = cfg, splits.train, device
+        self.rank, self.world_size = rank, world_size
+        self.bounds = shard_bounds(len(splits.train), cfg.ray.num_shards)
+        self.objective = make_objective(cfg.objective, steps=cfg.coreset.selection_steps)
+
+    def __call__(self, model: torch.nn.Module, epoch: int) -> Selection | None:
+        t0 = time.perf_counter()
+        if not get_method(self.cfg.coreset.method).needs_embeddings:
+            if self.rank != 0:
+                return None
+            selection = merge_and_choose(self.cfg, placeholder_shards(self.train, self.bounds), epoch)
+        else:
+            bare = unwrap(model)
+            mode = merge_mode(self.cfg, len(self.train), bare)
+            mine = [(i, b) for i, b in enumerate(self.bounds) if i % self.world_size == self.rank]
+            results = [shard_result(self.cfg, bare, self.train, i, b, epoch, self.device, self.objective, mode)
+                       for i, b in progress(mine, desc=f"selection epoch {epoch}")]
+            gathered = self._gather(results)
+            if self.rank != 0:
+                return None
+            selection = merge_shards(self.cfg, [r for part in gathered for r in part], epoch, mode, self.train.labels)
+        selection.timings["total"] = time.perf_counter() - t0
+        return selection
+
+    def _gather(self, results: list) -> list[list]:
+        if self.world_size == 1:
+            return [results]
+        box = [None] * self.world_size if self.rank == 0 else None
+        dist.gather_object(results, box, dst=0)
+        return box or []
 
 
 def _maybe_inject_fault(epoch: int, rank: int) -> None:
@@ -108,11 +158,8 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     splits = load_job_splits(cfg)
     startup = {"trainer_startup_s": started - config["fit_called_at"], "worker_setup_s": time.time() - started}
-    selector = None
-    if rank == 0 and not get_method(cfg.coreset.method).trains_on_all:
-        actors = config.get("actors") or []
-        selector = (ActorPoolSelector(cfg, actors, splits.train, splits.num_classes) if actors
-                    else local_selector(cfg, splits, device))
+    selector = (None if get_method(cfg.coreset.method).trains_on_all
+                else RankShardSelector(cfg, splits, device, rank, world))
     job = Job(cfg, splits, device, backend=DDPBackend(rank, world, cfg.seed), selector=selector,
               wrap_model=ray.train.torch.prepare_model)
     checkpoint = ray.train.get_checkpoint()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
@@ -27,9 +27,20 @@ def make_model(cfg: JobConfig, splits: Splits) -> torch.nn.Module:
 
 
 def make_objective(cfg: ObjectiveConfig, *, steps: int | None = None):
-    """The training objective, or a cheaper copy with ``steps`` attack steps (selection)."""
+    """The training objective, or a cheaper copy with ``steps`` attack steps (selection).
+
+    The cheaper attack takes the objective's default step for its own number of steps
+    (``2.5 * epsilon / steps`` for PGD), or the configured step when that is larger: a step
+    tuned for ``objective.steps`` (say 0.01 for 10 steps at epsilon 0.1) would move a 1-step
+    selection attack a tenth of the way to the epsilon-ball, hardly an attack at all.
+    """
     objective = build_objective(cfg)
-    return objective if steps is None else objective.with_attack(steps=steps)
+    if steps is None or steps == cfg.steps:
+        return objective
+    cheap = build_objective(replace(cfg, steps=steps, step_size=None))
+    if cfg.step_size is not None and cfg.step_size > cheap.step_size:
+        cheap = cheap.with_attack(step_size=cfg.step_size)
+    return cheap
 
 
 def make_augment(cfg: JobConfig):

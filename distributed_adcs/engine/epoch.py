@@ -1,12 +1,16 @@
 """One adversarial training epoch and the per-epoch validation.
 
-Weighted loss (coreset training). A coreset of ``k`` examples with weights ``w_i`` that sum to
-the number of examples ``N`` they stand for is trained with normalised weights
-``v_i = w_i * k / N`` (mean 1 over the coreset), and each batch minimises
-``mean_b(v_i * loss_i)``. Averaged over an epoch this is ``(1/k) sum_i v_i loss_i =
-(1/N) sum_i w_i loss_i``, the coreset's estimate of the full-data mean loss
-``(1/N) sum_j loss_j``; with unit weights (full data) it is the plain mean, so the learning
-rate means the same thing in both phases.
+Weighted loss (coreset training). A coreset of ``k`` examples with weights ``w_i`` is the
+selector's estimate of the full data: ``sum_i w_i loss_i ~ sum_j loss_j`` over the ``N``
+training examples (and the same for gradients). It is trained with normalised weights
+``v_i = w_i * k / N``, and each batch minimises ``mean_b(v_i * loss_i)``. Averaged over an
+epoch this is ``(1/k) sum_i v_i loss_i = (1/N) sum_i w_i loss_i``, the estimate of the
+full-data mean loss ``(1/N) sum_j loss_j``; with unit weights (full data) it is the plain mean,
+so the learning rate means the same thing in both phases.
+
+``N`` is the size of the training set, not ``sum_i w_i``: CRAIG's and random's weights sum to
+``N``, but GradMatch's matching coefficients do not, and dividing by their own sum would scale
+the coreset gradient by ``N / sum_i w_i`` away from the full-data gradient it matches.
 """
 
 from __future__ import annotations
@@ -31,9 +35,10 @@ class EpochStats:
     attack_seconds: float
 
 
-def normalised_weights(weights: torch.Tensor) -> torch.Tensor:
-    """Scale coreset weights to mean 1 (see the module docstring)."""
-    return weights * (weights.numel() / weights.sum())
+def normalised_weights(weights: torch.Tensor, n_total: int) -> torch.Tensor:
+    """``v = w * k / N`` for a coreset of ``k`` weights standing for ``N`` examples (see the
+    module docstring); mean 1 when the weights sum to ``N``."""
+    return weights * (weights.numel() / n_total)
 
 
 def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer: torch.optim.Optimizer,

@@ -47,13 +47,21 @@ class Backend(Protocol):
     def end_epoch(self, model: torch.nn.Module) -> None: ...
 
 
+def at_least_two(positions: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """A one-example epoch is trained as that example twice (same mean loss and gradient):
+    BatchNorm cannot take batch statistics of a single example."""
+    if positions.numel() == 1:
+        return positions.repeat(2), weights.repeat(2)
+    return positions, weights
+
+
 class LocalBackend:
     """One process trains everything."""
 
     rank, world_size = 0, 1
 
     def shard(self, positions, weights, epoch):
-        return positions, weights
+        return at_least_two(positions, weights)
 
     def broadcast(self, obj):
         return obj
@@ -108,16 +116,16 @@ class Job:
         phase = epoch_phase(epoch, self.cfg.coreset)
         selection = None
         if phase == "select":
-            if self.backend.rank == 0:  # the driver of the selection; the others receive its result
-                if self.selector is None:
-                    raise RuntimeError(f"coreset.method={self.cfg.coreset.method} needs a selector")
-                selection = self.selector(self.state.model, epoch)
-            selection = self.backend.broadcast(selection)
+            if self.selector is None:
+                raise RuntimeError(f"coreset.method={self.cfg.coreset.method} needs a selector")
+            # every rank calls its selector (a DDP selector shards the work over the ranks and
+            # returns the selection on rank 0 only); rank 0's result is what every rank trains on
+            selection = self.backend.broadcast(self.selector(self.state.model, epoch))
             s.coreset_positions, s.coreset_weights, s.coreset_epoch = (
                 selection.positions, selection.weights, selection.epoch)
         if phase == "full":
             return torch.arange(n), torch.ones(n), None
-        return s.coreset_positions, normalised_weights(s.coreset_weights.float()), selection
+        return s.coreset_positions, normalised_weights(s.coreset_weights.float(), n), selection
 
     def run_epoch(self, epoch: int) -> tuple[dict[str, float], Selection | None]:
         """Train epoch ``epoch`` (selecting first when it is a selection epoch)."""
@@ -125,12 +133,13 @@ class Job:
         positions, weights, selection = self._subset(epoch)
         positions, weights = self.backend.shard(positions, weights, epoch)
         seed, bs = self.cfg.seed, self.cfg.data.batch_size
+        # a last batch of one example joins the one before: BatchNorm needs two for batch statistics
         batches = iterate_batches(self.splits.train, bs, shuffle=True,
                                   generator=generator(seed, "order", epoch, self.backend.rank),
                                   positions=positions, weights=weights, augment=self.augment,
-                                  device=self.device)
+                                  min_batch=2, device=self.device)
         stats = train_epoch(self.state.model, self.objective, batches, self.state.optimizer, self.state.schedule,
-                            epoch, num_batches(len(positions), bs, False),
+                            epoch, num_batches(len(positions), bs, min_batch=2),
                             generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
                             desc=f"epoch {epoch}")
         self.backend.end_epoch(self.model)

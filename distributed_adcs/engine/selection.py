@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 
@@ -44,6 +46,19 @@ def shard_bounds(n: int, num_shards: int) -> list[tuple[int, int]]:
     return list(zip(edges[:-1], edges[1:]))
 
 
+@contextmanager
+def buffers_kept(model: torch.nn.Module) -> Iterator[None]:
+    """Restore every buffer (BatchNorm running statistics) on exit: a selection attack in
+    ``objective.bn_mode: train`` updates them, and selection must not change the live model."""
+    saved = [b.detach().clone() for b in model.buffers()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buf, value in zip(model.buffers(), saved):
+                buf.copy_(value)
+
+
 def embed_shard(model: torch.nn.Module, cfg: JobConfig, data: ImageSet, shard: int, bounds: tuple[int, int],
                 epoch: int, device: torch.device, objective=None) -> ShardEmbeddings:
     """Selection attack and embeddings for one shard (positions ``bounds[0]..bounds[1]-1``).
@@ -57,11 +72,13 @@ def embed_shard(model: torch.nn.Module, cfg: JobConfig, data: ImageSet, shard: i
     timings: dict[str, float] = defaultdict(float)
     clock = lambda phase, s: timings.__setitem__(phase, timings[phase] + s)  # noqa: E731
     attack_gen = generator(cfg.seed, "select-attack", epoch, shard, device=device)
-    chunks = [embed_batch(model, objective, b.x, b.y, kind=cfg.coreset.embedding, generator=attack_gen, clock=clock).cpu()
-              for b in iterate_batches(data, cfg.data.eval_batch_size, shuffle=False, positions=positions,
-                                       augment=make_augment(cfg),
-                                       generator=generator(cfg.seed, "select-augment", epoch, shard),
-                                       device=device)]
+    with buffers_kept(model):
+        chunks = [embed_batch(model, objective, b.x, b.y, kind=cfg.coreset.embedding, generator=attack_gen,
+                              clock=clock).cpu()
+                  for b in iterate_batches(data, cfg.data.eval_batch_size, shuffle=False, positions=positions,
+                                           augment=make_augment(cfg),
+                                           generator=generator(cfg.seed, "select-augment", epoch, shard),
+                                           device=device)]
     return ShardEmbeddings(shard, positions, data.labels[positions], torch.cat(chunks), dict(timings))
 
 
