@@ -146,6 +146,9 @@ class CoresetConfig:
     selection_steps: int = 1
     # gradient w.r.t. the logits; + the last layer's weights; + only the own class's weight row
     embedding: Literal["logits", "last_layer", "last_layer_class"] = "logits"
+    uniform_share: float = 0.5  # adaptive: uniform part of the loss-proportional sampling mixture
+    class_floor: float = 0.1  # adaptive: the smallest class robust error a class quota uses
+    final_full_epochs: int = 0  # the last N epochs train on all data (every method but full)
 
     def __post_init__(self) -> None:
         _check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
@@ -153,6 +156,9 @@ class CoresetConfig:
         _check(self.every >= 1, "every", f"must be >= 1, got {self.every}")
         _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         _check(self.selection_steps >= 0, "selection_steps", f"must be >= 0, got {self.selection_steps}")
+        _in_unit(self.uniform_share, "uniform_share")
+        _in_unit(self.class_floor, "class_floor")
+        _check(self.final_full_epochs >= 0, "final_full_epochs", f"must be >= 0, got {self.final_full_epochs}")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -276,8 +282,9 @@ class JobConfig:
         _check(not (self.ray.merge == "two_round" and spec.needs_embeddings and not spec.has_two_round_merge),
                "ray.merge", f"coreset.method {c.method} has no two-round merge; use exact or auto")
         if not spec.trains_on_all:
-            _check(c.warmup_epochs < self.train.epochs, "coreset.warmup_epochs",
-                   f"must be < train.epochs ({self.train.epochs}) for coreset training, got {c.warmup_epochs}")
+            _check(c.warmup_epochs + c.final_full_epochs < self.train.epochs, "coreset.warmup_epochs",
+                   f"must be < train.epochs ({self.train.epochs}) minus coreset.final_full_epochs "
+                   f"({c.final_full_epochs}) for coreset training, got {c.warmup_epochs}")
 
 
 # ---------------------------------------------------------------------------------------

@@ -99,7 +99,7 @@ def _robust_mask(
     return alive
 
 
-def pgd_accuracy(
+def robust_mask(
     model: nn.Module,
     batches: Iterable[HasXY],
     *,
@@ -110,8 +110,9 @@ def pgd_accuracy(
     restarts: int = 1,
     generator: torch.Generator | None = None,
     progress: Progress | None = None,
-) -> float:
-    """Accuracy under untargeted cross-entropy PGD, worst case over random restarts.
+) -> Tensor:
+    """Per example, in batch order: correct when clean and under untargeted cross-entropy PGD,
+    worst case over random restarts.
 
     Args:
         model: classifier on float [0, 1] NCHW images.
@@ -125,23 +126,27 @@ def pgd_accuracy(
         progress: optional iterable wrapper for a progress bar.
 
     Returns:
-        Robust accuracy in [0, 1].
+        A boolean tensor with one entry per example.
     """
     if restarts < 1:
         raise ValueError(f"restarts must be >= 1, got {restarts}")
     step_size = 2.5 * epsilon / max(steps, 1) if step_size is None else step_size
     device = _model_device(model)
-    correct = total = 0
+    masks = []
     with bn_mode(model, "eval"):
         for batch in _wrap(batches, progress):
             x, y = batch.x.to(device), batch.y.to(device)
-            robust = _robust_mask(
+            masks.append(_robust_mask(
                 model, x, y, restarts=restarts, geometry=norm, epsilon=epsilon,
                 step_size=step_size, steps=steps, generator=generator,
-            )
-            correct += int(robust.sum())
-            total += y.numel()
-    return _ratio(correct, total)
+            ))
+    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
+
+
+def pgd_accuracy(model: nn.Module, batches: Iterable[HasXY], **kwargs: Any) -> float:
+    """Robust accuracy in [0, 1]: the mean of :func:`robust_mask` (same arguments)."""
+    mask = robust_mask(model, batches, **kwargs)
+    return _ratio(int(mask.sum()), mask.numel())
 
 
 def autoattack_accuracy(

@@ -19,6 +19,10 @@ Fields of :class:`MethodSpec`:
   (``ray.merge: two_round``, GreeDi): ``fn(candidate embeddings, candidate weights, k, seed)
   -> (indices, weights)``. ``None``: only the exact merge (all embeddings gathered) applies.
 - ``trains_on_all``: the method never selects; every epoch trains on the whole set.
+- ``needs_records``: the method selects from what training records anyway (every visited
+  example's adversarial loss, and the validation split's robust error per class); its
+  selector is then ``fn(scores [n], labels [n], budget, *, class_error, uniform, floor, seed)
+  -> Coreset``. It runs in the training process (rank 0), with no attack and no actors.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ class MethodSpec:
     needs_embeddings: bool = False
     second_round: str | None = None  # "module:attribute", or None: exact merge only
     trains_on_all: bool = False
+    needs_records: bool = False
 
     @property
     def needs_selection_attack(self) -> bool:
@@ -80,6 +85,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
     MethodSpec(name="gradmatch", summary="GradMatch: non-negative OMP on adversarial gradient embeddings",
                selector="distributed_adcs.coreset.gradmatch:gradmatch", needs_embeddings=True,
                second_round="distributed_adcs.coreset.greedi:gradmatch_second_round"),
+    MethodSpec(name="adaptive", summary="sampled from the recorded adversarial losses, class quotas by robust error",
+               selector="distributed_adcs.coreset.adaptive:adaptive", needs_records=True),
 )}
 
 

@@ -22,7 +22,7 @@ from .engine.runtime import raise_on_sigterm, seed_everything
 from .methods import MethodSpec, get_method
 
 Where = Literal["process", "ray_train"]
-SelectionSite = Literal["none", "process", "actors"]
+SelectionSite = Literal["none", "process", "actors", "records"]
 
 
 @dataclass(frozen=True)
@@ -32,13 +32,13 @@ class JobPlan:
     cfg: JobConfig
     method: MethodSpec
     where: Where
-    selection: SelectionSite  # where coreset selection runs
+    selection: SelectionSite  # where coreset selection runs ("records": the Job draws from its records)
 
     @classmethod
     def of(cls, cfg: JobConfig) -> "JobPlan":
         method = get_method(cfg.coreset.method)
         where: Where = "ray_train" if cfg.ray.num_workers > 0 else "process"
-        site: SelectionSite = ("none" if method.trains_on_all else
+        site: SelectionSite = ("none" if method.trains_on_all else "records" if method.needs_records else
                                "actors" if method.uses_actors and cfg.ray.num_actors > 0 else "process")
         return cls(cfg, method, where, site)
 

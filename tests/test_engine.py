@@ -135,3 +135,10 @@ def test_no_batch_arithmetic_crashes_small_cnn(limit, extra, tmp_path, mlflow_ur
     assert client.get_run(run_id).info.status == "FINISHED"
     examples = client.get_metric_history(run_id, "train_examples")[0].value
     assert examples == {129: 129, 1: 2, 3: 2}[limit]  # a one-example epoch trains that example twice
+
+
+def test_final_full_epochs_train_on_everything():
+    cfg = CoresetConfig(method="adaptive", warmup_epochs=1, every=1, final_full_epochs=2)
+    assert [epoch_phase(e, cfg, 6) for e in range(6)] == ["full", "select", "select", "select", "full", "full"]
+    assert selection_epochs(6, cfg) == [1, 2, 3]
+    assert [epoch_phase(e, cfg) for e in range(6)][-1] == "select"  # without the epoch count: no anneal

@@ -51,6 +51,8 @@ def _check_job(run_id: str, mlflow_uri: str, cfg) -> None:
     assert coresets == [f"coresets/coreset_epoch{e:03d}.parquet" for e in selection_epochs(2, cfg.coreset)]
     assert bool(coresets) != spec.trains_on_all
     assert "test_clean_acc" in run.data.metrics
+    if spec.needs_records:  # every rank's records were gathered: after the warm-up epoch all are known
+        assert [m.value for m in client.get_metric_history(run_id, "records_coverage")] == [1.0, 1.0]
 
 
 @pytest.mark.parametrize("method", NAMES)
@@ -78,6 +80,9 @@ def test_actor_path_with_exact_and_two_round_merge(method, ray_session, model_an
     plan = JobPlan.of(cfg)
     if spec.trains_on_all:
         assert plan.selection == "none"
+        return
+    if spec.needs_records:  # drawn by the Job from what training recorded: no actors, no attack
+        assert plan.selection == "records"
         return
     here = local_selector(cfg, splits, torch.device("cpu"))(model, 1)
     if not spec.uses_actors:

@@ -23,6 +23,10 @@ from distributed_adcs.coreset.facility import craig, max_pairwise_distance, simi
 from distributed_adcs.coreset.gradmatch import DEFAULT_RIDGE, gradmatch
 
 
+# the selectors of embeddings or labels (adaptive draws from training records: test_adaptive.py)
+GROUP_METHODS = sorted(m for m, spec in METHODS.items() if not spec.needs_records)
+
+
 def _gaussian(n: int, d: int, seed: int) -> torch.Tensor:
     return torch.randn(n, d, generator=torch.Generator().manual_seed(seed))
 
@@ -178,7 +182,7 @@ def test_class_budgets_exact_and_proportional() -> None:
             assert abs(shares[cls] - min(budget, total) * size / total) < 1
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", GROUP_METHODS)
 def test_select_budgets_weights_and_full_budget(method: str) -> None:
     sizes = [3, 7, 11, 13]
     shuffle = torch.randperm(34, generator=torch.Generator().manual_seed(0))
@@ -233,9 +237,11 @@ def test_unknown_method_lists_valid_names() -> None:
         with pytest.raises(ValueError) as err:
             call()
         assert all(name in str(err.value) for name in METHODS)
+    with pytest.raises(ValueError, match="selects from training records"):
+        select("adaptive", x, labels, 3)
 
 
-@pytest.mark.parametrize("method", sorted(METHODS))
+@pytest.mark.parametrize("method", GROUP_METHODS)
 def test_select_batches_expands_whole_batches(method: str) -> None:
     sizes, batch_size = [9, 17, 22], 4
     labels = torch.repeat_interleave(torch.arange(3), torch.tensor(sizes))

@@ -41,9 +41,13 @@ def get_selector(method: str) -> SelectorFn:
     """The per-group selector of a registered method.
 
     Raises:
-        ValueError: unknown name (the message lists the valid ones).
+        ValueError: unknown name (the message lists the valid ones), or a method that selects
+            from training records (``adaptive``: call its selector with the records).
     """
-    return get_method(method).select_fn()
+    spec = get_method(method)
+    if spec.needs_records:
+        raise ValueError(f"coreset method {method!r} selects from training records, not from embeddings")
+    return spec.select_fn()
 
 
 def group_budget(spec: MethodSpec, budget: int, n: int) -> int:
@@ -78,7 +82,7 @@ def select(
         ``budget >= n`` returns every example with unit weights, whatever the method.
     """
     spec = get_method(method)
-    selector = spec.select_fn()
+    selector = get_selector(method)
     check_embeddings(embeddings)
     check_labels(labels, embeddings)
     budget = group_budget(spec, check_budget(budget, embeddings.shape[0]), embeddings.shape[0])

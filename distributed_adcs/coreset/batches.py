@@ -103,10 +103,10 @@ def select_batches(
         A :class:`Coreset` of the chosen batches' members, ascending indices;
         ``budget >= n`` returns everything with unit weights.
     """
-    from distributed_adcs.coreset import get_method, group_budget  # the package imports this module
+    from distributed_adcs.coreset import get_method, get_selector, group_budget  # the package imports this module
 
     spec = get_method(method)
-    selector = spec.select_fn()
+    selector = get_selector(method)
     check_embeddings(embeddings)
     check_labels(labels, embeddings)
     budget = group_budget(spec, check_budget(budget, embeddings.shape[0]), embeddings.shape[0])

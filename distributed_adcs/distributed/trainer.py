@@ -73,6 +73,13 @@ class DDPBackend:
         dist.broadcast_object_list(box, src=0)
         return box[0]
 
+    def gather(self, obj: Any) -> list[Any]:
+        if self.world_size == 1:
+            return [obj]
+        box: list[Any] = [None] * self.world_size
+        dist.all_gather_object(box, obj)
+        return box
+
     def end_epoch(self, model: torch.nn.Module) -> None:
         """Give every rank rank 0's buffers (BatchNorm running statistics).
 
@@ -158,7 +165,8 @@ def train_loop_per_worker(config: dict) -> None:
     device = ray.train.torch.get_device()
     splits = load_job_splits(cfg)
     startup = {"trainer_startup_s": started - config["fit_called_at"], "worker_setup_s": time.time() - started}
-    selector = (None if get_method(cfg.coreset.method).trains_on_all
+    method = get_method(cfg.coreset.method)  # records-based methods select inside the Job itself
+    selector = (None if method.trains_on_all or method.needs_records
                 else RankShardSelector(cfg, splits, device, rank, world))
     job = Job(cfg, splits, device, backend=DDPBackend(rank, world, cfg.seed), selector=selector,
               wrap_model=ray.train.torch.prepare_model)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from typing import Iterable
+from typing import Callable, Iterable
 
 import torch
 
@@ -43,7 +43,8 @@ def normalised_weights(weights: torch.Tensor, n_total: int) -> torch.Tensor:
 
 def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer: torch.optim.Optimizer,
                 schedule: EpochSchedule, epoch: int, num_batches: int, *,
-                generator: torch.Generator | None = None, desc: str = "train") -> EpochStats:
+                generator: torch.Generator | None = None, desc: str = "train",
+                record: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> EpochStats:
     """Train one epoch of adversarial training on ``batches`` (which carry ``.weight``).
 
     The attack runs on the bare model (no DDP collective for attack passes) with the BatchNorm
@@ -59,6 +60,8 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
         x_adv = objective.perturb(bare, batch.x, batch.y, generator=generator)
         attack_s += time.perf_counter() - t0
         losses, logits_adv = objective.update_loss(model, batch.x, x_adv, batch.y)  # train-mode BN
+        if record is not None:  # each example's adversarial loss, for records-based selection
+            record(batch.position, losses.detach())
         loss = (losses * batch.weight).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

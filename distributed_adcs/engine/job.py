@@ -15,12 +15,14 @@ import torch
 
 from ..config import JobConfig, dump_yaml, eval_threat
 from ..data import Splits, iterate_batches, num_batches
-from ..evaluation import autoattack_accuracy, clean_accuracy, pgd_accuracy
+from ..evaluation import autoattack_accuracy, clean_accuracy, pgd_accuracy, robust_mask
+from ..methods import get_method
 from ..progress import progress
 from .build import TrainState, make_augment, make_model, make_objective, make_optimizer
 from .checkpoint import unwrap
 from .epoch import normalised_weights, train_epoch
 from .plan import epoch_phase
+from .records import TrainingRecords
 from .runtime import generator, rng_state, set_rng_state
 
 
@@ -44,6 +46,7 @@ class Backend(Protocol):
 
     def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]: ...
     def broadcast(self, obj: Any) -> Any: ...
+    def gather(self, obj: Any) -> list[Any]: ...  # every rank's obj, in rank order, on every rank
     def end_epoch(self, model: torch.nn.Module) -> None: ...
 
 
@@ -66,6 +69,9 @@ class LocalBackend:
     def broadcast(self, obj):
         return obj
 
+    def gather(self, obj):
+        return [obj]
+
     def end_epoch(self, model):
         pass
 
@@ -77,6 +83,8 @@ class Job:
         self.cfg, self.splits, self.device = cfg, splits, device
         self.backend = backend or LocalBackend()
         self.selector = selector
+        self.method = get_method(cfg.coreset.method)
+        self.records = TrainingRecords(len(splits.train)) if self.method.needs_records else None
         model = make_model(cfg, splits).to(device)
         optimizer, schedule = make_optimizer(cfg, model)
         self.state = TrainState(model=wrap_model(model), optimizer=optimizer, schedule=schedule)
@@ -96,7 +104,8 @@ class Job:
                        "indices": self.splits.train.indices[s.coreset_positions.cpu()], "epoch": s.coreset_epoch}
         return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
-                "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg)}
+                "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
+                "records": None if self.records is None else self.records.state_dict()}
 
     def restore(self, payload: dict[str, Any]) -> None:
         s = self.state
@@ -108,14 +117,23 @@ class Job:
         if core is not None:
             s.coreset_positions, s.coreset_weights = core["positions"].long(), core["weights"].float()
             s.coreset_epoch = int(core["epoch"])
+        if self.records is not None and payload.get("records") is not None:
+            self.records.load_state_dict(payload["records"])
         set_rng_state(payload["rng"])
 
     # -- one epoch -------------------------------------------------------------------------
     def _subset(self, epoch: int) -> tuple[torch.Tensor, torch.Tensor, Selection | None]:
         s, n = self.state, len(self.splits.train)
-        phase = epoch_phase(epoch, self.cfg.coreset)
+        phase = epoch_phase(epoch, self.cfg.coreset, self.cfg.train.epochs)
         selection = None
-        if phase == "select":
+        if phase == "select" and self.records is not None:  # drawn from the records on rank 0
+            if self.backend.rank == 0:
+                positions, weights, timings = self.records.draw(self.method, self.cfg, self.splits.train.labels, epoch)
+                selection = Selection(epoch, positions, weights, timings)
+            selection = self.backend.broadcast(selection)
+            s.coreset_positions, s.coreset_weights, s.coreset_epoch = (
+                selection.positions, selection.weights, selection.epoch)
+        elif phase == "select":
             if self.selector is None:
                 raise RuntimeError(f"coreset.method={self.cfg.coreset.method} needs a selector")
             # every rank calls its selector (a DDP selector shards the work over the ranks and
@@ -141,7 +159,9 @@ class Job:
         stats = train_epoch(self.state.model, self.objective, batches, self.state.optimizer, self.state.schedule,
                             epoch, num_batches(len(positions), bs, min_batch=2),
                             generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
-                            desc=f"epoch {epoch}")
+                            desc=f"epoch {epoch}", record=None if self.records is None else self.records.record)
+        if self.records is not None:
+            self.records.end_epoch(self.backend.gather)
         self.backend.end_epoch(self.model)
         self.state.epoch = epoch + 1
         self.state.schedule.set(float(epoch + 1))
@@ -151,7 +171,9 @@ class Job:
                    "train_examples": stats.examples, "epoch_time_s": epoch_s,
                    "train_time_s": stats.seconds, "attack_time_s": stats.attack_seconds,
                    "lr": self.state.schedule.lr_at(epoch), "wall_time_s": self.state.elapsed_s,
-                   "coreset_active": float(epoch_phase(epoch, self.cfg.coreset) != "full")}
+                   "coreset_active": float(epoch_phase(epoch, self.cfg.coreset, self.cfg.train.epochs) != "full")}
+        if self.records is not None:
+            metrics["records_coverage"] = self.records.coverage
         if selection is not None:
             metrics.update({f"selection_{k}_s": v for k, v in selection.timings.items()})
         return metrics, selection
@@ -166,10 +188,13 @@ class Job:
         norm, eps = eval_threat(self.cfg)
         batches = self._batches(self.splits.val)
         model = self.model
-        return {"val_clean_acc": clean_accuracy(model, batches),
-                "val_robust_acc": pgd_accuracy(model, batches, norm=norm, epsilon=eps,
-                                               steps=self.cfg.eval.val_pgd_steps,
-                                               generator=generator(self.cfg.seed, "val", epoch, device=self.device))}
+        robust = robust_mask(model, batches, norm=norm, epsilon=eps, steps=self.cfg.eval.val_pgd_steps,
+                             generator=generator(self.cfg.seed, "val", epoch, device=self.device))
+        if self.records is not None:  # per-class robust error: the class quotas of the next draw
+            labels = torch.cat([b.y for b in batches]).cpu()
+            wrong = torch.zeros(self.splits.num_classes).index_add_(0, labels, (~robust.cpu()).float())
+            self.records.class_error = wrong / torch.bincount(labels, minlength=self.splits.num_classes).clamp_min(1)
+        return {"val_clean_acc": clean_accuracy(model, batches), "val_robust_acc": int(robust.sum()) / max(robust.numel(), 1)}
 
     def final_evaluation(self) -> dict[str, float]:
         e = self.cfg.eval
