@@ -198,6 +198,10 @@ class EvalConfig:
     test_limit: int | None = None  # first N test examples (None: all)
     autoattack: bool = False
     autoattack_n: int = 1000  # test examples given to AutoAttack
+    # standard: Croce & Hein's published version (APGD-CE, APGD-T, FAB-T at 100 iterations, then
+    # Square with 5,000 queries), logged as test_autoattack_acc. fast: torchattacks' own
+    # "standard" (10 iterations each), logged under its own name, test_autoattack_fast_acc
+    autoattack_version: Literal["standard", "fast"] = "standard"
 
     def __post_init__(self) -> None:
         _check(self.epsilon is None or 0 <= self.epsilon <= 1, "epsilon", f"must be in [0, 1] or null, got {self.epsilon}")

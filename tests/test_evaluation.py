@@ -86,3 +86,25 @@ def test_autoattack_runs_and_is_below_clean(fitted, norm: str, eps: float) -> No
     assert all(p.grad is None for p in model.parameters())  # FAB's .backward() is contained
     assert all(p.requires_grad for p in model.parameters())
     assert model.training
+
+
+def test_autoattack_standard_runs_the_published_iteration_counts(fitted) -> None:
+    # Croce & Hein's standard AutoAttack: 100 iterations each for APGD-CE, APGD-T and FAB-T,
+    # then Square with 5,000 queries; torchattacks' own "standard" runs 10 iterations. At a radius nothing
+    # breaks, every attack runs to the end, so the forward passes show the iterations run.
+    from distributed_adcs.models import PassCounter
+
+    model, x, y = fitted
+    xs, ys = x[:4], y[:4]
+    counts = {}
+    for version in ("standard", "fast"):
+        counter = PassCounter(model)
+        autoattack_accuracy(model, xs, ys, norm="Linf", epsilon=1e-6, n_classes=N_CLASSES, version=version)
+        counter.detach()
+        counts[version] = counter.forward
+    correct = int(clean_accuracy(model, [XYBatch(xs, ys)]) * 4)
+    # 90 more iterations of APGD-CE, and of APGD-T and FAB-T for each target class (9 with 10
+    # classes, as published; here N_CLASSES - 1)
+    assert counts["standard"] - counts["fast"] >= 90 * correct * (1 + 2 * (N_CLASSES - 1))
+    with pytest.raises(ValueError, match="unknown AutoAttack version 'plus'"):
+        autoattack_accuracy(model, xs, ys, norm="Linf", epsilon=0.1, n_classes=N_CLASSES, version="plus")

@@ -164,3 +164,22 @@ def test_unknown_name_lists_valid_names() -> None:
 def test_bad_normalisation_is_rejected(mean: list[float], std: list[float]) -> None:
     with pytest.raises(ValueError):
         build_model("small_cnn", num_classes=10, in_channels=3, image_size=32, mean=mean, std=std)
+
+
+def test_pass_counter_counts_examples_forward_and_backward():
+    from distributed_adcs.models import PassCounter
+    from tiny_models import make_data, make_model as tiny
+
+    model = tiny()
+    x, y = make_data(6)
+    counter = PassCounter(model)
+    with torch.no_grad():
+        model(x)
+    assert counter.state() == {"passes_forward": 6, "passes_backward": 0}
+    model(x[:4]).sum().backward()
+    xa = x.clone().requires_grad_(True)
+    torch.autograd.grad(model(xa).sum(), xa)  # an attack step: gradient w.r.t. the input
+    assert counter.state() == {"passes_forward": 16, "passes_backward": 10}
+    counter.detach()
+    model(x)
+    assert counter.forward == 16

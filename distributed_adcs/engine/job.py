@@ -15,8 +15,9 @@ import torch
 
 from ..config import JobConfig, dump_yaml, eval_threat
 from ..data import Splits, iterate_batches, num_batches
-from ..evaluation import autoattack_accuracy, clean_accuracy, pgd_accuracy, robust_mask
+from ..evaluation import autoattack_accuracy, clean_accuracy, robust_mask
 from ..methods import get_method
+from ..models import PassCounter
 from ..progress import progress
 from .build import TrainState, make_augment, make_model, make_objective, make_optimizer
 from .checkpoint import unwrap
@@ -90,6 +91,7 @@ class Job:
         self.state = TrainState(model=wrap_model(model), optimizer=optimizer, schedule=schedule)
         self.objective = make_objective(cfg.objective)
         self.augment = make_augment(cfg)
+        self.passes = PassCounter(model)  # every forward and backward of this process's model
 
     @property
     def model(self) -> torch.nn.Module:
@@ -174,6 +176,7 @@ class Job:
                    "coreset_active": float(epoch_phase(epoch, self.cfg.coreset, self.cfg.train.epochs) != "full")}
         if self.records is not None:
             metrics["records_coverage"] = self.records.coverage
+        metrics.update(self.passes.state())  # cumulative: attacks, updates, selections, validation
         if selection is not None:
             metrics.update({f"selection_{k}_s": v for k, v in selection.timings.items()})
         return metrics, selection
@@ -202,15 +205,21 @@ class Job:
         batches = self._batches(self.splits.test, e.test_limit)
         model = self.model
         wrap = lambda name: (lambda it: progress(it, desc=name, total=len(batches)))  # noqa: E731
+        robust = robust_mask(model, batches, norm=norm, epsilon=eps, steps=e.pgd_steps, restarts=e.pgd_restarts,
+                             generator=generator(self.cfg.seed, "test"), progress=wrap(f"test PGD-{e.pgd_steps}"))
         out = {"test_clean_acc": clean_accuracy(model, batches, progress=wrap("test clean")),
-               f"test_pgd{e.pgd_steps}_acc": pgd_accuracy(
-                   model, batches, norm=norm, epsilon=eps, steps=e.pgd_steps, restarts=e.pgd_restarts,
-                   generator=generator(self.cfg.seed, "test"), progress=wrap(f"test PGD-{e.pgd_steps}"))}
+               f"test_pgd{e.pgd_steps}_acc": int(robust.sum()) / max(robust.numel(), 1)}
+        labels = torch.cat([b.y for b in batches]).cpu()
+        for c in range(self.splits.num_classes):  # per-class robust accuracy
+            mine = labels == c
+            if bool(mine.any()):
+                out[f"test_pgd{e.pgd_steps}_acc_class{c}"] = float(robust.cpu()[mine].float().mean())
         if e.autoattack:
             n = min(e.autoattack_n, len(self.splits.test))
             x = self.splits.test.float_images(torch.arange(n)).to(self.device)
             y = self.splits.test.labels[:n].to(self.device)
-            out["test_autoattack_acc"] = autoattack_accuracy(
+            name = "test_autoattack_acc" if e.autoattack_version == "standard" else "test_autoattack_fast_acc"
+            out[name] = autoattack_accuracy(
                 model, x, y, norm="Linf" if norm == "linf" else "L2", epsilon=eps,
-                n_classes=self.splits.num_classes, seed=self.cfg.seed)
+                n_classes=self.splits.num_classes, seed=self.cfg.seed, version=e.autoattack_version)
         return out

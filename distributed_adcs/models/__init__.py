@@ -11,6 +11,7 @@ Usage::
 
 from distributed_adcs.models.base import AdcsModel, ModelSpec, Normalize
 from distributed_adcs.models.capture import PenultimateFeatures, capture_activations, capture_penultimate
+from distributed_adcs.models.counting import PassCounter
 from distributed_adcs.models.registry import MODELS, build_model
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "AdcsModel",
     "ModelSpec",
     "Normalize",
+    "PassCounter",
     "PenultimateFeatures",
     "build_model",
     "capture_activations",
