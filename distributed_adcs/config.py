@@ -192,7 +192,8 @@ class EvalConfig:
 
     norm: Literal["auto", "linf", "l2"] = "auto"  # auto: the objective's norm (pat needs a choice)
     epsilon: float | None = None  # pixel units; None: objective.epsilon (pat needs a value)
-    val_pgd_steps: int = 10  # robust accuracy on the validation split after every epoch
+    val_pgd_steps: int = 10  # robust accuracy on the validation split (PGD steps)
+    val_every: int = 1  # validate after every N-th epoch (and always after the last)
     pgd_steps: int = 20  # final test evaluation
     pgd_restarts: int = 1
     test_limit: int | None = None  # first N test examples (None: all)
@@ -206,6 +207,7 @@ class EvalConfig:
     def __post_init__(self) -> None:
         _check(self.epsilon is None or 0 <= self.epsilon <= 1, "epsilon", f"must be in [0, 1] or null, got {self.epsilon}")
         _check(self.val_pgd_steps >= 1, "val_pgd_steps", f"must be >= 1, got {self.val_pgd_steps}")
+        _check(self.val_every >= 1, "val_every", f"must be >= 1, got {self.val_every}")
         _check(self.pgd_steps >= 1, "pgd_steps", f"must be >= 1, got {self.pgd_steps}")
         _check(self.pgd_restarts >= 1, "pgd_restarts", f"must be >= 1, got {self.pgd_restarts}")
         _check(self.test_limit is None or self.test_limit >= 1, "test_limit", f"must be >= 1 or null, got {self.test_limit}")

@@ -31,8 +31,9 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
 
 def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:
     """The one-line summary printed after every epoch (in-process and Ray Train alike)."""
-    return (f"epoch {epoch + 1}/{epochs} loss={metrics['train_loss']:.4f} "
-            f"val_clean={metrics['val_clean_acc']:.4f} val_robust={metrics['val_robust_acc']:.4f} "
+    val = (f"val_clean={metrics['val_clean_acc']:.4f} val_robust={metrics['val_robust_acc']:.4f} "
+           if "val_robust_acc" in metrics else "")
+    return (f"epoch {epoch + 1}/{epochs} loss={metrics['train_loss']:.4f} {val}"
             f"time={metrics['epoch_time_s']:.1f}s examples={int(metrics['train_examples'])}")
 
 

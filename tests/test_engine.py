@@ -142,3 +142,22 @@ def test_final_full_epochs_train_on_everything():
     assert [epoch_phase(e, cfg, 6) for e in range(6)] == ["full", "select", "select", "select", "full", "full"]
     assert selection_epochs(6, cfg) == [1, 2, 3]
     assert [epoch_phase(e, cfg) for e in range(6)][-1] == "select"  # without the epoch count: no anneal
+
+
+def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.config import load_config
+    from distributed_adcs.run import train
+
+    from helpers import TINY
+
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "train.epochs=3", "eval.val_every=2", "data.limit=128",
+                                                  f"mlflow.tracking_uri={mlflow_uri}", f"train.output_dir={tmp_path}"])
+    run_id = train(cfg)
+    client = MlflowClient(mlflow_uri)
+    assert [m.step for m in client.get_metric_history(run_id, "val_robust_acc")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run_id, "val_time_s")] == [1, 2]
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1, 2]
+    passes = [m.value for m in client.get_metric_history(run_id, "passes_backward")]
+    assert passes[0] > 0 and passes == sorted(passes)  # cumulative

@@ -180,7 +180,7 @@ def train_loop_per_worker(config: dict) -> None:
         _maybe_inject_fault(epoch, rank)
         metrics, selection = job.run_epoch(epoch)
         if rank == 0:
-            metrics.update(job.validate(epoch))
+            metrics.update(job.validate_if_due(epoch))
             metrics.update(startup)
             startup = {}
             _report(job, epoch, metrics, selection)

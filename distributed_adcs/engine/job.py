@@ -187,6 +187,16 @@ class Job:
         return list(iterate_batches(data, self.cfg.data.eval_batch_size, shuffle=False, positions=positions,
                                     device=self.device))
 
+    def validate_if_due(self, epoch: int) -> dict[str, float]:
+        """:meth:`validate` after every ``eval.val_every``-th epoch and the last; else nothing.
+        Its time is reported as ``val_time_s``."""
+        if (epoch + 1) % self.cfg.eval.val_every and epoch + 1 != self.cfg.train.epochs:
+            return {}
+        t0 = time.perf_counter()
+        out = self.validate(epoch)
+        out["val_time_s"] = time.perf_counter() - t0
+        return out
+
     def validate(self, epoch: int) -> dict[str, float]:
         norm, eps = eval_threat(self.cfg)
         batches = self._batches(self.splits.val)

@@ -33,7 +33,7 @@ def run_epochs(job: Job, recorder: Recorder, checkpoint: Path, *, resume_from: P
         job.restore(load_checkpoint(resume_from))  # on the CPU: restore() moves what it loads
     for epoch in range(job.state.epoch, cfg.train.epochs):
         metrics, selection = job.run_epoch(epoch)
-        metrics.update(job.validate(epoch))
+        metrics.update(job.validate_if_due(epoch))
         recorder.log_metrics(metrics, step=epoch)
         if selection is not None:
             recorder.log_selection(job.splits.train, job.splits.num_classes, selection)

@@ -1,0 +1,393 @@
+"""Does a coreset earn its keep? Every arm of adversarial training, paired over seeds.
+
+    .venv/bin/python benchmarks/bench_quality.py              # the benchmark (hours; resumable)
+    .venv/bin/python benchmarks/bench_quality.py --smoke      # every arm tiny, the same table (minutes)
+    .venv/bin/python benchmarks/bench_quality.py --probe      # full AT's validation curve, to choose --epochs
+    .venv/bin/python benchmarks/bench_quality.py --report     # rebuild the table from MLflow only
+
+Arms (one MLflow run each, experiment ``bench-quality`` in ``--store``): full adversarial
+training for E epochs; full AT with the compute of the subset arms (fewer epochs); random drawn
+once; random redrawn every epoch (RS2); CRAIG; GradMatch; adaptive. All at fraction 0.3, then
+0.1 and 0.2 for the two best subset arms (chosen on the validation split), then full, random
+redrawn and the best arm at a short schedule. Every arm runs for every seed; seeds pair arms.
+
+Resumable: a finished arm is skipped, an arm cut off mid-way resumes from its last checkpoint
+(``adcs train --resume``). Each arm prints one line with an estimate of the time left. Every
+arm is evaluated on the same first ``--test`` test images: PGD-50 with 2 restarts, and
+AutoAttack (the published standard version for the headline arms, torchattacks' 10-iteration
+version, named ``fast``, for the others). Cost is wall time and passes through the model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+ROOT = Path(__file__).resolve().parents[1]
+EXPERIMENT = "bench-quality"
+
+
+@dataclass(frozen=True)
+class Arm:
+    name: str  # what the table calls it
+    method: str
+    fraction: float
+    epochs: int
+    every: int
+    headline: bool = False  # evaluated with the published AutoAttack
+    extra: tuple[str, ...] = field(default=())
+    schedule: int = 0  # the E this arm is compared at (full_matched runs fewer epochs); 0: its own
+
+    @property
+    def compared_at(self) -> int:
+        return self.schedule or self.epochs
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-f{self.fraction:g}-E{self.compared_at}"
+
+
+SUBSET_ARMS = {  # name: (method, every)
+    "random_once": ("random", 10**6),
+    "random_every": ("random", 1),
+    "craig": ("craig", 3),
+    "gradmatch": ("gradmatch", 3),
+    "adaptive": ("adaptive", 1),
+}
+
+
+def matched_epochs(epochs: int, warmup: int, fraction: float) -> int:
+    """Full-data epochs with the training compute of a subset arm: warm-up plus the subset epochs."""
+    return max(1, round(warmup + fraction * (epochs - warmup)))
+
+
+def first_arms(epochs: int, warmup: int, fraction: float = 0.3) -> list[Arm]:
+    arms = [Arm("full", "full", 1.0, epochs, 1, headline=True),
+            Arm("full_matched", "full", 1.0, matched_epochs(epochs, warmup, fraction), 1, headline=True,
+                schedule=epochs)]
+    arms += [Arm(name, method, fraction, epochs, min(every, epochs), headline=name == "random_every")
+             for name, (method, every) in SUBSET_ARMS.items()]
+    return arms
+
+
+def later_arms(best: list[str], epochs: int, short: int, warmup: int) -> list[Arm]:
+    """0.1 and 0.2 for the two best subset arms and for random redrawn (target 3 compares them),
+    then the short schedule."""
+    names = list(dict.fromkeys([*best, "random_every"]))
+    arms = [Arm(name, SUBSET_ARMS[name][0], f, epochs, min(SUBSET_ARMS[name][1], epochs),
+                headline=name in (best[0], "random_every")) for f in (0.1, 0.2) for name in names]
+    w = min(warmup, short - 1)
+    arms += [Arm("full", "full", 1.0, short, 1, headline=True)]
+    arms += [Arm(name, SUBSET_ARMS[name][0], 0.3, short, min(SUBSET_ARMS[name][1], short), headline=True,
+                 extra=(f"coreset.warmup_epochs={w}",)) for name in dict.fromkeys(["random_every", best[0]])]
+    return arms
+
+
+def overrides(arm: Arm, seed: int, a: argparse.Namespace) -> list[str]:
+    aa = "standard" if arm.headline and not a.smoke else "fast"
+    return [f"seed={seed}", f"data.limit={a.n}", f"data.val_size={a.val}", "ray.num_workers=0", "ray.num_actors=0",
+            f"coreset.method={arm.method}", f"coreset.fraction={arm.fraction}", f"coreset.every={arm.every}",
+            f"coreset.warmup_epochs={a.warmup}", f"train.epochs={arm.epochs}", f"eval.val_every={a.val_every}",
+            f"eval.test_limit={a.test}", f"eval.pgd_steps={a.pgd_steps}", "eval.pgd_restarts=2",
+            "eval.autoattack=true", f"eval.autoattack_n={a.aa_n}", f"eval.autoattack_version={aa}",
+            f"mlflow.tracking_uri={a.uri}", f"mlflow.experiment={EXPERIMENT}", f"mlflow.run_name={arm.key}-s{seed}",
+            f"train.output_dir={a.store / 'runs'}", *a.set, *arm.extra]
+
+
+def _runs(client, key: str | None = None):
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    query = f"tags.`bench.key` = '{key}'" if key else ""
+    return client.search_runs([exp.experiment_id], filter_string=query, max_results=5000)
+
+
+def run_arm(arm: Arm, seed: int, a: argparse.Namespace, client) -> str:
+    """Run (or resume, or skip) one arm for one seed; return ``finished``, ``resumed`` or ``ran``."""
+    from distributed_adcs.config import UsageError, load_config
+    from distributed_adcs.run import train
+
+    key = f"{arm.key}-s{seed}"
+    previous = _runs(client, key)
+    if any(r.info.status == "FINISHED" for r in previous):
+        return "finished"
+    resume = next((r.info.run_id for r in previous if r.info.status != "FINISHED"), None)
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", overrides(arm, seed, a))
+    log = a.store / "logs" / f"{key}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    t0 = time.perf_counter()
+    with log.open("a") as out, contextlib.redirect_stdout(out):
+        try:
+            run_id = train(cfg, resume=resume)
+        except UsageError:  # cut off before its first checkpoint: start that arm again
+            client.set_terminated(resume, status="FAILED")
+            resume, run_id = None, train(cfg)
+    wall = time.perf_counter() - t0
+    client.set_tag(run_id, "bench.key", key)
+    for k, v in {"bench.arm": arm.name, "bench.seed": seed, "bench.fraction": arm.fraction, "bench.epochs": arm.epochs,
+                 "bench.schedule": arm.compared_at,
+                 "bench.headline": arm.headline, "bench.resumed": resume is not None}.items():
+        client.set_tag(run_id, k, str(v))
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    client.log_batch(run_id, metrics=[Metric("bench_wall_s", wall, now, 0),
+                                      Metric("bench_load1_before", load_before, now, 0),
+                                      Metric("bench_load1_after", os.getloadavg()[0], now, 0)])
+    return "resumed" if resume else "ran"
+
+
+def _cost_units(arm: Arm, warmup: int) -> float:
+    """Rough training cost in full epochs (for the time-left estimate)."""
+    if arm.method == "full":
+        return arm.epochs
+    return warmup + arm.fraction * (arm.epochs - warmup) + 1.5
+
+
+def run_all(arms: list[Arm], a: argparse.Namespace, client) -> None:
+    total = len(arms) * len(a.seeds)
+    done, spent, units_done = 0, 0.0, 0.0
+    pending = [(arm, seed) for arm in arms for seed in a.seeds]
+    for i, (arm, seed) in enumerate(pending):
+        t0 = time.perf_counter()
+        what = run_arm(arm, seed, a, client)
+        dt = time.perf_counter() - t0
+        done += 1
+        if what != "finished":
+            spent += dt
+            units_done += _cost_units(arm, a.warmup)
+        left = sum(_cost_units(p, a.warmup) for p, _ in pending[i + 1:])
+        eta = f"{left * spent / units_done / 60:.0f} min left" if units_done else "time left: unknown yet"
+        print(f"[{done}/{total}] {arm.key} seed {seed}: {what} in {dt:.0f} s; {eta}", flush=True)
+
+
+def rows_from_mlflow(client) -> list[dict]:
+    rows = []
+    for r in _runs(client):
+        if r.info.status != "FINISHED" or "bench.key" not in r.data.tags:
+            continue
+        m, t = r.data.metrics, r.data.tags
+        pgd = next((v for k, v in m.items() if k.startswith("test_pgd") and k.endswith("_acc") and "class" not in k), None)
+        rows.append({"arm": t["bench.arm"], "fraction": float(t["bench.fraction"]), "epochs": int(t["bench.schedule"]),
+                     "own_epochs": int(t["bench.epochs"]),
+                     "seed": int(t["bench.seed"]), "clean": m.get("test_clean_acc"), "pgd": pgd,
+                     "aa": m.get("test_autoattack_acc"), "aa_fast": m.get("test_autoattack_fast_acc"),
+                     "wall": m.get("bench_wall_s"), "passes": m.get("passes_forward", 0) + m.get("passes_backward", 0),
+                     "val": m.get("val_robust_acc"), "load": m.get("bench_load1_after"), "run_id": r.info.run_id})
+    return rows
+
+
+def _mean_std(values: list[float]) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    if len(values) == 1:
+        return f"{values[0]:.4f}"
+    return f"{statistics.mean(values):.4f} ± {statistics.stdev(values):.4f}"
+
+
+def summary(rows: list[dict]) -> tuple[str, dict]:
+    """The markdown table (mean ± std over seeds, per-seed values) and the per-arm means."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in rows:
+        groups.setdefault((r["epochs"], r["fraction"], r["arm"]), []).append(r)
+    full = {(r["epochs"], r["seed"]): r for r in rows if r["arm"] == "full"}
+    lines = ["| E | fraction | arm | seeds | clean | PGD-50 | AutoAttack | AA (fast) | wall s | speed-up (wall) "
+             "| speed-up (passes) | per seed: AA or fast |", "|" + "---|" * 12]
+    means = {}
+    for (epochs, fraction, arm), rs in sorted(groups.items()):
+        rs = sorted(rs, key=lambda r: r["seed"])
+        base = [full.get((epochs, r["seed"])) for r in rs]
+        wall_x = [b["wall"] / r["wall"] for r, b in zip(rs, base) if b and r["wall"]]
+        pass_x = [b["passes"] / r["passes"] for r, b in zip(rs, base) if b and r["passes"]]
+        per_seed = ", ".join(f"{r['aa'] if r['aa'] is not None else r['aa_fast']:.3f}" for r in rs
+                             if (r["aa"] if r["aa"] is not None else r["aa_fast"]) is not None)
+        lines.append(f"| {epochs} | {fraction:g} | {arm} | {len(rs)} | {_mean_std([r['clean'] for r in rs])} "
+                     f"| {_mean_std([r['pgd'] for r in rs])} | {_mean_std([r['aa'] for r in rs])} "
+                     f"| {_mean_std([r['aa_fast'] for r in rs])} | {statistics.mean([r['wall'] for r in rs]):.0f} "
+                     f"| {statistics.mean(wall_x) if wall_x else float('nan'):.2f}x "
+                     f"| {statistics.mean(pass_x) if pass_x else float('nan'):.2f}x | {per_seed} |")
+        means[(epochs, fraction, arm)] = {"val": statistics.mean([r["val"] or 0 for r in rs]), "rows": rs}
+    return "\n".join(lines), means
+
+
+def _aa(r: dict) -> float | None:
+    return r["aa"] if r["aa"] is not None else r["aa_fast"]
+
+
+def _paired(rows: list[dict], arm: str, fraction: float, epochs: int) -> dict[int, dict]:
+    return {r["seed"]: r for r in rows if r["arm"] == arm and r["fraction"] == fraction and r["epochs"] == epochs}
+
+
+def targets(rows: list[dict], means: dict, epochs: int) -> list[str]:
+    """The issue's four targets for the best arm (chosen on validation), MET or MISSED with numbers."""
+    best = best_subset_arms(means, epochs)
+    if not best:
+        return ["No subset arm has finished yet."]
+    b = best[0]
+    full, mine = _paired(rows, "full", 1.0, epochs), _paired(rows, b, 0.3, epochs)
+    seeds = sorted(set(full) & set(mine))
+    if not seeds:
+        return [f"Best arm so far: {b}; no seed has both it and full AT finished."]
+    kind = "AutoAttack" if all(mine[s]["aa"] is not None and full[s]["aa"] is not None for s in seeds) else "AA (fast)"
+    mean = lambda xs: statistics.mean(xs) if xs else float("nan")  # noqa: E731
+    wall = mean([full[s]["wall"] / mine[s]["wall"] for s in seeds])
+    passes = mean([full[s]["passes"] / mine[s]["passes"] for s in seeds])
+    gap_full = mean([(_aa(full[s]) - _aa(mine[s])) * 100 for s in seeds])
+    out = [f"Best subset arm at fraction 0.3 (by validation robust accuracy): **{b}**; {len(seeds)} paired seeds; "
+           f"accuracy is {kind}.",
+           f"1. >= 2.5x faster than full AT: {'MET' if wall >= 2.5 and passes >= 2.5 else 'MISSED'} "
+           f"({wall:.2f}x wall, {passes:.2f}x passes).",
+           f"2. within 1.0 point of full AT: {'MET' if gap_full <= 1.0 else 'MISSED'} ({gap_full:+.2f} points below).",
+           ]
+    for fraction in (0.3, 0.1):
+        rnd, me = _paired(rows, "random_every", fraction, epochs), _paired(rows, b, fraction, epochs)
+        common = sorted(set(rnd) & set(me))
+        diffs = [(_aa(me[s]) - _aa(rnd[s])) * 100 for s in common]
+        ok = bool(diffs) and mean(diffs) >= 1.0 and sum(d > 0 for d in diffs) >= min(2, len(diffs))
+        out.append(f"3. beats random redrawn every epoch by >= 1 point at fraction {fraction:g}: "
+                   f"{'MET' if ok else 'MISSED'} ({mean(diffs):+.2f} points; per seed "
+                   f"{', '.join(f'{d:+.1f}' for d in diffs) or 'none yet'}).")
+    matched = _paired(rows, "full_matched", 1.0, epochs)
+    common = sorted(set(matched) & set(mine))
+    diff = mean([(_aa(mine[s]) - _aa(matched[s])) * 100 for s in common])
+    out.append(f"4. beats compute-matched full AT by >= 1 point: {'MET' if diff >= 1.0 else 'MISSED'} ({diff:+.2f} points).")
+    return out
+
+
+def plot(client, rows: list[dict], epochs: int, path: Path) -> None:
+    """Validation robust accuracy against wall-clock time, mean over seeds, one line per arm."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        if r["epochs"] == epochs:
+            groups.setdefault(f"{r['arm']} {r['fraction']:g}", []).append(r)
+    for label, rs in sorted(groups.items()):
+        curves = []
+        for r in rs:
+            acc = {m.step: m.value for m in client.get_metric_history(r["run_id"], "val_robust_acc")}
+            wall = {m.step: m.value for m in client.get_metric_history(r["run_id"], "wall_time_s")}
+            curves.append([(wall[k], acc[k]) for k in sorted(acc) if k in wall])
+        n = min(len(c) for c in curves)
+        if n:
+            xs = [statistics.mean(c[i][0] for c in curves) / 60 for i in range(n)]
+            ys = [statistics.mean(c[i][1] for c in curves) for i in range(n)]
+            ax.plot(xs, ys, "o-", ms=3, label=label)
+    ax.set_xlabel("training wall-clock time (min), mean over seeds")
+    ax.set_ylabel("validation robust accuracy (PGD)")
+    ax.set_title(f"bench_quality, E = {epochs}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def best_subset_arms(means: dict, epochs: int) -> list[str]:
+    """The two subset arms with the best mean validation robust accuracy at fraction 0.3."""
+    scored = sorted(((v["val"], arm) for (e, f, arm), v in means.items() if e == epochs and f == 0.3
+                     and arm in SUBSET_ARMS), reverse=True)
+    return [arm for _, arm in scored[:2]]
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--smoke", action="store_true", help="every arm tiny (minutes), results in a temporary store")
+    ap.add_argument("--probe", action="store_true", help="only full AT's validation curve at --probe-epochs")
+    ap.add_argument("--report", action="store_true", help="only rebuild the table from the store")
+    ap.add_argument("--seeds", default=None, help="comma-separated (default 0,1,2; smoke: 0,1)")
+    ap.add_argument("--n", type=int, default=10000, help="training images")
+    ap.add_argument("--val", type=int, default=1000, help="validation images (choices are made on these)")
+    ap.add_argument("--test", type=int, default=1000, help="test images every arm is evaluated on")
+    ap.add_argument("--epochs", type=int, default=30, help="E (choose it with --probe)")
+    ap.add_argument("--short", type=int, default=12, help="the short schedule")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--val-every", type=int, default=2)
+    ap.add_argument("--pgd-steps", type=int, default=50)
+    ap.add_argument("--aa-n", type=int, default=1000)
+    ap.add_argument("--probe-epochs", type=int, default=60)
+    ap.add_argument("--store", type=Path, default=None,
+                    help="MLflow store and checkpoints (default benchmarks/results/quality; smoke: a new temporary one)")
+    ap.add_argument("--set", action="append", default=[], help="extra config override for every arm")
+    ap.add_argument("--out", type=Path, default=None, help="markdown results (default docs/results.md; smoke: store)")
+    a = ap.parse_args()
+    if a.smoke:
+        import tempfile
+
+        a.store = a.store or Path(tempfile.mkdtemp(prefix="bench-quality-smoke-"))
+        a.seeds = a.seeds or "0,1"
+        a.n, a.val, a.test, a.epochs, a.short, a.warmup = 384, 128, 128, 3, 2, 1
+        a.pgd_steps, a.aa_n, a.val_every, a.probe_epochs = 3, 8, 1, 3
+        a.set = [*a.set, "objective.steps=2", "eval.val_pgd_steps=2", "data.batch_size=64"]
+    a.seeds = [int(s) for s in (a.seeds or "0,1,2").split(",")]
+    a.store = (a.store or ROOT / "benchmarks" / "results" / "quality").resolve()
+    a.store.mkdir(parents=True, exist_ok=True)
+    a.uri = f"sqlite:///{a.store / 'mlflow.db'}"
+    out = a.out or (a.store / "results.md" if a.smoke else ROOT / "docs" / "results.md")
+
+    from common import header
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.progress import set_quiet
+    from distributed_adcs.tracking import RunTracker
+
+    set_quiet(True)
+    RunTracker(a.uri, EXPERIMENT)  # creates the store and experiment once, before any arm
+    client = MlflowClient(a.uri)
+    print(header("bench_quality: coreset arms against full adversarial training", len(a.seeds)), flush=True)
+    if a.probe:
+        run_all([Arm("probe_full", "full", 1.0, a.probe_epochs, 1)], _probe_args(a), client)
+        return 0
+    if not a.report:
+        run_all(first_arms(a.epochs, a.warmup), a, client)
+        _, means = summary(rows_from_mlflow(client))
+        best = best_subset_arms(means, a.epochs)
+        print(f"best subset arms at fraction 0.3 (validation robust accuracy): {', '.join(best)}", flush=True)
+        run_all(later_arms(best, a.epochs, a.short, a.warmup), a, client)
+    rows = rows_from_mlflow(client)
+    table, means = summary(rows)
+    verdict = targets(rows, means, a.epochs)
+    png = out.with_name("results_quality.png")
+    plot(client, rows, a.epochs, png)
+    loads = [r["load"] for r in rows if r["load"] is not None]
+    quiet = f"load average after the arms: median {statistics.median(loads):.2f}, max {max(loads):.2f}" if loads else ""
+    print("\n".join(verdict))
+    print(table)
+    out.write_text(f"# bench_quality results\n\n" + "\n".join(verdict) + "\n\n"
+                   f"Command: `python benchmarks/bench_quality.py{' --smoke' if a.smoke else ''}` "
+                   f"(n={a.n} Fashion-MNIST training images, E={a.epochs}, short {a.short}, seeds {a.seeds}, "
+                   f"{a.test} test images). {header_line()}. {quiet}.\n\n{table}\n\n![robust accuracy against time]"
+                   f"({png.name})\n")
+    print(f"results: {out}, {png}")
+    return 0
+
+
+def header_line() -> str:
+    import platform
+
+    import torch
+
+    return (f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
+            f"python {platform.python_version()}")
+
+
+def _probe_args(a: argparse.Namespace) -> argparse.Namespace:
+    probe = argparse.Namespace(**vars(a))
+    probe.val_every, probe.seeds = 1, a.seeds[:1]
+    return probe
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
