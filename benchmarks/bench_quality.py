@@ -365,7 +365,7 @@ def main() -> int:
     quiet = f"load average after the arms: median {statistics.median(loads):.2f}, max {max(loads):.2f}" if loads else ""
     print("\n".join(verdict))
     print(table)
-    out.write_text(f"# bench_quality results\n\n" + "\n".join(verdict) + "\n\n"
+    out.write_text("# bench_quality results\n\n" + "\n".join(verdict) + "\n\n"
                    f"Command: `python benchmarks/bench_quality.py{' --smoke' if a.smoke else ''}` "
                    f"(n={a.n} Fashion-MNIST training images, E={a.epochs}, short {a.short}, seeds {a.seeds}, "
                    f"{a.test} test images). {header_line()}. {quiet}.\n\n{table}\n\n![robust accuracy against time]"
