@@ -1,13 +1,14 @@
 # make run   : create .venv, get Fashion-MNIST, run the quickstart (adversarial coreset training, MLflow in ./mlflow.db)
 # make test  : create .venv, get Fashion-MNIST, run the whole test suite
-# make bench : the benchmark scripts under benchmarks/ (slow; prints tables)
+# make bench : the benchmark scripts under benchmarks/ (slow; prints tables), but the quality one
+# make quality : benchmarks/bench_quality.py, every coreset arm against full AT (hours; resumable)
 # make mutation : mutmut on the core modules with the fast tests, then killed/survived per module
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup data run test bench mutation ui clean
+.PHONY: setup data run test bench quality mutation ui clean
 setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml
@@ -29,12 +30,15 @@ test: setup
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
-	for f in benchmarks/bench_*.py; do $(PY) $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do [ $$f = benchmarks/bench_quality.py ] || $(PY) $$f || exit 1; done
+
+quality: setup
+	$(PY) benchmarks/bench_quality.py
 
 mutation: setup
 	$(PY) -m pip install -q 'mutmut==3.8.1'
 	rm -rf mutants
-	$(VENV)/bin/mutmut run --max-children 2 > /dev/null || true
+	$(VENV)/bin/mutmut run --max-children 2 > /dev/null
 	$(PY) scripts/mutation_report.py
 
 ui: setup

@@ -311,12 +311,12 @@ def main() -> int:
     ap.add_argument("--n", type=int, default=10000, help="training images")
     ap.add_argument("--val", type=int, default=1000, help="validation images (choices are made on these)")
     ap.add_argument("--test", type=int, default=1000, help="test images every arm is evaluated on")
-    ap.add_argument("--epochs", type=int, default=30, help="E (choose it with --probe)")
+    ap.add_argument("--epochs", type=int, default=40, help="E (chosen with --probe: docs/results.md)")
     ap.add_argument("--short", type=int, default=12, help="the short schedule")
     ap.add_argument("--warmup", type=int, default=2)
     ap.add_argument("--val-every", type=int, default=2)
     ap.add_argument("--pgd-steps", type=int, default=50)
-    ap.add_argument("--aa-n", type=int, default=1000)
+    ap.add_argument("--aa-n", type=int, default=500, help="test images given to AutoAttack (the first of --test)")
     ap.add_argument("--probe-epochs", type=int, default=60)
     ap.add_argument("--store", type=Path, default=None,
                     help="MLflow store and checkpoints (default benchmarks/results/quality; smoke: a new temporary one)")
@@ -348,7 +348,9 @@ def main() -> int:
     client = MlflowClient(a.uri)
     print(header("bench_quality: coreset arms against full adversarial training", len(a.seeds)), flush=True)
     if a.probe:
-        run_all([Arm("probe_full", "full", 1.0, a.probe_epochs, 1)], _probe_args(a), client)
+        arm = Arm("probe_full", "full", 1.0, a.probe_epochs, 1)
+        run_all([arm], _probe_args(a), client)
+        probe_report(client, arm, a, out.with_name("probe_full.png"))
         return 0
     if not a.report:
         run_all(first_arms(a.epochs, a.warmup), a, client)
@@ -381,6 +383,34 @@ def header_line() -> str:
 
     return (f"Machine: {os.cpu_count()} cores ({platform.processor() or platform.machine()}), torch {torch.__version__}, "
             f"python {platform.python_version()}")
+
+
+def probe_report(client, arm: Arm, a: argparse.Namespace, png: Path) -> None:
+    """Full AT's validation robust accuracy per epoch: where it stops rising sets --epochs."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    (run,) = [r for r in _runs(client, f"{arm.key}-s{a.seeds[0]}") if r.info.status == "FINISHED"][:1]
+    hist = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_robust_acc"))
+    best_step, best = max(hist, key=lambda sv: sv[1])
+    plateau = next(s for s, v in hist if v >= best - 0.01)  # first epoch within 1 point of the best
+    print("epoch val_robust_acc")
+    for step, value in hist:
+        print(f"{step + 1:5d} {value:.4f}")
+    print(f"best {best:.4f} at epoch {best_step + 1}; within 1 point of it from epoch {plateau + 1} "
+          f"(cosine schedule over {arm.epochs} epochs)")
+    fig, ax = plt.subplots(figsize=(6.5, 4), constrained_layout=True)
+    ax.plot([s + 1 for s, _ in hist], [v for _, v in hist], "o-", ms=3)
+    ax.axvline(plateau + 1, color="grey", ls="--", lw=1)
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("validation robust accuracy (PGD-10)")
+    ax.set_title(f"full adversarial training, n={a.n}, cosine over {arm.epochs} epochs")
+    ax.grid(alpha=0.3)
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    print(f"curve: {png}")
 
 
 def _probe_args(a: argparse.Namespace) -> argparse.Namespace:

@@ -300,3 +300,33 @@ def test_train_epoch_weights_change_the_update():
         results.append((stats.loss, [p.detach().clone() for p in model.parameters()]))
     assert results[1][0] == pytest.approx(2 * results[0][0], rel=1e-5)  # the loss is the weighted mean
     assert not all(torch.allclose(a, b) for a, b in zip(results[0][1], results[1][1]))
+
+
+# -- objectives: the starts each one documents ----------------------------------------------
+
+def test_trades_and_fgsm_rs_always_start_randomly():
+    from distributed_adcs.config import ObjectiveConfig
+    from distributed_adcs.objectives import build_objective
+
+    model = make_model().eval()
+    x, y = make_data(6)
+    for name, steps in (("trades", 0), ("fgsm_rs", 5)):
+        obj = build_objective(ObjectiveConfig(name=name, epsilon=0.1, steps=steps, random_start=False))
+        a = obj.perturb(model, x, y, torch.Generator().manual_seed(0))
+        b = obj.perturb(model, x, y, torch.Generator().manual_seed(1))
+        assert not torch.equal(a, b), name  # the start is random whatever random_start says
+        assert float((a - x).abs().max()) <= 0.1 + 1e-6
+    pgd = build_objective(ObjectiveConfig(name="pgd_linf", epsilon=0.1, steps=0, random_start=False))
+    assert torch.equal(pgd.perturb(model, x, y, torch.Generator().manual_seed(0)), x)  # PGD honours it
+
+
+def test_trades_needs_clean_logits():
+    from distributed_adcs.config import ObjectiveConfig
+    from distributed_adcs.objectives import build_objective
+
+    obj = build_objective(ObjectiveConfig(name="trades", epsilon=0.1, steps=1))
+    z = torch.randn(3, 4)
+    for call in (lambda: obj.loss_from_logits(None, z, torch.zeros(3, dtype=torch.int64)),
+                 lambda: obj.logit_grads(None, z, torch.zeros(3, dtype=torch.int64))):
+        with pytest.raises(ValueError, match="^TRADES needs the clean logits$"):
+            call()
