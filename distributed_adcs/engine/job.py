@@ -128,24 +128,26 @@ class Job:
         s, n = self.state, len(self.splits.train)
         phase = epoch_phase(epoch, self.cfg.coreset, self.cfg.train.epochs)
         selection = None
-        if phase == "select" and self.records is not None:  # drawn from the records on rank 0
-            if self.backend.rank == 0:
-                positions, weights, timings = self.records.draw(self.method, self.cfg, self.splits.train.labels, epoch)
-                selection = Selection(epoch, positions, weights, timings)
-            selection = self.backend.broadcast(selection)
-            s.coreset_positions, s.coreset_weights, s.coreset_epoch = (
-                selection.positions, selection.weights, selection.epoch)
-        elif phase == "select":
-            if self.selector is None:
-                raise RuntimeError(f"coreset.method={self.cfg.coreset.method} needs a selector")
-            # every rank calls its selector (a DDP selector shards the work over the ranks and
-            # returns the selection on rank 0 only); rank 0's result is what every rank trains on
-            selection = self.backend.broadcast(self.selector(self.state.model, epoch))
+        if phase == "select":  # rank 0's selection is what every rank trains on
+            selection = self.backend.broadcast(self._select(epoch))
             s.coreset_positions, s.coreset_weights, s.coreset_epoch = (
                 selection.positions, selection.weights, selection.epoch)
         if phase == "full":
             return torch.arange(n), torch.ones(n), None
         return s.coreset_positions, normalised_weights(s.coreset_weights.float(), n), selection
+
+    def _select(self, epoch: int) -> Selection | None:
+        """This rank's part of a selection: a records-based method draws on rank 0; otherwise
+        every rank calls its selector (a DDP selector shards the work over the ranks and returns
+        the selection on rank 0 only)."""
+        if self.records is not None:
+            if self.backend.rank != 0:
+                return None
+            positions, weights, timings = self.records.draw(self.method, self.cfg, self.splits.train.labels, epoch)
+            return Selection(epoch, positions, weights, timings)
+        if self.selector is None:
+            raise RuntimeError(f"coreset.method={self.cfg.coreset.method} needs a selector")
+        return self.selector(self.state.model, epoch)
 
     def run_epoch(self, epoch: int) -> tuple[dict[str, float], Selection | None]:
         """Train epoch ``epoch`` (selecting first when it is a selection epoch)."""
