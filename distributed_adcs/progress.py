@@ -38,5 +38,5 @@ def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:
 
 
 def final_line(metrics: dict) -> str:
-    """The one-line summary of the final test evaluation."""
-    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_"))
+    """The one-line summary of the final test evaluation (per-class accuracies go to MLflow only)."""
+    return " ".join(f"{k}={v:.4f}" for k, v in metrics.items() if k.startswith("test_") and "_class" not in k)
