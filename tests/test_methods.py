@@ -62,6 +62,14 @@ def test_in_process_job(method, tmp_path, mlflow_uri):
     _check_job(train(cfg), mlflow_uri, cfg)
 
 
+@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.uses_actors])
+def test_in_process_job_with_embedding_actors(method, ray_session, tmp_path, mlflow_uri):
+    cfg = _cfg(method, tmp_path, mlflow_uri, "ray.num_actors=2", "ray.cpus_per_actor=1")
+    assert (JobPlan.of(cfg).where, JobPlan.of(cfg).selection) == ("process", "actors")
+    _check_job(train(cfg), mlflow_uri, cfg)
+    assert ray_session.is_initialized()  # the Ray it joined is left running: it did not start it
+
+
 @pytest.fixture(scope="module")
 def model_and_splits():
     cfg = _cfg("craig")

@@ -136,14 +136,11 @@ def actor_selector(cfg: JobConfig, splits: Splits) -> Iterator[ActorPoolSelector
     started = connect(cfg)
     try:
         check_cluster(cfg)
-    except Exception:
-        if started:
-            ray.shutdown()
-        raise
-    actors = start_actors(cfg, splits)
-    try:
-        yield ActorPoolSelector(cfg, actors, splits.train, splits.num_classes)
+        actors = start_actors(cfg, splits)
+        try:
+            yield ActorPoolSelector(cfg, actors, splits.train, splits.num_classes)
+        finally:
+            actors.kill()
     finally:
-        actors.kill()
         if started:
             ray.shutdown()
