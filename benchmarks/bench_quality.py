@@ -12,7 +12,11 @@ once; random redrawn every epoch (RS2); CRAIG; GradMatch; adaptive. All at fract
 redrawn and the best arm at a short schedule. Every arm runs for every seed; seeds pair arms.
 
 Resumable: a finished arm is skipped, an arm cut off mid-way resumes from its last checkpoint
-(``adcs train --resume``). Each arm prints one line with an estimate of the time left. Every
+(``adcs train --resume``). Every finished arm is also written to ``--records`` (default
+``benchmarks/quality_records/``, committed): a JSON file with its tags, final metrics and
+curves, which a run on another machine imports into its MLflow store as a finished run, so a
+benchmark spread over several machines (or sessions) still skips what is done. While a file
+``PAUSE`` exists in the store, no new arm starts (to run something else between arms). Each arm prints one line with an estimate of the time left. Every
 arm is evaluated on the same first ``--test`` test images: PGD-50 with 2 restarts, and
 AutoAttack (the published standard version for the headline arms, torchattacks' 10-iteration
 version, named ``fast``, for the others). Cost is wall time and passes through the model.
@@ -145,6 +149,68 @@ def run_arm(arm: Arm, seed: int, a: argparse.Namespace, client) -> str:
     return "resumed" if resume else "ran"
 
 
+HISTORIES = ("val_robust_acc", "wall_time_s")  # the curves the plot needs
+
+
+def export_records(client, records: Path) -> int:
+    """Write every finished arm that has no record file yet; return how many were written."""
+    import json
+
+    records.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for r in _runs(client):
+        key = r.data.tags.get("bench.key")
+        path = records / f"{key}.json"
+        if r.info.status != "FINISHED" or key is None or path.exists():
+            continue
+        history = {name: [[m.step, m.value] for m in sorted(client.get_metric_history(r.info.run_id, name),
+                                                             key=lambda m: m.step)] for name in HISTORIES}
+        tags = {k: v for k, v in r.data.tags.items() if k.startswith("bench.") and k != "bench.imported"}
+        path.write_text(json.dumps({"key": key, "run_id": r.info.run_id, "tags": tags, "metrics": r.data.metrics,
+                                    "params": r.data.params, "history": history}, indent=1, sort_keys=True) + "\n")
+        written += 1
+    return written
+
+
+def import_records(client, records: Path) -> int:
+    """Log every record file whose arm has no finished run in this store as a finished run
+    (tagged ``bench.imported``); return how many were imported."""
+    import json
+
+    from mlflow.entities import Metric, Param, RunTag
+
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    imported = 0
+    for path in sorted(records.glob("*.json")) if records.is_dir() else []:
+        rec = json.loads(path.read_text())
+        if any(r.info.status == "FINISHED" for r in _runs(client, rec["key"])):
+            continue
+        run = client.create_run(exp.experiment_id, run_name=rec["key"],
+                                tags={**rec["tags"], "bench.imported": rec["run_id"]})
+        rid, now = run.info.run_id, int(time.time() * 1000)
+        metrics = [Metric(k, v, now, 0) for k, v in rec["metrics"].items() if k not in rec["history"]]
+        metrics += [Metric(name, v, now, step) for name, points in rec["history"].items() for step, v in points]
+        params = [Param(k, v) for k, v in rec.get("params", {}).items()]
+        for i in range(0, max(len(metrics), len(params)), 900):  # MLflow's batch limit is 1000
+            client.log_batch(rid, metrics=metrics[i:i + 900], params=params[i:i + 100] if i == 0 else [],
+                             tags=[RunTag("bench.record", path.name)] if i == 0 else [])
+        for j in range(100, len(params), 100):
+            client.log_batch(rid, params=params[j:j + 100])
+        client.set_terminated(rid, status="FINISHED")
+        imported += 1
+    return imported
+
+
+def wait_while_paused(store: Path) -> None:
+    """Hold the next arm while ``store/PAUSE`` exists (tests or other work between arms)."""
+    flag, said = store / "PAUSE", False
+    while flag.exists():
+        if not said:
+            print(f"paused: {flag} exists; the next arm starts when it is removed", flush=True)
+            said = True
+        time.sleep(5)
+
+
 def _cost_units(arm: Arm, warmup: int) -> float:
     """Rough training cost in full epochs (for the time-left estimate)."""
     if arm.method == "full":
@@ -155,11 +221,14 @@ def _cost_units(arm: Arm, warmup: int) -> float:
 def run_all(arms: list[Arm], a: argparse.Namespace, client) -> None:
     total = len(arms) * len(a.seeds)
     done, spent, units_done = 0, 0.0, 0.0
-    pending = [(arm, seed) for arm in arms for seed in a.seeds]
+    # seed-major: a run cut off early still has whole seeds of paired arms
+    pending = [(arm, seed) for seed in a.seeds for arm in arms]
     for i, (arm, seed) in enumerate(pending):
+        wait_while_paused(a.store)
         t0 = time.perf_counter()
         what = run_arm(arm, seed, a, client)
         dt = time.perf_counter() - t0
+        export_records(client, a.records)
         done += 1
         if what != "finished":
             spent += dt
@@ -320,6 +389,8 @@ def main() -> int:
     ap.add_argument("--probe-epochs", type=int, default=60)
     ap.add_argument("--store", type=Path, default=None,
                     help="MLflow store and checkpoints (default benchmarks/results/quality; smoke: a new temporary one)")
+    ap.add_argument("--records", type=Path, default=None,
+                    help="finished arms as JSON (default benchmarks/quality_records; smoke: in the store)")
     ap.add_argument("--set", action="append", default=[], help="extra config override for every arm")
     ap.add_argument("--out", type=Path, default=None, help="markdown results (default docs/results.md; smoke: store)")
     a = ap.parse_args()
@@ -335,6 +406,7 @@ def main() -> int:
     a.store = (a.store or ROOT / "benchmarks" / "results" / "quality").resolve()
     a.store.mkdir(parents=True, exist_ok=True)
     a.uri = f"sqlite:///{a.store / 'mlflow.db'}"
+    a.records = (a.records or (a.store / "records" if a.smoke else ROOT / "benchmarks" / "quality_records")).resolve()
     out = a.out or (a.store / "results.md" if a.smoke else ROOT / "docs" / "results.md")
 
     from common import header
@@ -347,6 +419,11 @@ def main() -> int:
     RunTracker(a.uri, EXPERIMENT)  # creates the store and experiment once, before any arm
     client = MlflowClient(a.uri)
     print(header("bench_quality: coreset arms against full adversarial training", len(a.seeds)), flush=True)
+    if a.probe:  # the probe is no arm of the table: it keeps to the store
+        a.records = a.store / "records"
+    n = import_records(client, a.records)
+    if n:
+        print(f"imported {n} finished arms from {a.records}", flush=True)
     if a.probe:
         arm = Arm("probe_full", "full", 1.0, a.probe_epochs, 1)
         run_all([arm], _probe_args(a), client)

@@ -12,8 +12,9 @@ Everything else belongs to its layer: the run's name, tags, resume and artifacts
 
 from __future__ import annotations
 
+import time
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
 from .config import JobConfig, UsageError
@@ -33,6 +34,7 @@ class JobPlan:
     method: MethodSpec
     where: Where
     selection: SelectionSite  # where coreset selection runs ("records": the Job draws from its records)
+    started_at: float = field(default_factory=time.time)  # when the job was asked for: its start-up counts from here
 
     @classmethod
     def of(cls, cfg: JobConfig) -> "JobPlan":
@@ -83,6 +85,7 @@ def _in_process(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
     compute_thread()  # a Tune trial's thread inherits Ray's SCHED_BATCH: train at normal policy
     device = resolve_device(plan.cfg.train.device)
     job = Job(plan.cfg, splits, device)
+    job.started_at = plan.started_at
     with ExitStack() as stack:
         if plan.selection == "actors":
             from .distributed.actors import actor_selector
@@ -99,7 +102,8 @@ def _on_ray_train(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
     from .engine.checkpoint import load_checkpoint, save_checkpoint
 
     last = run_trainer(plan.cfg, splits, run.tracker, run.checkpoint_dir / "ray", callbacks=callbacks,
-                       resume_path=str(run.resume_checkpoint) if run.resume_checkpoint else None)
+                       resume_path=str(run.resume_checkpoint) if run.resume_checkpoint else None,
+                       started_at=plan.started_at)
     if last is not None:
         save_checkpoint(run.last_checkpoint, load_checkpoint(last))
 

@@ -1,5 +1,6 @@
 """The quality benchmark's --smoke run: every arm, the table, the targets, and a rerun that
-skips what finished (the benchmark itself takes hours; this is its tiny twin)."""
+skips what finished, also on another machine from the committed records (the benchmark itself
+takes hours; this is its tiny twin)."""
 
 from __future__ import annotations
 
@@ -27,3 +28,14 @@ def test_smoke_runs_every_arm_prints_the_table_and_resumes(tmp_path):
     assert again.returncode == 0, again.stderr[-3000:]
     lines = [line for line in again.stdout.splitlines() if line.startswith("[")]
     assert lines and all(": finished in" in line for line in lines)  # nothing ran twice
+    # another machine: a fresh store, the records of the first: every arm is imported, none runs
+    records = sorted(p.name for p in (tmp_path / "records").glob("*.json"))
+    assert len(records) == len(lines), records
+    elsewhere = tmp_path / "elsewhere"
+    third = subprocess.run([*cmd[:-1], str(elsewhere), "--records", str(tmp_path / "records")], cwd=ROOT,
+                           capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert f"imported {len(records)} finished arms" in third.stdout
+    assert all(": finished in" in line for line in third.stdout.splitlines() if line.startswith("["))
+    table = lambda text: [line for line in text.splitlines() if line.startswith("| ")]  # noqa: E731
+    assert table(third.stdout) == table(out)  # the same table, rebuilt from the imported runs

@@ -51,8 +51,24 @@ def _check_job(run_id: str, mlflow_uri: str, cfg) -> None:
     assert coresets == [f"coresets/coreset_epoch{e:03d}.parquet" for e in selection_epochs(2, cfg.coreset)]
     assert bool(coresets) != spec.trains_on_all
     assert "test_clean_acc" in run.data.metrics
+    _check_time_split(client, run_id, spec)
     if spec.needs_records:  # every rank's records were gathered: after the warm-up epoch all are known
         assert [m.value for m in client.get_metric_history(run_id, "records_coverage")] == [1.0, 1.0]
+
+
+def _check_time_split(client, run_id: str, spec) -> None:
+    """The run's wall time is split into its parts, each booked where it was spent (warm-up
+    epoch 0, then one selection-and-train epoch; validation after each, the test at the end)."""
+    last = client.get_run(run_id).data.metrics
+    split = {k: last[f"time_{k}_s"] for k in ("startup", "warmup", "selection", "training", "validation", "test")}
+    assert split["startup"] > 0 and split["training"] > 0 and split["validation"] > 0 and split["test"] > 0, split
+    assert (split["warmup"] > 0) != spec.trains_on_all, split  # full has no warm-up: every epoch is training
+    assert (split["selection"] > 0) != spec.trains_on_all, split
+    # the epochs' parts add up to the epochs' wall time (validation and test are outside it)
+    epochs = split["warmup"] + split["selection"] + split["training"]
+    assert epochs == pytest.approx(last["wall_time_s"], rel=0.05, abs=0.05), (split, last["wall_time_s"])
+    after_first = {m.step: m.value for m in client.get_metric_history(run_id, "time_warmup_s")}
+    assert after_first[0] == after_first[1] == split["warmup"]  # epoch 1 is no warm-up: nothing added
 
 
 @pytest.mark.parametrize("method", NAMES)

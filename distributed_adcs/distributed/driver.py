@@ -33,7 +33,7 @@ def trainer_name(run_id: str) -> str:
 
 
 def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Path, *,
-                resume_path: str | None = None, callbacks=()) -> Path | None:
+                resume_path: str | None = None, callbacks=(), started_at: float | None = None) -> Path | None:
     """Start actors and the trainer, wait for the job, return the last checkpoint file."""
     started = connect(cfg)
     try:
@@ -41,7 +41,7 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
         (resources,) = {tuple(sorted(b.items())) for b in job_bundles(cfg)}
         trainer = TorchTrainer(
             train_loop_per_worker,
-            train_loop_config={"cfg": to_dict(cfg), "fit_called_at": time.time(),
+            train_loop_config={"cfg": to_dict(cfg), "fit_called_at": time.time(), "job_started_at": started_at,
                                "fault": os.environ.get(FAULT_ENV), "resume_path": resume_path},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker=dict(resources)),

@@ -170,8 +170,11 @@ def train_loop_per_worker(config: dict) -> None:
                 else RankShardSelector(cfg, splits, device, rank, world))
     job = Job(cfg, splits, device, backend=DDPBackend(rank, world, cfg.seed), selector=selector,
               wrap_model=ray.train.torch.prepare_model)
+    # a first start counts from the job's submission; a restart of the worker group from its own start
+    job.started_at = config.get("job_started_at") or started
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
+        job.started_at = started
         with checkpoint.as_directory() as d:
             job.restore(load_checkpoint(Path(d) / CHECKPOINT_FILE))
     elif config.get("resume_path"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -55,6 +55,12 @@ def make_optimizer(cfg: JobConfig, model: torch.nn.Module) -> tuple[torch.optim.
     return opt, EpochSchedule(opt, t)
 
 
+TIME_SPLIT = ("startup", "warmup", "selection", "training", "validation", "test")
+"""The parts of a job's wall time, logged as ``time_<part>_s``: ``startup`` until the first epoch
+of each (re)start, ``warmup`` the full-data epochs before the first selection, ``selection``,
+``training`` every other epoch's training, ``validation`` and the final ``test`` evaluation."""
+
+
 @dataclass
 class TrainState:
     """Everything that changes during a job and is saved in its checkpoints."""
@@ -67,3 +73,5 @@ class TrainState:
     coreset_weights: torch.Tensor | None = None
     coreset_epoch: int = -1
     elapsed_s: float = 0.0  # wall time of the epochs completed, across resumes
+    # where the job's wall time went, cumulative across resumes (seconds): see TIME_SPLIT
+    time_split: dict[str, float] = field(default_factory=lambda: dict.fromkeys(TIME_SPLIT, 0.0))

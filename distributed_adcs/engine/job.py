@@ -19,7 +19,7 @@ from ..evaluation import autoattack_accuracy, clean_accuracy, robust_mask
 from ..methods import get_method
 from ..models import PassCounter
 from ..progress import progress
-from .build import TrainState, make_augment, make_model, make_objective, make_optimizer
+from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_objective, make_optimizer
 from .checkpoint import unwrap
 from .epoch import normalised_weights, train_epoch
 from .plan import epoch_phase
@@ -92,6 +92,9 @@ class Job:
         self.objective = make_objective(cfg.objective)
         self.augment = make_augment(cfg)
         self.passes = PassCounter(model)  # every forward and backward of this process's model
+        # wall-clock time (time.time()) this process's job started: the first epoch it runs books
+        # the time since as ``startup`` (the runners set it; None: not measured)
+        self.started_at: float | None = None
 
     @property
     def model(self) -> torch.nn.Module:
@@ -106,7 +109,7 @@ class Job:
                        "indices": self.splits.train.indices[s.coreset_positions.cpu()], "epoch": s.coreset_epoch}
         return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
-                "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
+                "time_split": dict(s.time_split), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
                 "records": None if self.records is None else self.records.state_dict()}
 
     def restore(self, payload: dict[str, Any]) -> None:
@@ -115,6 +118,7 @@ class Job:
         s.optimizer.load_state_dict(payload["optimizer"])
         s.schedule.load_state_dict(payload["schedule"])
         s.epoch, s.elapsed_s = int(payload["epoch"]), float(payload.get("elapsed_s", 0.0))
+        s.time_split.update(payload.get("time_split", {}))
         core = payload.get("coreset")
         if core is not None:
             s.coreset_positions, s.coreset_weights = core["positions"].long(), core["weights"].float()
@@ -149,10 +153,23 @@ class Job:
             raise RuntimeError(f"coreset.method={self.cfg.coreset.method} needs a selector")
         return self.selector(self.state.model, epoch)
 
+    def _book(self, part: str, seconds: float) -> None:
+        self.state.time_split[part] += seconds
+
+    def time_split(self) -> dict[str, float]:
+        """Cumulative ``time_<part>_s`` for every part of :data:`TIME_SPLIT`."""
+        return {f"time_{k}_s": self.state.time_split[k] for k in TIME_SPLIT}
+
     def run_epoch(self, epoch: int) -> tuple[dict[str, float], Selection | None]:
         """Train epoch ``epoch`` (selecting first when it is a selection epoch)."""
+        if self.started_at is not None:
+            self._book("startup", max(0.0, time.time() - self.started_at))
+            self.started_at = None
         t0 = time.perf_counter()
         positions, weights, selection = self._subset(epoch)
+        t_train = time.perf_counter()
+        if selection is not None:
+            self._book("selection", t_train - t0)
         positions, weights = self.backend.shard(positions, weights, epoch)
         seed, bs = self.cfg.seed, self.cfg.data.batch_size
         # a last batch of one example joins the one before: BatchNorm needs two for batch statistics
@@ -171,6 +188,8 @@ class Job:
         self.state.schedule.set(float(epoch + 1))
         epoch_s = time.perf_counter() - t0
         self.state.elapsed_s += epoch_s
+        warm = epoch < self.cfg.coreset.warmup_epochs and not self.method.trains_on_all
+        self._book("warmup" if warm else "training", time.perf_counter() - t_train)
         metrics = {"train_loss": stats.loss, "train_adv_acc": stats.adv_accuracy,
                    "train_examples": stats.examples, "epoch_time_s": epoch_s,
                    "train_time_s": stats.seconds, "attack_time_s": stats.attack_seconds,
@@ -179,6 +198,7 @@ class Job:
         if self.records is not None:
             metrics["records_coverage"] = self.records.coverage
         metrics.update(self.passes.state())  # cumulative: attacks, updates, selections, validation
+        metrics.update(self.time_split())
         if selection is not None:
             metrics.update({f"selection_{k}_s": v for k, v in selection.timings.items()})
         return metrics, selection
@@ -197,6 +217,8 @@ class Job:
         t0 = time.perf_counter()
         out = self.validate(epoch)
         out["val_time_s"] = time.perf_counter() - t0
+        self._book("validation", out["val_time_s"])
+        out["time_validation_s"] = self.state.time_split["validation"]
         return out
 
     def validate(self, epoch: int) -> dict[str, float]:
@@ -212,6 +234,13 @@ class Job:
         return {"val_clean_acc": clean_accuracy(model, batches), "val_robust_acc": int(robust.sum()) / max(robust.numel(), 1)}
 
     def final_evaluation(self) -> dict[str, float]:
+        """The test evaluation, with the job's whole time split (``time_test_s`` included)."""
+        t0 = time.perf_counter()
+        out = self._test()
+        self._book("test", time.perf_counter() - t0)
+        return {**out, **self.time_split()}
+
+    def _test(self) -> dict[str, float]:
         e = self.cfg.eval
         norm, eps = eval_threat(self.cfg)
         batches = self._batches(self.splits.test, e.test_limit)
