@@ -67,6 +67,9 @@ SUBSET_ARMS = {  # name: (method, every)
 }
 
 
+TABLE_ARMS = ("full", "full_matched", *SUBSET_ARMS)
+
+
 def matched_epochs(epochs: int, warmup: int, fraction: float) -> int:
     """Full-data epochs with the training compute of a subset arm: warm-up plus the subset epochs."""
     return max(1, round(warmup + fraction * (epochs - warmup)))
@@ -241,7 +244,7 @@ def run_all(arms: list[Arm], a: argparse.Namespace, client) -> None:
 def rows_from_mlflow(client) -> list[dict]:
     rows = []
     for r in _runs(client):
-        if r.info.status != "FINISHED" or "bench.key" not in r.data.tags:
+        if r.info.status != "FINISHED" or r.data.tags.get("bench.arm") not in TABLE_ARMS:  # not the probe
             continue
         m, t = r.data.metrics, r.data.tags
         pgd = next((v for k, v in m.items() if k.startswith("test_pgd") and k.endswith("_acc") and "class" not in k), None)
