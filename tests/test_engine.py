@@ -161,3 +161,33 @@ def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path, mlflow_uri):
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1, 2]
     passes = [m.value for m in client.get_metric_history(run_id, "passes_backward")]
     assert passes[0] > 0 and passes == sorted(passes)  # cumulative
+
+
+def test_resume_onto_another_device_restores_rng_and_state(tmp_path):
+    """GPU resume (issue: ``map_location=device`` handed ``torch.set_rng_state`` a CUDA tensor).
+    On a CPU-only machine the ``meta`` device stands in for the GPU: a checkpoint loaded onto it
+    is what crashed, and a job on it restores from the CPU-loaded checkpoint every run loads."""
+    from helpers import TINY
+
+    from distributed_adcs.config import load_config
+    from distributed_adcs.engine.build import load_job_splits
+    from distributed_adcs.engine.job import Job
+
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "coreset.warmup_epochs=1"])
+    splits = load_job_splits(cfg)
+    job = Job(cfg, splits, torch.device("cpu"))
+    job.run_epoch(0)
+    saved = save_checkpoint(tmp_path / "last.pt", job.payload())
+    with pytest.raises(TypeError, match="ByteTensor"):  # the failure: RNG state loaded onto the device
+        torch.set_rng_state(load_checkpoint(saved, map_location="meta")["rng"]["torch"])
+
+    payload = load_checkpoint(saved)  # what every resume path loads: on the CPU
+    assert all(t.device.type == "cpu" for t in payload["model"].values())
+    expected_rng = payload["rng"]["torch"].clone()
+    torch.manual_seed(12345)  # a different stream, which restore must replace
+    other = Job(cfg, splits, torch.device("meta"))
+    other.restore(payload)
+    assert torch.equal(torch.get_rng_state(), expected_rng)
+    assert other.state.epoch == 1 and next(other.model.parameters()).device.type == "meta"
+    momentum = [v for st in other.state.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    assert momentum and all(v.device.type == "meta" for v in momentum)  # the optimiser follows its parameters
