@@ -67,7 +67,8 @@ def inclusion_probabilities(q: Tensor, k: int) -> Tensor:
     Args:
         q: non-negative sampling masses ``[n]`` with at least ``k`` positive entries... or fewer,
             in which case every positive one gets ``pi = 1`` and zeros share the remainder
-            uniformly.
+            uniformly. A remaining total mass of at most 1e-12 counts as zero: such masses share
+            uniformly with the zeros (``q = [1e-12, 0, 0]``, ``k = 2`` gives 2/3 each).
         k: sample size, ``0 <= k <= n``.
     """
     n = q.numel()
