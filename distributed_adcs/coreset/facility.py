@@ -201,12 +201,60 @@ def greedy_on_grid(grid: Tensor, row_sums: Tensor, levels: int, k: int) -> tuple
     return order, assign
 
 
-def facility_location_greedy(embeddings: Tensor, k: int) -> tuple[Tensor, Tensor]:
+def _weighted_gains(grid: Tensor, cur: Tensor, w: Tensor) -> Tensor:
+    """Exact int64 gains ``sum_i w_i relu(cur_i - D_ji)`` for every row j."""
+    n = grid.shape[0]
+    gains = torch.empty(n, dtype=torch.int64, device=grid.device)
+    for r0 in range(0, n, _ROWS):
+        r1 = min(n, r0 + _ROWS)
+        covered = (cur - grid[r0:r1].to(torch.int64)).clamp_min_(0)  # row j of the grid is column j
+        gains[r0:r1] = (covered * w).sum(dim=1)
+    return gains
+
+
+def weighted_greedy_on_grid(grid: Tensor, levels: int, k: int, w: Tensor) -> tuple[Tensor, Tensor]:
+    """The greedy of :func:`greedy_on_grid` for ``F(S) = sum_i w_i max_{j in S} (L - D_ij)``:
+    row ``i`` counts ``w_i`` times (a candidate of the two-round merge standing for ``w_i``
+    examples), exactly as ``w_i`` copies of it would. Gains are exact int64 sums; the same
+    incremental update, over the rows a pick takes over.
+
+    Args:
+        w: non-negative integer weights ``[n]`` (any integer or integral float dtype).
+
+    Returns:
+        ``(order, assign)`` as in :func:`greedy_on_grid`.
+    """
+    n = grid.shape[0]
+    w = w.to(device=grid.device, dtype=torch.int64)
+    cur = torch.full((n,), levels, dtype=torch.int64, device=grid.device)
+    gains = _weighted_gains(grid, cur, w)
+    chosen = torch.zeros(n, dtype=torch.bool, device=grid.device)
+    assign = torch.zeros(n, dtype=torch.int64, device=grid.device)
+    order = torch.empty(k, dtype=torch.int64, device=grid.device)
+    for t in range(k):
+        j = torch.argmax(gains.masked_fill(chosen, -1))  # first maximal index: lowest-index tie-break
+        order[t] = j
+        chosen[j] = True
+        row = grid[j].to(torch.int64)
+        changed = (row < cur).nonzero().squeeze(1)  # strict: ties stay with earlier picks
+        assign[changed] = t
+        for c0 in range(0, changed.numel(), _DELTA_ROWS):  # gains lose what the changed rows no longer offer
+            idx = changed[c0:c0 + _DELTA_ROWS]
+            d = grid.index_select(0, idx).to(torch.int64)  # row i == column i (symmetric)
+            old, new = cur[idx, None], row[idx, None]
+            gains -= (w[idx, None] * ((old - d).clamp_min_(0) - (new - d).clamp_min_(0))).sum(dim=0)
+        cur[changed] = row[changed]
+    return order, assign
+
+
+def facility_location_greedy(embeddings: Tensor, k: int, weights: Optional[Tensor] = None) -> tuple[Tensor, Tensor]:
     """Greedy facility-location selection (accelerated, exact).
 
     Args:
         embeddings: ``[n, d]`` float tensor.
         k: number of picks (``1 <= k <= n``).
+        weights: optional non-negative integer weight per row: the objective counts row ``i``
+            ``weights[i]`` times (:func:`weighted_greedy_on_grid`).
 
     Returns:
         ``(order, assign)`` as in :func:`greedy_on_grid`.
@@ -214,6 +262,8 @@ def facility_location_greedy(embeddings: Tensor, k: int) -> tuple[Tensor, Tensor
     check_embeddings(embeddings)
     k = check_budget(k, embeddings.shape[0])
     grid, row_sums, levels = grid_distances(embeddings)
+    if weights is not None:
+        return weighted_greedy_on_grid(grid, levels, k, weights)
     return greedy_on_grid(grid, row_sums, levels, k)
 
 
@@ -295,6 +345,7 @@ def craig(
     *,
     generator: Optional[torch.Generator] = None,
     mass: Optional[Tensor] = None,
+    weighted: bool = False,
 ) -> tuple[Tensor, Tensor]:
     """CRAIG selector: greedy facility location with coverage weights.
 
@@ -302,8 +353,11 @@ def craig(
         embeddings: ``[n, d]`` float tensor (gradient embeddings of one group).
         budget: number of rows (clipped to ``n``; ``>= n`` returns all, unit weights).
         generator: unused (the greedy is deterministic).
-        mass: optional per-row example counts; the greedy objective itself is
-            unweighted, mass only converts weights to example units.
+        mass: optional per-row example counts; they convert weights to example units, and
+            with ``weighted`` they also weight the objective.
+        weighted: maximise ``sum_i mass_i max_{j in S} s_ij`` (``mass`` must be integral: a
+            row standing for ``mass_i`` examples counts as that many copies of it), as the
+            second round of the two-round merge must; else the plain objective.
 
     Returns:
         ``(indices, weights)``: picks in selection order; weight of a pick is the
@@ -318,7 +372,12 @@ def craig(
     if budget >= n:
         return full(embeddings, mass=mass)
     masses = check_mass(mass, embeddings)
-    order, assign = facility_location_greedy(embeddings, budget)
+    counts = None
+    if weighted:
+        counts = masses.round()
+        if mass is None or not torch.equal(counts, masses):
+            raise ValueError("weighted CRAIG needs integral per-row masses (the examples each row stands for)")
+    order, assign = facility_location_greedy(embeddings, budget, counts)
     weights = torch.zeros(budget, dtype=torch.float64, device=embeddings.device)
     weights.index_add_(0, assign, masses)
     return order, weights.to(torch.float32)

@@ -18,11 +18,15 @@ from distributed_adcs.coreset.types import check_budget, check_embeddings, seede
 
 
 def craig_second_round(emb: Tensor, w: Tensor, k: int, seed: int) -> tuple[Tensor, Tensor]:
-    """Facility location over the candidates; each chosen one gets the round-one weight of
-    every candidate nearest to it (so the weights sum to the examples the candidates stood for)."""
+    """Weighted facility location over the candidates: a candidate standing for ``w_j``
+    examples counts ``w_j`` times, as the examples themselves would in the exact merge; each
+    chosen one gets the round-one weight of every candidate nearest to it (so the weights sum
+    to the examples the candidates stood for)."""
     check_embeddings(emb)
     k = check_budget(k, emb.shape[0])
-    idx, _ = craig(emb, k, generator=seeded_generator(seed))
+    # round-one weights count examples (integers); a duplicate pick's 0 still counts as itself
+    counts = w.double().round().clamp_min(1)
+    idx, _ = craig(emb, k, generator=seeded_generator(seed), mass=counts, weighted=True)
     idx = idx.sort().values
     nearest = torch.cdist(emb.double(), emb[idx].double()).argmin(1)
     return idx, torch.zeros(k, dtype=torch.float64).index_add_(0, nearest, w.double()).float()
