@@ -22,7 +22,7 @@ def test_smoke_runs_every_arm_prints_the_table_and_resumes(tmp_path):
     assert "| 3 | 0.1 | random_every |" in out and "| 2 | 1 | full |" in out  # fractions and the short schedule
     assert "1. >= 2.5x faster than full AT:" in out and "4. beats compute-matched full AT" in out
     results = (tmp_path / "results.md").read_text()
-    assert results.startswith("# bench_quality results\n\nBest subset arm")
+    assert results.startswith("# bench_quality results\n\n<!-- bench_quality: begin (generated) -->\nBest subset arm")
     assert (tmp_path / "results_quality.png").stat().st_size > 10_000
     again = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
     assert again.returncode == 0, again.stderr[-3000:]
@@ -39,3 +39,12 @@ def test_smoke_runs_every_arm_prints_the_table_and_resumes(tmp_path):
     assert all(": finished in" in line for line in third.stdout.splitlines() if line.startswith("["))
     table = lambda text: [line for line in text.splitlines() if line.startswith("| ")]  # noqa: E731
     assert table(third.stdout) == table(out)  # the same table, rebuilt from the imported runs
+    # a results file with prose around the markers: the report replaces only what is between
+    prose = tmp_path / "prose.md"
+    prose.write_text("# mine\n\n<!-- bench_quality: begin (generated) -->\nold\n<!-- bench_quality: end -->\n\n## kept\n")
+    again = subprocess.run([*cmd, "--report", "--out", str(prose)], cwd=ROOT, capture_output=True, text=True,
+                           timeout=600, stdin=subprocess.DEVNULL)
+    assert again.returncode == 0, again.stderr[-3000:]
+    text = prose.read_text()
+    assert text.startswith("# mine\n\n<!-- bench_quality: begin (generated) -->\nBest subset arm") and "old" not in text
+    assert text.endswith("<!-- bench_quality: end -->\n\n## kept\n") and table(text) == table(out)
