@@ -33,7 +33,10 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracki
     with tempfile.TemporaryDirectory() as tmp:
         tracker = None
         if run_id:
-            tracker = RunTracker(tracking_uri, "distributed_adcs", run_id=run_id)
+            try:  # the run's own experiment: evaluating creates none
+                tracker = RunTracker(tracking_uri, None, run_id=run_id)
+            except LookupError as err:
+                raise UsageError(str(err)) from None
             checkpoint = str(_checkpoint_from_run(tracker, run_id, tmp))
         try:
             payload = load_checkpoint(checkpoint)

@@ -12,6 +12,8 @@ Everything else belongs to its layer: the run's name, tags, resume and artifacts
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -55,9 +57,13 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
         on_epoch: ``on_epoch(epoch, metrics)`` after every in-process epoch (Tune reporting).
         train_callbacks: extra Ray Train callbacks for the ``ray_train`` path (Tune reporting).
     """
+    from .tracking import resolve_tracking_uri, store_warnings
     from .tracking.job_run import JobRun
 
     raise_on_sigterm()
+    joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))  # as distributed.cluster.connect decides
+    for warning in store_warnings(resolve_tracking_uri(cfg.mlflow.tracking_uri), joining):
+        print(f"warning: {warning}", file=sys.stderr, flush=True)
     seed_everything(cfg.seed, cfg.deterministic)
     plan = JobPlan.of(cfg)
     try:  # everything that can fail on bad input, before any run (or store) is created
@@ -99,13 +105,9 @@ def _in_process(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
 
 def _on_ray_train(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
     from .distributed.driver import run_trainer
-    from .engine.checkpoint import load_checkpoint, save_checkpoint
 
-    last = run_trainer(plan.cfg, splits, run.tracker, run.checkpoint_dir / "ray", callbacks=callbacks,
-                       resume_path=str(run.resume_checkpoint) if run.resume_checkpoint else None,
-                       started_at=plan.started_at)
-    if last is not None:
-        save_checkpoint(run.last_checkpoint, load_checkpoint(last))
+    run_trainer(plan.cfg, splits, run.tracker, run.ray_storage, run.last_checkpoint, callbacks=callbacks,
+                resume_from=run.resume_checkpoint, started_at=plan.started_at)
 
 
 RUNNERS: dict[Where, Callable[..., None]] = {"process": _in_process, "ray_train": _on_ray_train}

@@ -76,6 +76,10 @@ def test_train_two_epochs_tracked_in_mlflow(tmp_path, mlflow_uri):
     clean = float(proc.stdout.split("test_clean_acc=")[1].split()[0])
     assert clean == pytest.approx(run.data.metrics["test_clean_acc"], abs=6e-5)  # same model and data (4 decimals)
     assert "evaluate_test_pgd2_acc" in client.get_run(run.info.run_id).data.metrics
+    # evaluating a run logs to it and creates no experiment of its own
+    assert sorted(e.name for e in client.search_experiments()) == ["Default", "quickstart"]
+    proc = run_adcs("evaluate", "--run", "0123456789abcdef", "--tracking-uri", mlflow_uri, "--quiet")
+    assert proc.returncode == 2 and f"run 0123456789abcdef not found in {mlflow_uri}" in proc.stderr
 
 
 def test_crashed_run_is_failed_not_finished(tmp_path, mlflow_uri):

@@ -355,3 +355,94 @@ def test_bad_limit_and_val_size(tmp_path: Path) -> None:
     for kwargs in ({"limit": 8, "val_size": 3}, {"limit": 0}, {"val_size": 10}, {"val_size": -1}):
         with pytest.raises(ValueError):
             load_splits("mnist", root=root, **{"val_size": 3, **kwargs})
+
+
+# ---------------------------------------------------------------- data roots on shared storage
+
+
+def _row_grouped_set(root: Path, n: int = 40, group: int = 8) -> tuple[tuple, tuple]:
+    train, test = _data(21, n, 1, 28, 10), _data(22, 6, 1, 28, 10)
+    root.mkdir(parents=True)
+    for split, (images, labels) in (("train", train), ("test", test)):
+        for part, rows in enumerate((slice(0, len(labels) // 2), slice(len(labels) // 2, None))):
+            table = pa.table({"image": pa.array(images[rows].reshape(len(labels[rows]), 1, 28, 28).tolist()),
+                              "label": pa.array(labels[rows], type=pa.int64())})
+            pq.write_table(table, root / f"{split}-{part}.parquet", row_group_size=group)
+    return train, test
+
+
+def test_parquet_root_as_file_uri_reads_the_same(tmp_path: Path) -> None:
+    train, test = _row_grouped_set(tmp_path / "pq")
+    by_path = load_splits("parquet", root=str(tmp_path / "pq"), val_size=4)
+    by_uri = load_splits("parquet", root=f"file://{tmp_path / 'pq'}", val_size=4)
+    _assert_same(by_uri, train, test, 4)
+    for a, b in ((by_path.train, by_uri.train), (by_path.val, by_uri.val), (by_path.test, by_uri.test)):
+        assert torch.equal(a.images, b.images) and torch.equal(a.indices, b.indices)
+
+
+def test_parquet_with_limit_reads_only_the_row_groups_it_needs(tmp_path: Path) -> None:
+    """40 rows in 2 files of 20, row groups of 8 (so 0-7, 8-15, 16-19 | 20-27, 28-35, 36-39);
+    limit 5 and val 4 need rows 0..4 and 36..39: the first and the last row group (12 rows),
+    and the splits equal those of a full read."""
+    from distributed_adcs.data.parquet import load_parquet
+
+    _row_grouped_set(tmp_path / "pq")
+    raw = load_parquet(str(tmp_path / "pq"), False, limit=5, val_size=4)
+    assert raw.num_train == 40 and raw.train_positions.tolist() == [*range(0, 8), *range(36, 40)]
+    part = load_splits("parquet", root=str(tmp_path / "pq"), limit=5, val_size=4)
+    whole = load_splits("parquet", root=str(tmp_path / "pq"), val_size=4)
+    assert part.train.indices.tolist() == [0, 1, 2, 3, 4] and part.val.indices.tolist() == [36, 37, 38, 39]
+    assert torch.equal(part.train.images, whole.train.images[:5]) and torch.equal(part.val.images, whole.val.images)
+    assert torch.equal(part.val.labels, whole.val.labels) and torch.equal(part.test.images, whole.test.images)
+    full = load_parquet(str(tmp_path / "pq"), False)  # no limit: every row, no positions
+    assert full.train_positions is None and full.train_labels.numel() == 40
+
+
+def test_parquet_root_uri_errors_name_the_problem(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match=r"^cannot open nosuch://bucket/set: Unrecognized filesystem type"):
+        load_splits("parquet", root="nosuch://bucket/set")
+    with pytest.raises(FileNotFoundError, match=r"parquet: no file://.*/empty/train\*\.parquet"):
+        load_splits("parquet", root=f"file://{tmp_path / 'empty'}")
+
+
+@pytest.mark.parametrize("name", ["fashion_mnist", "cifar10", "svhn"])
+def test_torchvision_sets_refuse_a_remote_root_with_the_way_out(name: str) -> None:
+    with pytest.raises(ValueError, match=rf"^{name}: data.root=s3://b/d is a remote URI.*adcs data export "
+                                         rf"--dataset {name}.*data.name=parquet"):
+        load_splits(name, root="s3://b/d")
+
+
+def test_download_runs_once_when_ranks_ask_at_the_same_time(tmp_path: Path) -> None:
+    """Two ranks with data.download=true on one root: the second waits for the first's download
+    and finds the files (torchvision's download is stood in for by a writer of the real files:
+    nothing can be downloaded here)."""
+    import threading
+    import time
+
+    from distributed_adcs.data.vision import _load_mnist_family
+
+    train, test = _data(5, 12, 1, 28, 10), _data(6, 4, 1, 28, 10)
+    calls = []
+
+    class SlowSource:  # torchvision's interface: Class(root, train=..., download=...) fetches the files
+        def __init__(self, root, train, download):
+            calls.append(threading.current_thread().name)
+            time.sleep(0.5)
+            ff.write_mnist_dir(Path(root) / "SlowSource" / "raw", train_data, test_data)
+
+    train_data, test_data = train, test
+    results, errors = [], []
+
+    def rank():
+        try:
+            results.append(_load_mnist_family("mnist", SlowSource, str(tmp_path), True))
+        except Exception as err:  # noqa: BLE001 - reported below
+            errors.append(err)
+
+    threads = [threading.Thread(target=rank, name=f"rank{r}") for r in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert not errors and len(results) == 2 and len(calls) == 1, (errors, calls)
+    assert all(torch.equal(r.train_images, results[0].train_images) for r in results)

@@ -61,6 +61,9 @@ def _schema_metadata(name: str, raw: RawDataset, encoding: str) -> dict[bytes, b
     return {key: json.dumps(value).encode() for key, value in values.items()}
 
 
+ROW_GROUP = 2048  # rows per Parquet row group: the unit a job with data.limit reads
+
+
 def _write_split(
     out: Path, split: str, images: Tensor, labels: Tensor, encode: Callable[[np.ndarray], pa.Array],
     metadata: dict[bytes, bytes], rows_per_file: int,
@@ -75,7 +78,7 @@ def _write_split(
         schema = pa.schema([("image", image_column.type), ("label", pa.int64())], metadata=metadata)
         table = pa.Table.from_arrays([image_column, pa.array(labels_np[rows], type=pa.int64())], schema=schema)
         path = out / f"{split}-{shard:05d}-of-{shards:05d}.parquet"  # zero-padded: name order = row order
-        pq.write_table(table, path)
+        pq.write_table(table, path, row_group_size=ROW_GROUP)  # a job with data.limit reads only its groups
         paths.append(path)
     return paths
 
@@ -118,7 +121,7 @@ def export_parquet(
     if rows_per_file < 1:
         raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
     out = Path(out_dir)
-    existing = parquet_files(out, "train") + parquet_files(out, "test")
+    existing = [Path(p) for p in parquet_files(str(out), "train") + parquet_files(str(out), "test")]
     if existing and not overwrite:
         raise FileExistsError(f"{out} already holds {[p.name for p in existing]}; pass overwrite=True to replace them")
     raw = get_loader(name)(root, download)

@@ -1,8 +1,14 @@
 """Labelled image sets stored as Parquet files (read with pyarrow).
 
-Layout: ``root`` is a directory holding ``train*.parquet`` and ``test*.parquet``. Files of
+Layout: ``root`` is a directory holding ``train*.parquet`` and ``test*.parquet``: a local
+path or any pyarrow filesystem URI (``file://``, ``s3://``, ``gs://``, ``hdfs://``; see
+``distributed_adcs.storage``), so that every node of a cluster reads the same files. Files of
 one split are read in file-name order (so shard them as ``train-00000-of-00003.parquet``,
 ...) and their rows concatenated; the row order is the example order (global index).
+
+Only what a job uses is read: with ``limit`` (and ``val_size``) the training files' row
+groups that hold neither the first ``limit`` rows nor the last ``val_size`` are skipped, so
+write sets in row groups (the exporter does) and a small job reads a small part of a large set.
 
 Columns (names configurable, default ``image`` and ``label``):
 
@@ -24,7 +30,6 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +38,7 @@ import pyarrow.parquet as pq
 import torch
 from PIL import Image
 
+from distributed_adcs import storage
 from distributed_adcs.data.types import RawDataset, channel_stats
 
 META_IMAGE_SHAPE = b"adcs.image_shape"
@@ -45,9 +51,10 @@ META_ENCODING = b"adcs.encoding"  # informational: "png" or "array"
 _GREY_MODES = frozenset({"1", "L", "LA"})
 
 
-def parquet_files(root: str | Path, split: str) -> list[Path]:
-    """The ``{split}*.parquet`` files in ``root``, in name order."""
-    return sorted(p for p in Path(root).glob(f"{split}*.parquet") if p.is_file())
+def parquet_files(root: str, split: str) -> list[str]:
+    """The ``{split}*.parquet`` files in ``root`` (a path or URI), in name order, as paths of
+    ``storage.filesystem(root)``."""
+    return storage.list_files(root, split, ".parquet")
 
 
 def _is_list(typ: pa.DataType) -> bool:
@@ -138,19 +145,50 @@ def _label_array(column: pa.ChunkedArray, where: str) -> np.ndarray:
     return column.to_numpy().astype(np.int64)
 
 
-def _read_split(
-    files: list[Path], image_column: str, label_column: str, shape: tuple[int, ...] | None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    images, labels = [], []
+def _overlaps(start: int, stop: int, wanted: list[tuple[int, int]] | None) -> bool:
+    return wanted is None or any(start < b and a < stop for a, b in wanted)
+
+
+@dataclass
+class _Part:
+    """The rows read from one split: images, labels, their positions in the split, its size."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+    positions: torch.Tensor
+    total: int
+
+
+def _read_split(fs, files: list[str], image_column: str, label_column: str, shape: tuple[int, ...] | None,
+                wanted: list[tuple[int, int]] | None = None) -> _Part:
+    """Read the row groups of ``files`` that overlap ``wanted`` (half-open row ranges of the
+    split, all when None)."""
+    images, labels, positions, offset = [], [], [], 0
     for path in files:
-        names = pq.read_schema(path).names
-        absent = [c for c in (image_column, label_column) if c not in names]
-        if absent:
-            raise ValueError(f"{path}: no column(s) {absent}; columns are {names}")
-        table = pq.read_table(path, columns=[image_column, label_column])
-        images.append(_image_array(table.column(image_column), shape, str(path)))
-        labels.append(_label_array(table.column(label_column), str(path)))
-    return torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels))
+        with fs.open_input_file(path) as handle:
+            pf = pq.ParquetFile(handle)
+            names = pf.schema_arrow.names
+            absent = [c for c in (image_column, label_column) if c not in names]
+            if absent:
+                raise ValueError(f"{path}: no column(s) {absent}; columns are {names}")
+            groups, starts = [], []
+            for g in range(pf.metadata.num_row_groups):
+                n = pf.metadata.row_group(g).num_rows
+                if n and _overlaps(offset, offset + n, wanted):
+                    groups.append(g)
+                    starts.append(torch.arange(offset, offset + n, dtype=torch.int64))
+                offset += n
+            if not groups and pf.metadata.num_row_groups:
+                continue
+            table = pf.read_row_groups(groups, columns=[image_column, label_column])
+        images.append(_image_array(table.column(image_column), shape, path))
+        labels.append(_label_array(table.column(label_column), path))
+        positions.extend(starts)
+    if not images:  # every file empty (or skipped): keep the shape for the empty split
+        images.append(_image_array(pa.chunked_array([], pa.binary()), shape, files[0]))
+        labels.append(np.zeros(0, dtype=np.int64))
+    pos = torch.cat(positions) if positions else torch.zeros(0, dtype=torch.int64)
+    return _Part(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), pos, offset)
 
 
 @dataclass(frozen=True)
@@ -163,8 +201,9 @@ class _Meta:
     std: tuple[float, ...] | None = None
 
 
-def _metadata(path: Path) -> _Meta:
-    raw = pq.read_schema(path).metadata or {}
+def _metadata(fs, path: str) -> _Meta:
+    with fs.open_input_file(path) as handle:
+        raw = pq.ParquetFile(handle).schema_arrow.metadata or {}
 
     def value(key: bytes) -> object:
         return json.loads(raw[key]) if key in raw else None
@@ -182,15 +221,18 @@ def _metadata(path: Path) -> _Meta:
 
 
 def load_parquet(
-    root: str | None, download: bool, *, image_column: str = "image", label_column: str = "label", **_opts: object
+    root: str | None, download: bool, *, image_column: str = "image", label_column: str = "label",
+    limit: int | None = None, val_size: int = 0, **_opts: object
 ) -> RawDataset:
     """Load a Parquet image set laid out as described in this module's docstring.
 
     Args:
-        root: directory with ``train*.parquet`` and ``test*.parquet`` (required).
+        root: directory (path or URI) with ``train*.parquet`` and ``test*.parquet`` (required).
         download: ignored; Parquet sets are never downloaded.
         image_column: name of the image column.
         label_column: name of the integer label column.
+        limit, val_size: the job's split (``split_raw``): when ``limit`` is set, only the
+            training row groups holding the first ``limit`` or the last ``val_size`` rows are read.
 
     Returns:
         The train and test splits.
@@ -201,21 +243,29 @@ def load_parquet(
     """
     if root is None:
         raise ValueError("the parquet dataset needs data.root: a directory with train*.parquet and test*.parquet")
+    fs, _ = storage.filesystem(root)
     files = {split: parquet_files(root, split) for split in ("train", "test")}
     for split, found in files.items():
         if not found:
-            pattern = Path(root) / f"{split}*.parquet"
+            pattern = storage.join(root, f"{split}*.parquet")
             raise FileNotFoundError(f"parquet: no {pattern}; set data.root to the directory that holds them")
-    meta = _metadata(files["train"][0])
-    train_images, train_labels = _read_split(files["train"], image_column, label_column, meta.image_shape)
-    test_images, test_labels = _read_split(files["test"], image_column, label_column, meta.image_shape)
-    if train_labels.numel() == 0:
+    meta = _metadata(fs, files["train"][0])
+    total = 0
+    for path in files["train"]:
+        with fs.open_input_file(path) as handle:
+            total += pq.ParquetFile(handle).metadata.num_rows
+    wanted = None if limit is None else [(0, limit), (total - val_size, total)]
+    train = _read_split(fs, files["train"], image_column, label_column, meta.image_shape, wanted)
+    test = _read_split(fs, files["test"], image_column, label_column, meta.image_shape)
+    if train.total == 0:
         raise ValueError(f"parquet: the train files in {root} hold no rows")
     num_classes = meta.num_classes
     if num_classes is None:
-        num_classes = int(torch.cat([train_labels, test_labels]).max()) + 1
+        num_classes = int(torch.cat([train.labels, test.labels]).max()) + 1
     if meta.mean is not None and meta.std is not None:
         mean, std = meta.mean, meta.std
-    else:
-        mean, std = channel_stats(train_images)
-    return RawDataset(train_images, train_labels, test_images, test_labels, num_classes, mean, std)
+    else:  # of the rows read (all of them unless limit skipped some row groups)
+        mean, std = channel_stats(train.images)
+    whole = train.positions.numel() == train.total
+    return RawDataset(train.images, train.labels, test.images, test.labels, num_classes, mean, std,
+                      train_positions=None if whole else train.positions, train_total=train.total)

@@ -43,6 +43,17 @@ def _part(images: torch.Tensor, labels: torch.Tensor, start: int, stop: int) -> 
     return ImageSet(part_images, part_labels, torch.arange(start, stop, dtype=torch.int64))
 
 
+def _rows(raw: RawDataset, start: int, stop: int) -> ImageSet:
+    """Source training rows ``[start, stop)``, from a loader that read all or part of them."""
+    if raw.train_positions is None:
+        return _part(raw.train_images, raw.train_labels, start, stop)
+    pos = raw.train_positions
+    lo, hi = int(torch.searchsorted(pos, start)), int(torch.searchsorted(pos, stop))
+    if hi - lo != stop - start:
+        raise ValueError(f"the loader read {hi - lo} of training rows [{start}, {stop})")
+    return ImageSet(raw.train_images[lo:hi].clone(), raw.train_labels[lo:hi].clone(), pos[lo:hi].clone())
+
+
 def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size: int = 1000) -> Splits:
     """Cut a loaded dataset into train / validation / test.
 
@@ -63,7 +74,7 @@ def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size:
         ValueError: ``val_size`` leaves no training example, or ``limit`` is < 1 or more
             than what remains.
     """
-    total = int(raw.train_images.shape[0])
+    total = raw.num_train
     if val_size < 0 or val_size >= total:
         raise ValueError(f"val_size={val_size} must be in [0, {total - 1}] for {name}'s {total} training examples")
     available = total - val_size
@@ -74,8 +85,8 @@ def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size:
     keep = available if limit is None else limit
     return Splits(
         name=name,
-        train=_part(raw.train_images, raw.train_labels, 0, keep),
-        val=_part(raw.train_images, raw.train_labels, available, total),
+        train=_rows(raw, 0, keep),
+        val=_rows(raw, available, total),
         test=_part(raw.test_images, raw.test_labels, 0, int(raw.test_images.shape[0])),
         num_classes=raw.num_classes,
         mean=tuple(raw.mean),
@@ -115,5 +126,6 @@ def load_splits(
     loader = get_loader(name)
     if (limit is not None and limit < 1) or val_size < 0:  # fail before reading any file
         raise ValueError(f"limit must be >= 1 or None and val_size >= 0, got limit={limit}, val_size={val_size}")
-    raw = loader(root, download, image_column=image_column, label_column=label_column)
+    # a loader that can read part of a set (parquet) reads only these rows; the others ignore them
+    raw = loader(root, download, image_column=image_column, label_column=label_column, limit=limit, val_size=val_size)
     return split_raw(name, raw, limit=limit, val_size=val_size)

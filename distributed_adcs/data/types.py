@@ -99,6 +99,9 @@ class RawDataset:
         num_classes: number of classes.
         mean: per-channel mean of [0, 1] pixels (length C).
         std: per-channel standard deviation of [0, 1] pixels (length C).
+        train_positions: when the loader read only part of the training split (a Parquet set
+            with ``limit``), the ascending positions in it of the rows held; None: all rows.
+        train_total: the training split's size (the rows held when None).
     """
 
     train_images: Tensor
@@ -108,9 +111,13 @@ class RawDataset:
     num_classes: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    train_positions: Tensor | None = None
+    train_total: int | None = None
 
     def __post_init__(self) -> None:
         _check_images_labels(self.train_images, self.train_labels, "train split")
+        if self.train_positions is not None and self.train_positions.numel() != self.train_labels.numel():
+            raise ValueError(f"{self.train_positions.numel()} train positions for {self.train_labels.numel()} rows")
         _check_images_labels(self.test_images, self.test_labels, "test split")
         if self.train_images.shape[1:] != self.test_images.shape[1:]:
             raise ValueError(
@@ -126,6 +133,11 @@ class RawDataset:
                     f"{split} labels must lie in [0, {self.num_classes}), got "
                     f"[{int(labels.min())}, {int(labels.max())}]"
                 )
+
+    @property
+    def num_train(self) -> int:
+        """Size of the source training split (whether or not every row was read)."""
+        return int(self.train_total if self.train_total is not None else self.train_labels.numel())
 
     @property
     def image_shape(self) -> tuple[int, int, int]:

@@ -25,13 +25,15 @@ training split's pixels scaled to [0, 1]; the model normalises its input with th
 from __future__ import annotations
 
 import pickle
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 import torch
 from torchvision import datasets as tv
 
+from distributed_adcs import storage
 from distributed_adcs.data.idx import find_idx, read_idx
 from distributed_adcs.data.types import RawDataset
 
@@ -62,6 +64,30 @@ def missing_files_error(name: str, paths: Sequence[Path | str]) -> FileNotFoundE
     )
 
 
+def _base(name: str, root: str | None) -> Path:
+    """The local directory of ``data.root`` (``./data`` when unset); a remote URI is refused."""
+    if root is None:
+        return Path(DEFAULT_ROOT)
+    if not storage.is_local(root):
+        raise ValueError(f"{name}: data.root={root} is a remote URI, but torchvision sets are read from a local "
+                         f"directory: put the files on every node, or export the set to Parquet once "
+                         f"(adcs data export --dataset {name} --out ...), copy that to {root} and use "
+                         f"data.name=parquet")
+    return storage.local_path(root)
+
+
+@contextmanager
+def download_lock(base: Path) -> Iterator[None]:
+    """One download into ``base`` at a time: every rank of a job may ask for the files, and
+    the ranks of one node (or of nodes sharing ``base``) would otherwise write the same files
+    at once. Whoever waited checks again for the files before downloading."""
+    from filelock import FileLock
+
+    base.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(base / ".adcs-download.lock")):
+        yield
+
+
 def _idx_dir_complete(directory: Path) -> bool:
     return all(find_idx(directory, stem) is not None for pair in _IDX_STEMS.values() for stem in pair)
 
@@ -78,14 +104,16 @@ def _read_idx_split(directory: Path, split: str) -> tuple[torch.Tensor, torch.Te
 def _load_mnist_family(
     name: str, tv_class: type, root: str | None, download: bool, system_dir: str | None = None
 ) -> RawDataset:
-    base = Path(root) if root is not None else Path(DEFAULT_ROOT)
+    base = _base(name, root)
     torchvision_dir = base / tv_class.__name__ / "raw"
     candidates = [torchvision_dir, base]
     if root is None and system_dir is not None:
         candidates.insert(0, Path(system_dir))
     found = next((d for d in candidates if _idx_dir_complete(d)), None)
     if found is None and download:
-        tv_class(str(base), train=True, download=True)  # fetches all four files
+        with download_lock(base):
+            if not _idx_dir_complete(torchvision_dir):  # another rank may have fetched them meanwhile
+                tv_class(str(base), train=True, download=True)  # fetches all four files
         found = torchvision_dir if _idx_dir_complete(torchvision_dir) else None
     if found is None:
         raise missing_files_error(name, [d / _IDX_STEMS["train"][0] for d in candidates])
@@ -140,13 +168,15 @@ def _read_cifar_split(folder: Path, names: Sequence[str], label_key: str) -> tup
 def _load_cifar(
     name: str, tv_class: type, label_key: str, num_classes: int, root: str | None, download: bool
 ) -> RawDataset:
-    base = Path(root) if root is not None else Path(DEFAULT_ROOT)
+    base = _base(name, root)
     folder = base / tv_class.base_folder
     train_names = [n for n, _md5 in tv_class.train_list]
     test_names = [n for n, _md5 in tv_class.test_list]
     missing = [folder / n for n in train_names + test_names if not (folder / n).is_file()]
     if missing and download:
-        tv_class(str(base), train=True, download=True)  # fetches and unpacks the whole archive
+        with download_lock(base):
+            if any(not p.is_file() for p in missing):  # another rank may have fetched them meanwhile
+                tv_class(str(base), train=True, download=True)  # fetches and unpacks the whole archive
         missing = [p for p in missing if not p.is_file()]
     if missing:
         raise missing_files_error(name, missing)
@@ -202,11 +232,13 @@ def load_svhn(root: str | None, download: bool, **_opts: object) -> RawDataset:
     Returns:
         The source train and test splits (the ``extra`` split is not used).
     """
-    base = Path(root) if root is not None else Path(DEFAULT_ROOT)
+    base = _base("svhn", root)
     paths = {split: base / tv.SVHN.split_list[split][1] for split in ("train", "test")}
     for split, path in paths.items():
         if download and not path.is_file():
-            tv.SVHN(str(base), split=split, download=True)
+            with download_lock(base):
+                if not path.is_file():  # another rank may have fetched it meanwhile
+                    tv.SVHN(str(base), split=split, download=True)
     missing = [p for p in paths.values() if not p.is_file()]
     if missing:
         raise missing_files_error("svhn", missing)

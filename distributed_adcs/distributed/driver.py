@@ -4,12 +4,16 @@ The driver opens the MLflow run, connects to Ray, checks that the cluster can ho
 workers (``resources.py``: a request that can never fit is one clear error, not an endless
 wait), and runs one ``TorchTrainer`` for the whole job; its workers also run the selections
 (see ``trainer.py``). ``--resume`` reruns the trainer with the same ``RunConfig(name,
-storage_path)``, which makes Ray Train hand every worker the job's last checkpoint.
+storage_path)``, which makes Ray Train hand every worker the job's last checkpoint; a
+checkpoint found elsewhere (a file, the run's MLflow artifact) goes to the workers through the
+object store, so no worker needs the driver's disk. ``storage_path`` may be a URI (``s3://``):
+what a multi-node Train job needs, since every worker writes its checkpoints there.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 
@@ -32,9 +36,10 @@ def trainer_name(run_id: str) -> str:
     return f"adcs-{run_id}"  # stable across resumes: no timestamps
 
 
-def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Path, *,
-                resume_path: str | None = None, callbacks=(), started_at: float | None = None) -> Path | None:
-    """Start actors and the trainer, wait for the job, return the last checkpoint file."""
+def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: str, last: Path, *,
+                resume_from: Path | None = None, callbacks=(), started_at: float | None = None) -> bool:
+    """Run the job's trainer (``storage``: Ray Train's ``storage_path``, a path or URI) and copy
+    its last checkpoint to the local file ``last``; return whether there was one."""
     started = connect(cfg)
     try:
         check_cluster(cfg)
@@ -42,11 +47,13 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "fit_called_at": time.time(), "job_started_at": started_at,
-                               "fault": os.environ.get(FAULT_ENV), "resume_path": resume_path},
+                               "fault": os.environ.get(FAULT_ENV),
+                               # the bytes, not a path: a worker on another node has no driver disk
+                               "resume": ray.put(resume_from.read_bytes()) if resume_from else None},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker=dict(resources)),
             torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
-            run_config=RunConfig(name=trainer_name(tracker.run_id), storage_path=str(storage),
+            run_config=RunConfig(name=trainer_name(tracker.run_id), storage_path=storage,
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  # a worker group that cannot start within Ray's 60 s is retried
                                  # a bounded number of times (Ray's default: forever)
@@ -57,8 +64,11 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: Pa
                                             *callbacks]))
         result = trainer.fit()
         if result.checkpoint is None:
-            return None
-        return Path(result.checkpoint.path) / CHECKPOINT_FILE
+            return False
+        with result.checkpoint.as_directory() as d:  # a local copy when the storage is remote
+            last.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(Path(d) / CHECKPOINT_FILE, last)
+        return True
     finally:
         if started:
             ray.shutdown()

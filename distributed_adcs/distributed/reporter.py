@@ -54,3 +54,7 @@ class MlflowReporter(UserCallback):
             with checkpoint.as_directory() as d:
                 for path in sorted(glob.glob(str(Path(d) / "coreset_epoch*.parquet"))):
                     log_coreset(self.tracker, path, self.num_classes)
+                # the run's checkpoints/last.pt: what a resume on another node starts from
+                last = Path(d) / "last.pt"
+                if last.is_file():
+                    self.tracker.log_artifact(last, "checkpoints")

@@ -29,6 +29,7 @@ import torch  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 
+from .. import storage  # noqa: E402
 from ..config import dump_yaml  # noqa: E402
 from ..sweep_config import SweepConfig, grid_size, load_sweep, trial_config  # noqa: E402
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
@@ -68,11 +69,12 @@ def run_sweep(path: str | Path, train: TrainJob) -> str:
     parent.start(f"sweep-{sweep.name}", {f"sweep.{k}": v for k, v in _sweep_params(sweep).items()},
                  {"adcs.sweep": sweep.name, "adcs.dataset": base_cfg.data.name},
                  f"Ray Tune sweep of {grid_size(sweep)} grid trials over {', '.join(sweep.search)}")
-    output_dir = str(Path(base_cfg.train.output_dir).resolve())
+    output_dir = storage.join(base_cfg.train.output_dir)  # a URI stays one; a path is made absolute
     with parent:
         # the same Ray start-up as adcs train, plus the trial drivers' custom resource
         started = connect(base_cfg, resources={DRIVER_RESOURCE: 1000})
         try:
+            check_sweep_store(uri, base_cfg.ray.num_workers > 0)
             results = _fit(sweep, base, uri, parent.run_id, output_dir, base_cfg, train)
         finally:
             if started:
@@ -91,8 +93,7 @@ def _sweep_params(sweep: SweepConfig) -> dict:
 def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg, train: TrainJob):
     space = {"params": {key: SAMPLERS[kind](values) for key, spec in sweep.search.items()
                         for kind, values in spec.items()}}
-    distributed = base_cfg.ray.num_workers > 0
-    resources = {DRIVER_RESOURCE: 0.01} if distributed else {"CPU": sweep.trial_cpus}
+    resources = trial_resources(base_cfg.ray.num_workers > 0, sweep.trial_cpus)
     fn = partial(_trial, train=train, base=base, fixed=sweep.set, parent_run_id=parent_run_id, uri=uri, output_dir=output_dir,
                  trial_cpus=sweep.trial_cpus)
     scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=base_cfg.train.epochs + 1,
@@ -102,9 +103,46 @@ def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_di
         tune.with_resources(fn, resources), param_space=space,
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, scheduler=scheduler,
                                     num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
-        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=str(Path(output_dir) / "tune"),
+        run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=storage.join(output_dir, "tune"),
                                   verbose=0))
     return tuner.fit()
+
+
+def check_sweep_store(uri: str, distributed: bool) -> None:
+    """In-process trials run on any node: with a store on one node's disk, the trials of other
+    nodes would record into files of their own, which the sweep never sees.
+
+    Raises:
+        UsageError: such a sweep on a cluster of more than one node.
+    """
+    from ..config import UsageError
+    from ..tracking.mlflow_run import node_local_store
+
+    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
+    if not distributed and nodes > 1 and node_local_store(uri) is not None:
+        raise UsageError(f"this sweep's trials train on any of the cluster's {nodes} nodes, but MLflow records into "
+                         f"{node_local_store(uri)}, a file of one node: set mlflow.tracking_uri to a tracking server "
+                         f"(http://<host>:5000, see cluster/mlflow-server.yaml)")
+
+
+def trial_resources(distributed: bool, trial_cpus: float) -> dict[str, float]:
+    """What one trial holds: its CPUs when it trains in-process; for a Ray Train trial, whose
+    driver only waits, a sliver of ``TRAIN_DRIVER``, so that the workers get every CPU.
+
+    Raises:
+        UsageError: a Ray Train sweep on a cluster that does not declare ``TRAIN_DRIVER``
+            (``ray.init`` cannot add it to a running cluster): its trials would wait forever.
+    """
+    from ..config import UsageError
+
+    if not distributed:
+        return {"CPU": trial_cpus}
+    if ray.cluster_resources().get(DRIVER_RESOURCE, 0) < 0.01:
+        raise UsageError(f"a sweep of Ray Train trials (ray.num_workers > 0) needs the custom resource "
+                         f"{DRIVER_RESOURCE} for the trials' drivers, and this cluster has none: start its head with "
+                         f"ray start --head --resources='{{\"{DRIVER_RESOURCE}\": 1000}}' (as cluster/*.yaml do), "
+                         f"or set ray.num_workers=0 to train each trial in its own process")
+    return {DRIVER_RESOURCE: 0.01}
 
 
 def _trial_id(run) -> str:

@@ -35,7 +35,7 @@ import torch.distributed as dist
 
 from ..config import JobConfig, config_from_dict
 from ..engine.build import load_job_splits, make_objective
-from ..engine.checkpoint import load_checkpoint, save_checkpoint, unwrap
+from ..engine.checkpoint import load_checkpoint, load_checkpoint_bytes, save_checkpoint, unwrap
 from ..engine.job import Job, Selection
 from ..engine.runtime import generator, seed_everything
 from ..engine.selection import merge_and_choose, placeholder_shards, shard_bounds
@@ -177,8 +177,8 @@ def train_loop_per_worker(config: dict) -> None:
         job.started_at = started
         with checkpoint.as_directory() as d:
             job.restore(load_checkpoint(Path(d) / CHECKPOINT_FILE))
-    elif config.get("resume_path"):
-        job.restore(load_checkpoint(config["resume_path"]))
+    elif config.get("resume") is not None:
+        job.restore(load_checkpoint_bytes(ray.get(config["resume"])))
     for epoch in range(job.state.epoch, cfg.train.epochs):
         _maybe_inject_fault(epoch, rank)
         metrics, selection = job.run_epoch(epoch)

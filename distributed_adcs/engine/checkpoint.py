@@ -31,6 +31,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     return torch.load(path, map_location=map_location, weights_only=True)
 
 
+def load_checkpoint_bytes(data: bytes) -> dict[str, Any]:
+    """A checkpoint from its file's bytes (sent through Ray's object store), on the CPU."""
+    import io
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model under a DDP wrapper (Ray Train does not wrap with one worker)."""
     return getattr(model, "module", model)

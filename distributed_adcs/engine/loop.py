@@ -19,6 +19,7 @@ from .job import Job, Selection
 class Recorder(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_selection(self, train, num_classes: int, selection: Selection) -> None: ...
+    def log_checkpoint(self, path: Path) -> None: ...  # a copy that outlives this machine
 
 
 def say(text: str) -> None:
@@ -38,6 +39,7 @@ def run_epochs(job: Job, recorder: Recorder, checkpoint: Path, *, resume_from: P
         if selection is not None:
             recorder.log_selection(job.splits.train, job.splits.num_classes, selection)
         save_checkpoint(checkpoint, job.payload())
+        recorder.log_checkpoint(checkpoint)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
         say(epoch_line(epoch, cfg.train.epochs, metrics))

@@ -42,6 +42,37 @@ def resolve_tracking_uri(uri: str | None) -> str:
     return uri
 
 
+def node_local_store(uri: str) -> Path | None:
+    """The local path of a store that lives on one machine's disk (a sqlite file, a ``file:``
+    or plain directory); None for a tracking server (``http(s)://``, ``databricks``, ...)."""
+    if uri.startswith("sqlite:///"):
+        return Path(uri[len("sqlite:///"):])
+    if uri.startswith("file:"):
+        return Path(uri[len("file:"):].removeprefix("//"))
+    if uri == "databricks" or uri.startswith("databricks:"):  # MLflow's name for a hosted server
+        return None
+    if "://" not in uri and ":" not in uri.split("/")[0]:
+        return Path(uri)
+    return None
+
+
+def store_warnings(uri: str, joining_cluster: bool) -> list[str]:
+    """What is wrong with recording a job that joins a Ray cluster in ``uri``: a file on one node
+    (other nodes, and whoever looks later, cannot see it), worse inside a temporary directory
+    (a submitted Ray job runs in one, deleted when the job ends)."""
+    path = node_local_store(uri)
+    if not joining_cluster or path is None:
+        return []
+    where = path.resolve()
+    temporary = any(where.is_relative_to(t) for t in {Path(tempfile.gettempdir()).resolve(), Path("/tmp/ray")})
+    out = [f"MLflow records this job in {where}, a file on this node only: on a cluster set mlflow.tracking_uri "
+           f"to a tracking server (http://<host>:5000, see cluster/mlflow-server.yaml)"]
+    if temporary:
+        out.append(f"{where} is inside a temporary directory (a submitted Ray job's working directory is one): "
+                   f"the run's record is deleted when the job ends")
+    return out
+
+
 def _artifact_root(uri: str, experiment: str) -> str | None:
     """``<dir of mlflow.db>/mlartifacts/<experiment>`` for a local sqlite store; a server decides otherwise."""
     if uri.startswith("sqlite:///"):
@@ -70,10 +101,24 @@ class RunTracker:
     and propagates; a clean exit marks it FINISHED.
     """
 
-    def __init__(self, tracking_uri: str | None, experiment: str, *, run_id: str | None = None):
+    def __init__(self, tracking_uri: str | None, experiment: str | None, *, run_id: str | None = None):
+        """``experiment``: the one new runs go to (created if missing). With ``run_id`` (an
+        existing run) and no ``experiment``, the run's own, and nothing is created.
+
+        Raises:
+            LookupError: ``run_id`` is not a run of this store.
+        """
         self.uri = resolve_tracking_uri(tracking_uri)
         self.client = MlflowClient(self.uri)
-        self.experiment_id = ensure_experiment(self.client, experiment, self.uri)
+        if experiment is None:
+            if run_id is None:
+                raise ValueError("RunTracker needs an experiment or an existing run")
+            try:
+                self.experiment_id = self.client.get_run(run_id).info.experiment_id
+            except Exception as err:
+                raise LookupError(f"run {run_id} not found in {self.uri} ({type(err).__name__})") from None
+        else:
+            self.experiment_id = ensure_experiment(self.client, experiment, self.uri)
         self.run_id = run_id
 
     def start(self, run_name: str, params: Mapping[str, Any], tags: Mapping[str, str] | None = None,
