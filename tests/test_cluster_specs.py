@@ -227,3 +227,28 @@ def test_rayjob_job_outputs_are_on_storage_every_pod_shares():
     uri = cfg.mlflow.tracking_uri or ""
     assert uri.startswith(("http://", "https://")) or any(m in uri for m in common), \
         "the MLflow store must outlive the cluster (shutdownAfterJobFinishes deletes the pods)"
+
+
+def test_mlflow_server_manifest_serves_what_the_rayjob_records_into():
+    """cluster/mlflow-server.yaml: the service the RayJob's tracking URI names, a database
+    backend, proxied artifacts on the server's own volume, and claims that exist."""
+    docs = [d for d in yaml.safe_load_all((ROOT / "cluster" / "mlflow-server.yaml").read_text()) if d]
+    by_kind = {}
+    for d in docs:
+        by_kind.setdefault(d["kind"], {})[d["metadata"]["name"]] = d
+    job_uri = _job_config(_load("rayjob.yaml")).mlflow.tracking_uri
+    host, port = re.fullmatch(r"http://([^:/]+):(\d+)", job_uri).groups()
+    name, namespace = host.split(".")[:2]
+    service = by_kind["Service"][name]
+    assert service["metadata"]["namespace"] == namespace and service["spec"]["ports"][0]["port"] == int(port)
+    server = by_kind["Deployment"][name]["spec"]["template"]["spec"]
+    args = " ".join(server["containers"][0]["args"])
+    assert "mlflow server" in args and f"--port {port}" in args and "--serve-artifacts" in args
+    assert re.search(r"--backend-store-uri \"postgresql://[^\"]+@mlflow-db:5432/", args)
+    assert host in args  # --allowed-hosts admits the name the jobs use
+    mount = server["containers"][0]["volumeMounts"][0]
+    assert f"--artifacts-destination {mount['mountPath']}" in args
+    claims = {v["persistentVolumeClaim"]["claimName"] for d in by_kind["Deployment"].values()
+              for v in d["spec"]["template"]["spec"]["volumes"]}
+    assert claims == set(by_kind["PersistentVolumeClaim"])
+    assert by_kind["Service"]["mlflow-db"]["spec"]["selector"] == by_kind["Deployment"]["mlflow-db"]["spec"]["selector"]["matchLabels"]
