@@ -185,7 +185,7 @@ def import_records(client, records: Path) -> int:
     (tagged ``bench.imported``); return how many were imported."""
     import json
 
-    from mlflow.entities import Metric, Param, RunTag
+    from mlflow.entities import Metric, Param
 
     exp = client.get_experiment_by_name(EXPERIMENT)
     imported = 0
@@ -194,16 +194,15 @@ def import_records(client, records: Path) -> int:
         if any(r.info.status == "FINISHED" for r in _runs(client, rec["key"])):
             continue
         run = client.create_run(exp.experiment_id, run_name=rec["key"],
-                                tags={**rec["tags"], "bench.imported": rec["run_id"]})
+                                tags={**rec["tags"], "bench.imported": rec["run_id"], "bench.record": path.name})
         rid, now = run.info.run_id, int(time.time() * 1000)
         metrics = [Metric(k, v, now, 0) for k, v in rec["metrics"].items() if k not in rec["history"]]
         metrics += [Metric(name, v, now, step) for name, points in rec["history"].items() for step, v in points]
         params = [Param(k, v) for k, v in rec.get("params", {}).items()]
-        for i in range(0, max(len(metrics), len(params)), 900):  # MLflow's batch limit is 1000
-            client.log_batch(rid, metrics=metrics[i:i + 900], params=params[i:i + 100] if i == 0 else [],
-                             tags=[RunTag("bench.record", path.name)] if i == 0 else [])
-        for j in range(100, len(params), 100):
-            client.log_batch(rid, params=params[j:j + 100])
+        for i in range(0, len(params), 100):  # MLflow's batch limits: 100 params, 1,000 entries
+            client.log_batch(rid, params=params[i:i + 100])
+        for i in range(0, len(metrics), 900):
+            client.log_batch(rid, metrics=metrics[i:i + 900])
         client.set_terminated(rid, status="FINISHED")
         imported += 1
     return imported

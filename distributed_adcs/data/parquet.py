@@ -159,14 +159,24 @@ class _Part:
     total: int
 
 
-def _read_split(fs, files: list[str], image_column: str, label_column: str, shape: tuple[int, ...] | None,
-                wanted: list[tuple[int, int]] | None = None) -> _Part:
-    """Read the row groups of ``files`` that overlap ``wanted`` (half-open row ranges of the
-    split, all when None)."""
-    images, labels, positions, offset = [], [], [], 0
+def _footers(fs, files: list[str]) -> list[pq.FileMetaData]:
+    """Each file's Parquet footer (schema, row groups), read once (on an object store every
+    open is a request)."""
+    out = []
     for path in files:
         with fs.open_input_file(path) as handle:
-            pf = pq.ParquetFile(handle)
+            out.append(pq.read_metadata(handle))
+    return out
+
+
+def _read_split(fs, files: list[str], image_column: str, label_column: str, shape: tuple[int, ...] | None,
+                wanted: list[tuple[int, int]] | None = None, footers: list[pq.FileMetaData] | None = None) -> _Part:
+    """Read the row groups of ``files`` that overlap ``wanted`` (half-open row ranges of the
+    split, all when None); ``footers``: the files' footers when already read."""
+    images, labels, positions, offset = [], [], [], 0
+    for path, footer in zip(files, footers or [None] * len(files)):
+        with fs.open_input_file(path) as handle:
+            pf = pq.ParquetFile(handle, metadata=footer)
             names = pf.schema_arrow.names
             absent = [c for c in (image_column, label_column) if c not in names]
             if absent:
@@ -201,9 +211,8 @@ class _Meta:
     std: tuple[float, ...] | None = None
 
 
-def _metadata(fs, path: str) -> _Meta:
-    with fs.open_input_file(path) as handle:
-        raw = pq.ParquetFile(handle).schema_arrow.metadata or {}
+def _metadata(footer: pq.FileMetaData, path: str) -> _Meta:
+    raw = footer.schema.to_arrow_schema().metadata or {}
 
     def value(key: bytes) -> object:
         return json.loads(raw[key]) if key in raw else None
@@ -249,13 +258,11 @@ def load_parquet(
         if not found:
             pattern = storage.join(root, f"{split}*.parquet")
             raise FileNotFoundError(f"parquet: no {pattern}; set data.root to the directory that holds them")
-    meta = _metadata(fs, files["train"][0])
-    total = 0
-    for path in files["train"]:
-        with fs.open_input_file(path) as handle:
-            total += pq.ParquetFile(handle).metadata.num_rows
+    footers = _footers(fs, files["train"])
+    meta = _metadata(footers[0], files["train"][0])
+    total = sum(f.num_rows for f in footers)
     wanted = None if limit is None else [(0, limit), (total - val_size, total)]
-    train = _read_split(fs, files["train"], image_column, label_column, meta.image_shape, wanted)
+    train = _read_split(fs, files["train"], image_column, label_column, meta.image_shape, wanted, footers)
     test = _read_split(fs, files["test"], image_column, label_column, meta.image_shape)
     if train.total == 0:
         raise ValueError(f"parquet: the train files in {root} hold no rows")
