@@ -22,7 +22,7 @@ from ..progress import progress
 from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_objective, make_optimizer
 from .checkpoint import unwrap
 from .epoch import normalised_weights, train_epoch
-from .plan import epoch_phase
+from .plan import epoch_phase, warmup_epochs
 from .records import TrainingRecords
 from .runtime import generator, rng_state, set_rng_state
 
@@ -188,8 +188,7 @@ class Job:
         self.state.schedule.set(float(epoch + 1))
         epoch_s = time.perf_counter() - t0
         self.state.elapsed_s += epoch_s
-        warm = epoch < self.cfg.coreset.warmup_epochs and not self.method.trains_on_all
-        self._book("warmup" if warm else "training", time.perf_counter() - t_train)
+        self._book("warmup" if epoch < warmup_epochs(self.cfg.coreset) else "training", time.perf_counter() - t_train)
         metrics = {"train_loss": stats.loss, "train_adv_acc": stats.adv_accuracy,
                    "train_examples": stats.examples, "epoch_time_s": epoch_s,
                    "train_time_s": stats.seconds, "attack_time_s": stats.attack_seconds,
