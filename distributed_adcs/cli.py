@@ -10,6 +10,8 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
 import sys
 from typing import Sequence
 
@@ -21,6 +23,16 @@ def _common(p: argparse.ArgumentParser) -> None:
                    help="override one config key (dotted, value parsed as YAML); repeatable, "
                         "e.g. --set objective.epsilon=0.1 --set coreset.method=craig")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _port(text: str) -> int:
+    try:
+        port = int(text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number in 1..65535, got {text!r}")
+    return port
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -51,7 +63,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ui", help="serve the MLflow UI for the local store on 127.0.0.1",
                        description="Start `mlflow ui` on the run store (default ./mlflow.db), bound to 127.0.0.1 only.")
     p.add_argument("--tracking-uri", metavar="URI", help="store to show (default: sqlite:///<cwd>/mlflow.db)")
-    p.add_argument("--port", type=int, default=5000, help="port (default 5000)")
+    p.add_argument("--port", type=_port, default=5000, help="port (default 5000)")
     p.add_argument("--quiet", action="store_true", help=argparse.SUPPRESS)
 
     p = sub.add_parser("data", help="dataset utilities", description="Dataset utilities.")
@@ -70,14 +82,20 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
+
+    cfg = load_config(args.config, args.overrides)  # every config error before torch, Ray or MLflow loads
     from .run import train
 
-    cfg = load_config(args.config, args.overrides)
     train(cfg, resume=args.resume)
     return 0
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .config import check_overrides
+
+    check_overrides(args.overrides)  # what they name and their types, before torch loads
+    if args.run:
+        _check_store(args.tracking_uri, must_exist=True)
     from .evaluate import evaluate
 
     results = evaluate(checkpoint=args.checkpoint, run_id=args.run, tracking_uri=args.tracking_uri,
@@ -87,6 +105,17 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_store(uri: str | None, must_exist: bool) -> str:
+    """The resolved tracking URI; a local sqlite store that must exist and does not is an error."""
+    from .tracking.stores import resolve_tracking_uri
+
+    uri = resolve_tracking_uri(uri)
+    path = uri[len("sqlite:///"):] if uri.startswith("sqlite:///") else None
+    if must_exist and path is not None and not os.path.isfile(path):
+        raise UsageError(f"no MLflow store at {path}: run `adcs train` first or pass --tracking-uri")
+    return uri
+
+
 def _cmd_data(args: argparse.Namespace) -> int:
     from .data import export_parquet
 
@@ -94,12 +123,18 @@ def _cmd_data(args: argparse.Namespace) -> int:
         paths = export_parquet(args.dataset, args.out, root=args.root, download=args.download, encoding=args.encoding)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
+    except OSError as err:  # a full disk, a file where a directory should be, ...
+        reason = err.strerror or str(err).splitlines()[0]
+        raise UsageError(f"cannot write {err.filename or args.out}: {reason}") from None
     for path in paths:
         print(path)
     return 0
 
 
 def _cmd_sweep(args: argparse.Namespace) -> int:
+    from .sweep_config import load_sweep
+
+    load_sweep(args.config)  # every sweep and search-space error before Ray loads
     from .distributed.sweep import run_sweep
     from .run import train
 
@@ -108,19 +143,23 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    import os
     import shutil
+    import socket
 
-    from .tracking import resolve_tracking_uri
-
-    uri = resolve_tracking_uri(args.tracking_uri)
-    if uri.startswith("sqlite:///") and not os.path.exists(uri[len("sqlite:///"):]):
-        raise UsageError(f"no MLflow store at {uri[len('sqlite:///'):]}: run `adcs train` first or pass --tracking-uri")
+    uri = _check_store(args.tracking_uri, must_exist=True)
+    with socket.socket() as probe:  # mlflow ui would log a traceback-like error and exit 1
+        try:
+            probe.bind(("127.0.0.1", args.port))
+        except OSError as err:
+            raise UsageError(f"port {args.port} on 127.0.0.1 is in use ({err.strerror}): pass --port") from None
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
     os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)])
     return 0  # not reached
 
+
+# the machine's, not the program's, fault: a full disk or a directory it may not write
+_DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sweep": _cmd_sweep, "ui": _cmd_ui, "data": _cmd_data}
 
@@ -135,6 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"adcs {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        if err.errno not in _DISK_ERRORS:
+            raise
+        print(f"adcs {args.command}: error: {err.filename or 'a file'}: {err.strerror}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

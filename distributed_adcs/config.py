@@ -122,7 +122,7 @@ class ObjectiveConfig:
     pat_lambda: float = 0.01
 
     def __post_init__(self) -> None:
-        _in_unit(self.epsilon, "epsilon")
+        _check(0 <= self.epsilon < float("inf"), "epsilon", f"must be >= 0, got {self.epsilon}")  # per norm: JobConfig
         _check(self.step_size is None or self.step_size > 0, "step_size", f"must be > 0 or null, got {self.step_size}")
         _check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
         _check(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
@@ -205,13 +205,30 @@ class EvalConfig:
     autoattack_version: Literal["standard", "fast"] = "standard"
 
     def __post_init__(self) -> None:
-        _check(self.epsilon is None or 0 <= self.epsilon <= 1, "epsilon", f"must be in [0, 1] or null, got {self.epsilon}")
+        _check(self.epsilon is None or 0 <= self.epsilon < float("inf"), "epsilon",
+               f"must be >= 0 or null, got {self.epsilon}")  # its range per norm: JobConfig
         _check(self.val_pgd_steps >= 1, "val_pgd_steps", f"must be >= 1, got {self.val_pgd_steps}")
         _check(self.val_every >= 1, "val_every", f"must be >= 1, got {self.val_every}")
         _check(self.pgd_steps >= 1, "pgd_steps", f"must be >= 1, got {self.pgd_steps}")
         _check(self.pgd_restarts >= 1, "pgd_restarts", f"must be >= 1, got {self.pgd_restarts}")
         _check(self.test_limit is None or self.test_limit >= 1, "test_limit", f"must be >= 1 or null, got {self.test_limit}")
         _check(self.autoattack_n >= 1, "autoattack_n", f"must be >= 1, got {self.autoattack_n}")
+
+
+OBJECTIVE_NORM = {"pgd_linf": "linf", "fgsm_rs": "linf", "trades": "linf", "pgd_l2": "l2", "pat": "lpips"}
+INPUT_SIZE = {"fashion_mnist": 784, "mnist": 784, "cifar10": 3072, "cifar100": 3072, "svhn": 3072}  # C*H*W
+
+
+def check_radius(key: str, norm: str, eps: float, dataset: str) -> None:
+    """An epsilon's range depends on its norm: l-inf radii are pixel units in [0, 1]; an l2
+    radius can exceed 1 (3.0 on ImageNet is common) but not sqrt(C*H*W), the l2 distance
+    between a black and a white image, past which the ball holds every image."""
+    if norm == "linf":
+        _check(eps <= 1, key, f"an l-inf radius in pixel units must be in [0, 1], got {eps}")
+    elif norm == "l2" and dataset in INPUT_SIZE:
+        bound = INPUT_SIZE[dataset] ** 0.5
+        _check(eps < bound, key, f"an l2 radius on {dataset} must be below sqrt(C*H*W) = {bound:.1f} "
+                                 f"(the ball would hold every image), got {eps}")
 
 
 def eval_threat(cfg: "JobConfig") -> tuple[str, float]:
@@ -278,9 +295,13 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
+        check_radius("objective.epsilon", OBJECTIVE_NORM[self.objective.name], self.objective.epsilon, self.data.name)
         if self.objective.name == "pat":  # its epsilon is in LPIPS units, not pixels
             _check(self.eval.norm != "auto" and self.eval.epsilon is not None, "eval.norm",
                    "objective pat needs eval.norm (linf or l2) and eval.epsilon (pixel units)")
+        norm, eps = eval_threat(self)
+        check_radius("eval.epsilon" if self.eval.epsilon is not None else "objective.epsilon", norm, eps,
+                     self.data.name)
         c = self.coreset
         spec = get_method(c.method)
         _check(not (c.per_batch and self.ray.merge == "two_round"), "ray.merge",
@@ -385,8 +406,14 @@ def apply_override(raw: dict, assignment: str) -> None:
     node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
 
 
+def _sections() -> str:
+    return ", ".join(f.name for f in dataclasses.fields(JobConfig))
+
+
 def config_from_dict(raw: dict | None, overrides: typing.Sequence[str] = ()) -> JobConfig:
     """Build a validated :class:`JobConfig` from a mapping plus dotted overrides."""
+    _check(raw is None or isinstance(raw, dict), "",
+           f"the top level must be a mapping of sections ({_sections()}), got {type(raw).__name__}")
     raw = dict(raw or {})
     raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy, plain types
     for assignment in overrides:
@@ -394,18 +421,48 @@ def config_from_dict(raw: dict | None, overrides: typing.Sequence[str] = ()) -> 
     return _build(JobConfig, raw)
 
 
+def read_yaml(path: str | Path, what: str = "config file") -> Any:
+    """The parsed YAML of ``path``; a missing, unreadable or malformed file is a one-line
+    :class:`ConfigError` naming it."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError("", f"{what} not found: {path}")
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError("", f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path}: not a YAML text file (not UTF-8)") from None
+    except OSError as err:
+        raise ConfigError("", f"{path}: cannot read ({err.strerror})") from None
+
+
 def load_config(path: str | Path | None, overrides: typing.Sequence[str] = ()) -> JobConfig:
     """Read a YAML file (or nothing: defaults) and apply ``key=value`` overrides."""
+    return config_from_dict(read_yaml(path) if path is not None else None, overrides)
+
+
+def check_overrides(overrides: typing.Sequence[str]) -> None:
+    """Check the keys and value types of ``overrides`` alone, for overrides of a config that is
+    not at hand yet (``adcs evaluate`` applies them to a checkpoint's config): what they name
+    must exist and have the right type; ranges are checked once the whole config is built."""
     raw: dict = {}
-    if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError("", f"config file not found: {path}")
-        try:
-            raw = yaml.safe_load(path.read_text()) or {}
-        except yaml.YAMLError as err:
-            raise ConfigError("", f"{path}: invalid YAML ({str(err).splitlines()[0]})") from None
-    return config_from_dict(raw, overrides)
+    for assignment in overrides:
+        apply_override(raw, assignment)
+
+    def walk(cls: type, node: dict, prefix: str) -> None:
+        hints = typing.get_type_hints(cls)
+        names = [f.name for f in dataclasses.fields(cls)]
+        for key, value in node.items():
+            dotted = f"{prefix}{key}"
+            _check(key in names, dotted, f"unknown key (valid: {', '.join(names)})")
+            if dataclasses.is_dataclass(hints[key]):
+                _check(isinstance(value, dict), dotted, f"must be a mapping, got {value!r}")
+                walk(hints[key], value, dotted + ".")
+            else:
+                _coerce(value, hints[key], dotted)
+
+    walk(JobConfig, raw, "")
 
 
 def to_dict(cfg: Any) -> dict:

@@ -40,7 +40,7 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracki
             checkpoint = str(_checkpoint_from_run(tracker, run_id, tmp))
         try:
             payload = load_checkpoint(checkpoint)
-        except FileNotFoundError as err:
+        except (FileNotFoundError, ValueError) as err:
             raise UsageError(str(err)) from None
     cfg = config_from_dict(yaml.safe_load(payload["config"]), overrides)
     seed_everything(cfg.seed)
@@ -50,7 +50,12 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracki
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     job = Job(cfg, splits, device)
-    job.model.load_state_dict(payload["model"])
+    try:
+        job.model.load_state_dict(payload["model"])
+    except RuntimeError as err:  # another model (or data set) than the checkpoint's
+        first = str(err).splitlines()[0]
+        raise UsageError(f"{checkpoint}: its weights do not fit model.name={cfg.model.name} on "
+                         f"data.name={cfg.data.name} ({first[:160]})") from None
     results = job.final_evaluation()
     if tracker is not None:
         tracker.log_metrics({f"evaluate_{k}": v for k, v in results.items()}, step=int(payload["epoch"]))

@@ -19,6 +19,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
+from . import storage
 from .config import JobConfig, UsageError
 from .engine.build import load_job_splits
 from .engine.runtime import raise_on_sigterm, seed_everything
@@ -57,16 +58,26 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
         on_epoch: ``on_epoch(epoch, metrics)`` after every in-process epoch (Tune reporting).
         train_callbacks: extra Ray Train callbacks for the ``ray_train`` path (Tune reporting).
     """
-    from .tracking import resolve_tracking_uri, store_warnings
+    from .tracking.stores import check_tracking_uri, resolve_tracking_uri, store_warnings
     from .tracking.job_run import JobRun
 
     raise_on_sigterm()
+    uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))  # as distributed.cluster.connect decides
-    for warning in store_warnings(resolve_tracking_uri(cfg.mlflow.tracking_uri), joining):
+    for warning in store_warnings(uri, joining):
         print(f"warning: {warning}", file=sys.stderr, flush=True)
     seed_everything(cfg.seed, cfg.deterministic)
     plan = JobPlan.of(cfg)
     try:  # everything that can fail on bad input, before any run (or store) is created
+        check_tracking_uri(uri)
+        try:
+            storage.check_writable(cfg.train.output_dir)
+        except ValueError as err:
+            raise UsageError(f"train.output_dir: {err}") from None
+        if cfg.ray.address:
+            from .distributed.cluster import check_address
+
+            check_address(cfg.ray.address)
         splits = load_job_splits(cfg)
         # a Ray Train job may resume from Ray's own storage, so only the in-process path needs the file
         run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id,

@@ -98,3 +98,25 @@ def download(location: str, local: Path) -> Path:
         shutil.copyfileobj(src, dst, 1 << 20)
     os.replace(tmp, local)
     return local
+
+
+def check_writable(location: str | os.PathLike) -> None:
+    """Create ``location`` (a directory) if need be and prove it takes a file.
+
+    Raises:
+        ValueError: one line naming the location and why it cannot be written.
+    """
+    text = str(location)
+    try:
+        if is_local(text):
+            path = local_path(text)
+            path.mkdir(parents=True, exist_ok=True)
+            probe = path / f".adcs-write-probe-{os.getpid()}"
+            probe.write_bytes(b"")
+            probe.unlink()
+        else:
+            fs, where = filesystem(text)
+            fs.create_dir(where, recursive=True)
+    except (OSError, pa.ArrowException) as err:
+        reason = getattr(err, "strerror", None) or str(err).splitlines()[0]
+        raise ValueError(f"cannot write to {text} ({reason})") from None

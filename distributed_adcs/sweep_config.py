@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 import yaml
 
-from .config import ConfigError, JobConfig, _build, _check, config_from_dict
+from .config import ConfigError, JobConfig, _build, _check, config_from_dict, read_yaml
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 
@@ -72,13 +72,16 @@ def trial_config(base: dict, fixed: dict[str, Any], params: dict[str, Any]) -> J
 def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
     """Read and check a sweep file; returns it with the raw base job mapping."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError("", f"sweep file not found: {path}")
-    sweep: SweepConfig = _build(SweepConfig, yaml.safe_load(path.read_text()) or {})
+    raw = read_yaml(path, "sweep file")
+    _check(isinstance(raw, dict), "", f"{path}: the top level must be a mapping (base, search, ...), "
+                                      f"got {type(raw).__name__}")
+    sweep: SweepConfig = _build(SweepConfig, raw)
     base_path = (path.parent / sweep.base).resolve()
     if not base_path.is_file():
         raise ConfigError("base", f"base config not found: {base_path}")
-    base = yaml.safe_load(base_path.read_text()) or {}
+    base = read_yaml(base_path, "base config")
+    _check(base is None or isinstance(base, dict), "base", f"{base_path}: the top level must be a mapping")
+    base = base or {}
     for key, spec in sweep.search.items():  # every value (or both bounds) must make a valid job
         kind, values = next(iter(spec.items()))
         for value in (values if kind in ("grid", "choice") else values[:2]):

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 from mlflow.tracking import MlflowClient
 
 from distributed_adcs.cli import main
 
-from helpers import run_adcs, tiny_args
+from helpers import ROOT, run_adcs, tiny_args
 
 
 def test_help_lists_every_command(capsys):
@@ -27,7 +30,7 @@ def test_help_lists_every_command(capsys):
 
 
 @pytest.mark.parametrize("args, fragment", [
-    (["train", "--set", "objective.epsilon=8"], "objective.epsilon: must be in [0, 1]"),
+    (["train", "--set", "objective.epsilon=8"], "objective.epsilon: an l-inf radius in pixel units must be in [0, 1]"),
     (["train", "--set", "objective.typo=1"], "objective.typo: unknown key"),
     (["train", "--config", "no/such.yaml"], "config file not found"),
     (["train", "--resume", "no-such-run-or-file"], "neither a checkpoint file nor a run"),
@@ -83,14 +86,26 @@ def test_train_two_epochs_tracked_in_mlflow(tmp_path, mlflow_uri):
 
 
 def test_crashed_run_is_failed_not_finished(tmp_path, mlflow_uri):
-    # a real crash mid-job: the checkpoint directory cannot be created (a file is in the way)
-    blocker = tmp_path / "runs"
-    blocker.write_text("not a directory")
-    proc = run_adcs("train", *tiny_args(tmp_path, mlflow_uri), "--quiet")
-    assert proc.returncode != 0
+    # a real crash mid-job: the disk fills up (a file-size limit) when the first checkpoint
+    # (1.2 MB) is written, after the run was created; the tiny store stays below the limit
+    import resource
+
+    limit = 1_150_000
+
+    def full_disk() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    proc = subprocess.run([sys.executable, "-m", "distributed_adcs.cli", "train",
+                           *tiny_args(tmp_path, mlflow_uri, "train.epochs=1"), "--quiet"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL,
+                          preexec_fn=full_disk)
+    assert proc.returncode == 1, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert proc.stderr.strip().splitlines()[-1].endswith("last.pt.tmp: File too large"), proc.stderr[-3000:]
     client = MlflowClient(mlflow_uri)
     (run,) = client.search_runs([client.get_experiment_by_name("distributed_adcs").experiment_id])
     assert run.info.status == "FAILED"
+    assert not list((tmp_path / "runs").rglob("last.pt*")), "a half-written checkpoint was left"
 
 
 @pytest.mark.parametrize("method", ["craig", "gradmatch", "random"])

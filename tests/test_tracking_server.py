@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from distributed_adcs.tracking.mlflow_run import node_local_store, store_warnings
+from distributed_adcs.tracking.stores import node_local_store, store_warnings
 
 from helpers import TINY, run_adcs
 

@@ -61,15 +61,23 @@ def _is_list(typ: pa.DataType) -> bool:
     return pa.types.is_list(typ) or pa.types.is_large_list(typ) or pa.types.is_fixed_size_list(typ)
 
 
+def _open_image(blob: bytes, where: str, row: int) -> Image.Image:
+    try:
+        return Image.open(io.BytesIO(blob))
+    except (OSError, ValueError, TypeError) as err:  # PIL's UnidentifiedImageError is an OSError
+        raise ValueError(f"{where}: row {row} of the image column is no image PIL can decode "
+                         f"({type(err).__name__})") from None
+
+
 def _decode_encoded(values: pa.Array, where: str) -> np.ndarray:
     blobs = values.to_pylist()
-    first = Image.open(io.BytesIO(blobs[0]))
+    first = _open_image(blobs[0], where, 0)
     mode = "L" if first.mode in _GREY_MODES else "RGB"
     width, height = first.size
     channels = 1 if mode == "L" else 3
     out = np.empty((len(blobs), height, width, channels), dtype=np.uint8)
     for row, blob in enumerate(blobs):
-        image = Image.open(io.BytesIO(blob))
+        image = _open_image(blob, where, row)
         if image.mode != mode:
             image = image.convert(mode)
         pixels = np.asarray(image)
@@ -164,8 +172,11 @@ def _footers(fs, files: list[str]) -> list[pq.FileMetaData]:
     open is a request)."""
     out = []
     for path in files:
-        with fs.open_input_file(path) as handle:
-            out.append(pq.read_metadata(handle))
+        try:
+            with fs.open_input_file(path) as handle:
+                out.append(pq.read_metadata(handle))
+        except (OSError, pa.ArrowException) as err:  # not Parquet, truncated, unreadable
+            raise ValueError(f"{path}: not a readable Parquet file ({str(err).splitlines()[0]})") from None
     return out
 
 

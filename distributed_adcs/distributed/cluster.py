@@ -6,9 +6,26 @@ import os
 
 import ray
 
-from ..config import JobConfig
+from ..config import JobConfig, UsageError
 from .resources import job_bundles, total
 from .sched import batch_children
+
+
+def check_address(address: str, timeout_s: float = 5.0) -> None:
+    """A ``host:port`` (or ``ray://host:port``) address must answer before Ray is asked to join
+    it: ``ray.init`` would otherwise retry for a minute and end in a traceback."""
+    import socket
+
+    host_port = address.removeprefix("ray://")
+    if address == "auto" or "://" in host_port or ":" not in host_port:
+        return
+    host, _, port = host_port.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=timeout_s):
+            pass
+    except (OSError, ValueError) as err:
+        reason = getattr(err, "strerror", None) or str(err)
+        raise UsageError(f"ray.address {address}: no Ray cluster answers there ({reason})") from None
 
 
 def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
@@ -26,7 +43,11 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
     # inside a submitted Ray job RAY_ADDRESS names the cluster: join it, never start a private Ray
     address = cfg.address or os.environ.get("RAY_ADDRESS")
     if address:
-        ray.init(address=address, log_to_driver=True)
+        check_address(address)
+        try:
+            ray.init(address=address, log_to_driver=True)
+        except ConnectionError as err:
+            raise UsageError(f"ray.address {address}: {str(err).splitlines()[0]}") from None
         return True
     num_cpus = max(os.cpu_count() or 1, int(-(-total(job_bundles(job)).get("CPU", 0.0) // 1)))
     # Ray runs workers at nice 15. On a small machine its own daemons then preempt the training

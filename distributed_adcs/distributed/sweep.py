@@ -116,7 +116,7 @@ def check_sweep_store(uri: str, distributed: bool) -> None:
         UsageError: such a sweep on a cluster of more than one node.
     """
     from ..config import UsageError
-    from ..tracking.mlflow_run import node_local_store
+    from ..tracking.stores import node_local_store
 
     nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
     if not distributed and nodes > 1 and node_local_store(uri) is not None:

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from .. import storage
 from ..config import JobConfig, dump_yaml, flatten
+from ..engine.checkpoint import check_fits, load_checkpoint
 from ..engine.plan import selection_epochs, warmup_epochs
 from ..methods import get_method
 from .artifacts import write_selection
@@ -133,6 +134,8 @@ class JobRun:
             run_id, tagged, ckpt = _resume_target(tracker, resume, output)
             if require_local_checkpoint and ckpt is None:
                 raise FileNotFoundError(_nowhere(resume, tagged))
+            if ckpt is not None:  # a file that is no checkpoint, or another job's, fails before the run opens
+                check_fits(load_checkpoint(ckpt), dump_yaml(cfg), f"--resume {resume}")
         if run_id:
             tracker.run_id = run_id
             tracker.resume()

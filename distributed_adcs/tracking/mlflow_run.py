@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
@@ -21,56 +20,14 @@ from typing import Any, Mapping
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from .stores import resolve_tracking_uri
+
 _MAX_PARAM = 6000  # MLflow's parameter value limit (characters)
 
 # First use of a sqlite store logs its schema migrations at INFO on stderr; keep the CLI's
 # stderr for our own messages.
 for _name in ("mlflow.store.db.utils", "alembic.runtime.migration"):
     logging.getLogger(_name).setLevel(logging.WARNING)
-
-
-def default_tracking_uri(cwd: str | Path | None = None) -> str:
-    return f"sqlite:///{Path(cwd or os.getcwd()).resolve() / 'mlflow.db'}"
-
-
-def resolve_tracking_uri(uri: str | None) -> str:
-    """Absolute form of ``uri``: relative sqlite paths and bare directories are anchored at cwd."""
-    if not uri:
-        return default_tracking_uri()
-    if uri.startswith("sqlite:///") and not uri.startswith("sqlite:////"):
-        return f"sqlite:///{Path(uri[len('sqlite:///'):]).resolve()}"
-    return uri
-
-
-def node_local_store(uri: str) -> Path | None:
-    """The local path of a store that lives on one machine's disk (a sqlite file, a ``file:``
-    or plain directory); None for a tracking server (``http(s)://``, ``databricks``, ...)."""
-    if uri.startswith("sqlite:///"):
-        return Path(uri[len("sqlite:///"):])
-    if uri.startswith("file:"):
-        return Path(uri[len("file:"):].removeprefix("//"))
-    if uri == "databricks" or uri.startswith("databricks:"):  # MLflow's name for a hosted server
-        return None
-    if "://" not in uri and ":" not in uri.split("/")[0]:
-        return Path(uri)
-    return None
-
-
-def store_warnings(uri: str, joining_cluster: bool) -> list[str]:
-    """What is wrong with recording a job that joins a Ray cluster in ``uri``: a file on one node
-    (other nodes, and whoever looks later, cannot see it), worse inside a temporary directory
-    (a submitted Ray job runs in one, deleted when the job ends)."""
-    path = node_local_store(uri)
-    if not joining_cluster or path is None:
-        return []
-    where = path.resolve()
-    temporary = any(where.is_relative_to(t) for t in {Path(tempfile.gettempdir()).resolve(), Path("/tmp/ray")})
-    out = [f"MLflow records this job in {where}, a file on this node only: on a cluster set mlflow.tracking_uri "
-           f"to a tracking server (http://<host>:5000, see cluster/mlflow-server.yaml)"]
-    if temporary:
-        out.append(f"{where} is inside a temporary directory (a submitted Ray job's working directory is one): "
-                   f"the run's record is deleted when the job ends")
-    return out
 
 
 def _artifact_root(uri: str, experiment: str) -> str | None:
