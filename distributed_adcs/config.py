@@ -253,7 +253,11 @@ class RayConfig:
     gpus_per_actor: float = 1.0  # only used when use_gpu
     num_shards: int = 4  # fixed index-range shards; decide selection randomness, not actors
     merge: Literal["auto", "exact", "two_round"] = "auto"
-    exact_merge_max_floats: int = 50_000_000  # auto: gather all embeddings up to this many floats
+    # auto: the exact merge while the driver's selection fits this budget (the gathered
+    # embeddings and the greedy's own matrices: distributed/merge.py merge_bytes), else two_round
+    merge_memory_gb: float = 4.0
+    # two_round: each shard keeps this many times its share of a class's budget as candidates
+    greedi_oversample: float = 2.0
     max_failures: int = 2
     # Ray Train waits 60 s for its worker group, then retries; this bounds the retries (Ray's
     # default is forever). A request the cluster can never hold fails at once (resources.py)
@@ -267,6 +271,8 @@ class RayConfig:
         for key in ("num_workers", "num_actors", "max_failures", "startup_retries"):
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
         _check(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
+        _check(self.merge_memory_gb > 0, "merge_memory_gb", f"must be > 0, got {self.merge_memory_gb}")
+        _check(self.greedi_oversample >= 1, "greedi_oversample", f"must be >= 1, got {self.greedi_oversample}")
         for key in ("cpus_per_worker", "cpus_per_actor", "gpus_per_actor"):
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
 

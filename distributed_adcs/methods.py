@@ -42,6 +42,9 @@ class MethodSpec:
     second_round: str | None = None  # "module:attribute", or None: exact merge only
     trains_on_all: bool = False
     needs_records: bool = False
+    # "module:attribute" of peak_bytes(n, k, d): the selector's own allocation for one group of
+    # n embeddings of d floats and a budget k (the merge budgets memory with it); None: O(n d)
+    peak_bytes: str | None = None
 
     @property
     def needs_selection_attack(self) -> bool:
@@ -62,6 +65,11 @@ class MethodSpec:
     def select_fn(self) -> Callable[..., Any]:
         return _resolve(self.selector)
 
+    def selection_bytes(self, n: int, k: int, d: int) -> int:
+        """Bytes one greedy over ``n`` embeddings of ``d`` floats allocates (embeddings included)."""
+        own = _resolve(self.peak_bytes)(n, k, d) if self.peak_bytes else 0
+        return 4 * n * d + own
+
     def second_round_fn(self) -> Callable[..., Any]:
         if self.second_round is None:
             raise ValueError(f"coreset method {self.name!r} has no two-round merge; use ray.merge: exact")
@@ -81,10 +89,12 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                selector="distributed_adcs.coreset.simple:random_subset"),
     MethodSpec(name="craig", summary="CRAIG: facility location over adversarial gradient embeddings",
                selector="distributed_adcs.coreset.facility:craig", needs_embeddings=True,
-               second_round="distributed_adcs.coreset.greedi:craig_second_round"),
+               second_round="distributed_adcs.coreset.greedi:craig_second_round",
+               peak_bytes="distributed_adcs.coreset.facility:craig_peak_bytes"),
     MethodSpec(name="gradmatch", summary="GradMatch: non-negative OMP on adversarial gradient embeddings",
                selector="distributed_adcs.coreset.gradmatch:gradmatch", needs_embeddings=True,
-               second_round="distributed_adcs.coreset.greedi:gradmatch_second_round"),
+               second_round="distributed_adcs.coreset.greedi:gradmatch_second_round",
+               peak_bytes="distributed_adcs.coreset.gradmatch:gradmatch_peak_bytes"),
     MethodSpec(name="adaptive", summary="sampled from the recorded adversarial losses, class quotas by robust error",
                selector="distributed_adcs.coreset.adaptive:adaptive", needs_records=True),
 )}

@@ -37,7 +37,7 @@ def test_two_round_is_exact_for_one_shard_and_within_bound_otherwise(shards, see
     emb = centers[torch.randint(0, 12, (n,), generator=g)] + torch.randn(n, 8, generator=g)
     labels = torch.randint(0, 3, (n,), generator=g)
     cfg = load_config(None, ["coreset.method=craig", f"coreset.fraction={k_frac}", "train.epochs=3",
-                             "coreset.warmup_epochs=1"])
+                             "coreset.warmup_epochs=1", f"ray.num_shards={shards}"])
     exact = merge_and_choose(cfg, _shards(emb, labels, shards), epoch=1)
     cands = [local_candidates(cfg, s, 1, labels) for s in _shards(emb, labels, shards)]
     merged = two_round_merge(cfg, cands, 1, labels)
@@ -73,7 +73,7 @@ def test_gradmatch_two_round_is_exact_for_one_shard_and_matches_gradients(shards
     labels = torch.randint(0, 4, (n,), generator=g)
     emb = torch.randn(n, 10, generator=g) * 0.7 + torch.randn(4, 10, generator=g)[labels]  # a mean per class
     cfg = load_config(None, ["coreset.method=gradmatch", f"coreset.fraction={frac}", "train.epochs=3",
-                             "coreset.warmup_epochs=1"])
+                             "coreset.warmup_epochs=1", f"ray.num_shards={shards}"])
     exact = merge_and_choose(cfg, _shards(emb, labels, shards), epoch=1)
     merged = two_round_merge(cfg, [local_candidates(cfg, s, 1, labels) for s in _shards(emb, labels, shards)],
                              1, labels)
@@ -93,3 +93,73 @@ def test_gradmatch_two_round_is_exact_for_one_shard_and_matches_gradients(shards
         randoms.append(_class_residual(emb, labels, rnd.indices, rnd.weights))
     assert ours < min(randoms)  # the weighted merge still matches the gradients better than chance
     assert ours < 2 * _class_residual(emb, labels, exact.positions, exact.weights) + 0.05
+
+
+def _clustered(n, classes, dims, seed):
+    g = torch.Generator().manual_seed(seed)
+    centers = torch.randn(4 * classes, dims, generator=g) * 3
+    labels = torch.randint(0, classes, (n,), generator=g)
+    emb = centers[labels * 4 + torch.randint(0, 4, (n,), generator=g)] + torch.randn(n, dims, generator=g)
+    return emb, labels
+
+
+def test_two_round_union_is_about_twice_the_coreset_not_the_whole_set():
+    # at fraction 0.3 with 4 shards each shard's class share (n_c / 4) is below k_c: GreeDi's
+    # "k per shard" kept every example, so the second round reduced nothing
+    emb, labels = _clustered(2000, 5, 6, seed=3)
+    cfg = load_config(None, ["coreset.method=craig", "coreset.fraction=0.3", "train.epochs=3",
+                             "coreset.warmup_epochs=1", "ray.num_shards=4"])
+    cands = [local_candidates(cfg, s, 1, labels) for s in _shards(emb, labels, 4)]
+    union = sum(c.positions.numel() for c in cands)
+    k = round(0.3 * 2000)
+    assert union <= 2 * k + 5 * 4  # oversample 2, rounded up per shard and class
+    assert union < 0.7 * 2000
+    merged = two_round_merge(cfg, cands, 1, labels)
+    exact = merge_and_choose(cfg, _shards(emb, labels, 4), epoch=1)
+    assert merged.positions.numel() == exact.positions.numel()
+    assert _value(emb, labels, merged.positions) / _value(emb, labels, exact.positions) > 0.97
+
+
+def test_merge_at_40k_by_10_with_10_classes_and_8_shards():
+    """The scale the issue asks for, pure torch: the two-round merge keeps under a quarter of
+    the embeddings on the driver and loses under 3% of the facility-location value."""
+    n, classes, shards = 40_000, 10, 8
+    emb, labels = _clustered(n, classes, 10, seed=7)
+    cfg = load_config(None, ["coreset.method=craig", "coreset.fraction=0.1", "train.epochs=3",
+                             "coreset.warmup_epochs=1", f"ray.num_shards={shards}"])
+    parts = _shards(emb, labels, shards)
+    cands = [local_candidates(cfg, s, 1, labels) for s in parts]
+    union = sum(c.positions.numel() for c in cands)
+    assert union < 0.25 * n
+    merged = two_round_merge(cfg, cands, 1, labels)
+    exact = merge_and_choose(cfg, parts, epoch=1)
+    assert merged.positions.numel() == exact.positions.numel() == n // 10
+    assert merged.weights.sum().item() == pytest.approx(n)
+    assert _value(emb, labels, merged.positions) / _value(emb, labels, exact.positions) > 0.97
+
+
+def test_auto_merge_budgets_the_greedy_matrices_not_only_the_embeddings():
+    from distributed_adcs.coreset.facility import craig_peak_bytes
+    from distributed_adcs.coreset.gradmatch import gradmatch_peak_bytes
+    from distributed_adcs.distributed.merge import merge_bytes, merge_mode
+
+    # the issue's figures: CRAIG's int16 grid at 120k examples per class, GradMatch's float64
+    # (k+1)^2 Gram and Cholesky matrices at k = 36k
+    assert 28.8e9 <= craig_peak_bytes(120_000, 36_000, 10) <= 28.8e9 + 0.1 * 28.8e9
+    assert 20.7e9 <= gradmatch_peak_bytes(120_000, 36_000, 10) <= 1.1 * 20.7e9
+    labels = torch.arange(10).repeat_interleave(120_000)  # 1.2M examples, 10 classes
+    cfg = load_config(None, ["coreset.method=craig", "coreset.fraction=0.3", "train.epochs=3",
+                             "coreset.warmup_epochs=1", "ray.num_shards=8"])
+    exact, two = merge_bytes(cfg, labels, 10, "exact"), merge_bytes(cfg, labels, 10, "two_round")
+    assert exact > 28e9  # embeddings alone are 48 MB: the old float count would have said exact
+    assert two < exact / 1.5
+
+    class Head(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.head = torch.nn.Linear(4, 10)
+
+    assert merge_mode(cfg, labels, Head()) == "two_round"
+    small = load_config(None, ["coreset.method=craig", "coreset.fraction=0.3", "train.epochs=3",
+                               "coreset.warmup_epochs=1"])
+    assert merge_mode(small, torch.arange(10).repeat_interleave(6000), Head()) == "exact"  # 72 MB grids

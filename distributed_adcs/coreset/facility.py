@@ -157,6 +157,14 @@ def _add_deltas(grid: Tensor, changed: Tensor, old: Tensor, new: Tensor,
         gains -= hi.sum(dtype=torch.int32)
 
 
+def craig_peak_bytes(n: int, k: int, d: int) -> int:
+    """What :func:`craig` allocates for ``n`` embeddings of ``d`` floats: the dense int16 grid
+    (n^2 * 2 bytes: 28.8 GB at n = 120k), its block buffers, the float64 copy for the distance
+    scale, and per-example state (the second round's nearest centres go in row blocks)."""
+    rows = min(n, _ROWS)
+    return 2 * n * n + rows * n * (4 + 2 * 2) + 8 * n * d + 24 * n + 8 * k
+
+
 def greedy_on_grid(grid: Tensor, row_sums: Tensor, levels: int, k: int) -> tuple[Tensor, Tensor]:
     """Accelerated exact greedy on an integer distance grid.
 

@@ -201,6 +201,13 @@ def matching_pursuit(
     return state.support[: state.k].clone(), state.w
 
 
+def gradmatch_peak_bytes(n: int, k: int, d: int) -> int:
+    """What :func:`gradmatch` allocates: the float64 copy of the embeddings, the (k+1)^2 Gram
+    and Cholesky matrices and the k chosen atoms (20.7 GB of matrices at k = 36k)."""
+    cap = k + 1
+    return 8 * n * d + 2 * 8 * cap * cap + 8 * cap * d + 16 * n
+
+
 def gradmatch(
     embeddings: Tensor,
     budget: int,

@@ -116,7 +116,7 @@ class ActorPoolSelector:
         if not get_method(self.cfg.coreset.method).uses_actors:
             selection = merge_and_choose(self.cfg, placeholder_shards(self.train, self.bounds), epoch)
         else:
-            mode = merge_mode(self.cfg, len(self.train), bare)
+            mode = merge_mode(self.cfg, self.train.labels, bare)
             weights = ray.put({k: v.detach().cpu() for k, v in bare.state_dict().items()})
             refs = [self.actors[i % len(self.actors)].embed.remote(weights, epoch, epoch, i, b, mode)
                     for i, b in enumerate(self.bounds)]

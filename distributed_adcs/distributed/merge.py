@@ -17,6 +17,8 @@ and multiplies the coefficients by the round-1 weights.
 
 from __future__ import annotations
 
+import math
+import sys
 import time
 
 import torch
@@ -30,15 +32,50 @@ from ..engine.selection import ShardEmbeddings, concat_shards, embed_shard, merg
 from ..methods import get_method
 
 
-def merge_mode(cfg: JobConfig, n: int, model: torch.nn.Module) -> str:
-    """``exact`` or ``two_round``; ``auto`` gathers everything up to ``ray.exact_merge_max_floats``
-    (and always ``exact`` for a method whose registry entry has no second round)."""
+def merge_bytes(cfg: JobConfig, labels: torch.Tensor, dims: int, mode: str) -> int:
+    """Peak bytes the driver allocates to merge one selection in ``mode``: the gathered
+    embeddings plus the largest group's greedy, as the method's registry entry counts it."""
+    spec = get_method(cfg.coreset.method)
+    budgets = _budgets(cfg, labels)
+    sizes = {c: (labels.numel() if c == -1 else int((labels == c).sum())) for c in budgets}
+    if mode == "two_round":  # the union of the shards' candidates, per group
+        share = sizes if cfg.ray.num_shards == 1 else {
+            c: min(sizes[c], cfg.ray.num_shards + math.ceil(cfg.ray.greedi_oversample * budgets[c])) for c in sizes}
+        sizes = share
+    gathered = 4 * dims * sum(sizes.values())
+    return gathered + max(spec.selection_bytes(sizes[c], min(budgets[c], sizes[c]), dims) - 4 * dims * sizes[c]
+                          for c in sizes)
+
+
+def merge_mode(cfg: JobConfig, labels: torch.Tensor, model: torch.nn.Module) -> str:
+    """``exact`` or ``two_round``. ``auto`` is ``exact`` while that fits ``ray.merge_memory_gb``
+    on the driver (embeddings and the greedy's own matrices, :func:`merge_bytes`), and always
+    for a method whose registry entry has no second round."""
     if cfg.ray.merge != "auto":
         return cfg.ray.merge
     if cfg.coreset.per_batch or not get_method(cfg.coreset.method).has_two_round_merge:
         return "exact"
     dims = embedding_dim(cfg.coreset.embedding, model.head.out_features, model.head.in_features)
-    return "exact" if n * dims <= cfg.ray.exact_merge_max_floats else "two_round"
+    budget = cfg.ray.merge_memory_gb * 2**30
+    if merge_bytes(cfg, labels, dims, "exact") <= budget:
+        return "exact"
+    need = merge_bytes(cfg, labels, dims, "two_round")
+    if need > budget:
+        print(f"warning: the two-round merge needs about {need / 2**30:.1f} GiB on the driver, over "
+              f"ray.merge_memory_gb={cfg.ray.merge_memory_gb} (lower coreset.fraction or "
+              f"ray.greedi_oversample, or raise the budget)", file=sys.stderr, flush=True)
+    return "two_round"
+
+
+def candidate_count(k: int, shard_size: int, group_size: int, num_shards: int, oversample: float) -> int:
+    """Round-one candidates one shard keeps for a group (a class) of ``group_size`` examples, of
+    which it holds ``shard_size``, with a global budget ``k``: ``oversample`` times its share of
+    ``k``. With one shard that is ``k`` (the plain greedy). GreeDi's k per shard (oversample >=
+    num_shards) keeps every example once k >= group/shards, which at fraction 0.3 and 4 shards
+    made the union the whole set: the second round then reduced nothing."""
+    if num_shards == 1:
+        return min(k, shard_size)
+    return min(shard_size, max(1, math.ceil(oversample * k * shard_size / max(group_size, 1))))
 
 
 def _seed(cfg: JobConfig, epoch: int) -> int:
@@ -56,16 +93,19 @@ def _groups(labels: torch.Tensor, budgets: dict[int, int]):
     for c, k in budgets.items():
         members = torch.arange(labels.numel()) if c == -1 else (labels == c).nonzero().flatten()
         if members.numel() and k > 0:
-            yield members, k
+            yield c, members, k
 
 
 def local_candidates(cfg: JobConfig, shard: ShardEmbeddings, epoch: int,
                      all_labels: torch.Tensor) -> ShardEmbeddings:
-    """Round one on a shard: up to ``k_c`` candidates per class, with their local weights."""
+    """Round one on a shard: :func:`candidate_count` candidates per class, with their local weights."""
     keep, weights = [], []
-    for members, k in _groups(shard.labels, _budgets(cfg, all_labels)):
+    budgets = _budgets(cfg, all_labels)
+    for c, members, k in _groups(shard.labels, budgets):
+        group = all_labels.numel() if c == -1 else int((all_labels == c).sum())
+        count = candidate_count(k, members.numel(), group, cfg.ray.num_shards, cfg.ray.greedi_oversample)
         core = select(cfg.coreset.method, shard.embeddings[members], shard.labels[members],
-                      min(k, members.numel()), per_class=False, seed=_seed(cfg, epoch))
+                      count, per_class=False, seed=_seed(cfg, epoch))
         keep.append(members[core.indices])
         weights.append(core.weights.float())
     keep_t = torch.cat(keep)
@@ -84,7 +124,7 @@ def two_round_merge(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int,
     m = concat_shards(shards)
     second = get_method(cfg.coreset.method).second_round_fn()
     keep, weights = [], []
-    for members, k in _groups(m.labels, _budgets(cfg, all_labels)):
+    for _, members, k in _groups(m.labels, _budgets(cfg, all_labels)):
         idx, wk = second(m.embeddings[members], m.weights[members], min(k, members.numel()), _seed(cfg, epoch))
         keep.append(members[idx])
         weights.append(wk)

@@ -113,7 +113,7 @@ class RankShardSelector:
             selection = merge_and_choose(self.cfg, placeholder_shards(self.train, self.bounds), epoch)
         else:
             bare = unwrap(model)
-            mode = merge_mode(self.cfg, len(self.train), bare)
+            mode = merge_mode(self.cfg, self.train.labels, bare)
             mine = [(i, b) for i, b in enumerate(self.bounds) if i % self.world_size == self.rank]
             results = [shard_result(self.cfg, bare, self.train, i, b, epoch, self.device, self.objective, mode)
                        for i, b in progress(mine, desc=f"selection epoch {epoch}")]
