@@ -259,6 +259,9 @@ class RayConfig:
     # two_round: each shard keeps this many times its share of a class's budget as candidates
     greedi_oversample: float = 2.0
     max_failures: int = 2
+    # a Ray Train job's ranks wait this long for rank 0's selection (through the process group's
+    # store, outside any collective, so the 30-minute collective timeout does not apply)
+    selection_wait_s: float = 86_400.0
     # Ray Train waits 60 s for its worker group, then retries; this bounds the retries (Ray's
     # default is forever). A request the cluster can never hold fails at once (resources.py)
     startup_retries: int = 5
@@ -273,6 +276,7 @@ class RayConfig:
         _check(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
         _check(self.merge_memory_gb > 0, "merge_memory_gb", f"must be > 0, got {self.merge_memory_gb}")
         _check(self.greedi_oversample >= 1, "greedi_oversample", f"must be >= 1, got {self.greedi_oversample}")
+        _check(self.selection_wait_s > 0, "selection_wait_s", f"must be > 0, got {self.selection_wait_s}")
         for key in ("cpus_per_worker", "cpus_per_actor", "gpus_per_actor"):
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
 

@@ -20,6 +20,8 @@ the job's MLflow run, so exactly one process writes metrics (no duplicate rows).
 
 from __future__ import annotations
 
+import datetime
+import io
 import os
 import signal
 import tempfile
@@ -53,8 +55,10 @@ FAULT_ENV = "ADCS_FAULT_WORKER_EXIT_AT_EPOCH"  # tests: "EPOCH:MARKER" kills ran
 class DDPBackend:
     """Each rank trains its share of the (sub)set; rank 0's selection is broadcast."""
 
-    def __init__(self, rank: int, world_size: int, seed: int):
+    def __init__(self, rank: int, world_size: int, seed: int, wait_s: float = 86_400.0, poll_s: float = 30.0):
         self.rank, self.world_size, self.seed = rank, world_size, seed
+        self.wait_s, self.poll_s = wait_s, poll_s  # how long a rank waits for rank 0's broadcast
+        self._sent = 0
 
     def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int):
         """The same seeded permutation on every rank, padded (by repeating it) to equal shares
@@ -67,11 +71,33 @@ class DDPBackend:
         return positions[mine], weights[mine]
 
     def broadcast(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank, through the process group's key-value store, not a
+        collective. The other ranks wait here while rank 0 merges a selection, which at scale
+        outlasts the collective timeout (30 min by default; NCCL's watchdog would then abort the
+        job): they poll the store every ``poll_s`` for up to ``wait_s`` (``ray.selection_wait_s``)."""
         if self.world_size == 1:
             return obj
-        box = [obj]
-        dist.broadcast_object_list(box, src=0)
-        return box[0]
+        store = dist.distributed_c10d._get_default_store()
+        self._sent += 1
+        key = f"adcs/broadcast/{self._sent}"
+        if self.rank == 0:
+            buffer = io.BytesIO()
+            torch.save(obj, buffer)  # tensors keep their device type; every rank loads to the CPU
+            store.set(key, buffer.getvalue())
+            if self._sent > 2:  # every rank has read it: training collectives ran since
+                store.delete_key(f"adcs/broadcast/{self._sent - 2}")
+            return obj
+        waited = 0.0
+        while True:
+            try:
+                store.wait([key], datetime.timedelta(seconds=self.poll_s))
+                break
+            except RuntimeError:  # DistStoreError: not there yet
+                waited += self.poll_s
+                if waited >= self.wait_s:
+                    raise TimeoutError(f"rank {self.rank} waited {waited:.0f} s for rank 0's selection "
+                                       f"(ray.selection_wait_s={self.wait_s:g})") from None
+        return torch.load(io.BytesIO(store.get(key)), map_location="cpu", weights_only=False)
 
     def gather(self, obj: Any) -> list[Any]:
         if self.world_size == 1:
@@ -168,7 +194,7 @@ def train_loop_per_worker(config: dict) -> None:
     method = get_method(cfg.coreset.method)  # records-based methods select inside the Job itself
     selector = (None if method.trains_on_all or method.needs_records
                 else RankShardSelector(cfg, splits, device, rank, world))
-    job = Job(cfg, splits, device, backend=DDPBackend(rank, world, cfg.seed), selector=selector,
+    job = Job(cfg, splits, device, backend=DDPBackend(rank, world, cfg.seed, cfg.ray.selection_wait_s), selector=selector,
               wrap_model=ray.train.torch.prepare_model)
     # a first start counts from the job's submission; a restart of the worker group from its own start
     job.started_at = config.get("job_started_at") or started
