@@ -175,6 +175,11 @@ class TrainConfig:
     gamma: float = 0.1  # piecewise: decay factor at each milestone
     output_dir: str = "runs"  # checkpoints, relative to the working directory
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    # forwards (training, attacks, embeddings, evaluation) under autocast; weights stay float32.
+    # fp16 adds a gradient scaler to the update (attacks use the gradient's sign or direction)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"
+    channels_last: bool = True  # NHWC weights and inputs on CUDA (ignored on the CPU)
+    cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (off under `deterministic`)
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")

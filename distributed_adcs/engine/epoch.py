@@ -44,7 +44,8 @@ def normalised_weights(weights: torch.Tensor, n_total: int) -> torch.Tensor:
 def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer: torch.optim.Optimizer,
                 schedule: EpochSchedule, epoch: int, num_batches: int, *,
                 generator: torch.Generator | None = None, desc: str = "train",
-                record: Callable[[torch.Tensor, torch.Tensor], None] | None = None) -> EpochStats:
+                record: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+                scaler: torch.amp.GradScaler | None = None) -> EpochStats:
     """Train one epoch of adversarial training on ``batches`` (which carry ``.weight``).
 
     The attack runs on the bare model (no DDP collective for attack passes) with the BatchNorm
@@ -64,8 +65,13 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
             record(batch.position, losses.detach())
         loss = (losses * batch.weight).mean()
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        if scaler is not None:  # fp16: a scaled loss, skipped steps on overflow
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            loss.backward()
+            optimizer.step()
         n = batch.y.shape[0]
         loss_sum += loss.item() * n
         correct += (logits_adv.argmax(1) == batch.y).sum().item()

@@ -17,7 +17,7 @@ from ..config import JobConfig, dump_yaml, eval_threat
 from ..data import Splits, iterate_batches, num_batches
 from ..evaluation import autoattack_accuracy, clean_accuracy, robust_mask
 from ..methods import get_method
-from ..models import PassCounter
+from ..models import PassCounter, set_precision
 from ..progress import progress
 from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_objective, make_optimizer
 from .checkpoint import unwrap
@@ -86,7 +86,11 @@ class Job:
         self.selector = selector
         self.method = get_method(cfg.coreset.method)
         self.records = TrainingRecords(len(splits.train)) if self.method.needs_records else None
-        model = make_model(cfg, splits).to(device)
+        model = set_precision(make_model(cfg, splits).to(device), cfg.train.precision, device, cfg.train.channels_last)
+        if device.type == "cuda":
+            torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark and not cfg.deterministic
+        # fp16 only: scale the update's loss so that small gradients survive in half precision
+        self.scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
         optimizer, schedule = make_optimizer(cfg, model)
         self.state = TrainState(model=wrap_model(model), optimizer=optimizer, schedule=schedule)
         self.objective = make_objective(cfg.objective)
@@ -180,7 +184,8 @@ class Job:
         stats = train_epoch(self.state.model, self.objective, batches, self.state.optimizer, self.state.schedule,
                             epoch, num_batches(len(positions), bs, min_batch=2),
                             generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
-                            desc=f"epoch {epoch}", record=None if self.records is None else self.records.record)
+                            desc=f"epoch {epoch}", record=None if self.records is None else self.records.record,
+                            scaler=self.scaler)
         if self.records is not None:
             self.records.end_epoch(self.backend.gather)
         self.backend.end_epoch(self.model)

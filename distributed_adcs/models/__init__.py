@@ -9,13 +9,14 @@ Usage::
         model(images)  # acts: one output per perceptual module
 """
 
-from distributed_adcs.models.base import AdcsModel, ModelSpec, Normalize
+from distributed_adcs.models.base import PRECISIONS, AdcsModel, ModelSpec, Normalize, set_precision
 from distributed_adcs.models.capture import PenultimateFeatures, capture_activations, capture_penultimate
 from distributed_adcs.models.counting import PassCounter
 from distributed_adcs.models.registry import MODELS, build_model
 
 __all__ = [
     "MODELS",
+    "PRECISIONS",
     "AdcsModel",
     "ModelSpec",
     "Normalize",
@@ -24,4 +25,5 @@ __all__ = [
     "build_model",
     "capture_activations",
     "capture_penultimate",
+    "set_precision",
 ]

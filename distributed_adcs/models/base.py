@@ -85,6 +85,11 @@ class AdcsModel(nn.Module, ABC):
     """
 
     head: nn.Linear
+    # set by set_precision: the forward runs under autocast to this dtype (None: float32). Every
+    # forward goes through here (training, attacks, embeddings, evaluation), so one setting
+    # covers them all; the logits come back as float32, so losses are computed in float32
+    autocast_dtype: torch.dtype | None = None
+    channels_last: bool = False  # set_precision: inputs are made channels_last (the weights are)
 
     def __init__(self, spec: ModelSpec) -> None:
         super().__init__()
@@ -104,8 +109,30 @@ class AdcsModel(nn.Module, ABC):
         """
 
     def forward(self, x: Tensor) -> Tensor:
-        """Args: x: images in [0, 1], [B, C, H, W]. Returns: logits [B, num_classes]."""
-        return self.head(self.forward_features(self.normalize(x)))
+        """Args: x: images in [0, 1], [B, C, H, W]. Returns: logits [B, num_classes] (float32)."""
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if self.autocast_dtype is None:
+            return self.head(self.forward_features(self.normalize(x)))
+        with torch.autocast(x.device.type, dtype=self.autocast_dtype):
+            logits = self.head(self.forward_features(self.normalize(x)))
+        return logits.float()
+
+
+PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def set_precision(model: AdcsModel, precision: str, device: torch.device, channels_last: bool = False) -> AdcsModel:
+    """Run ``model``'s forwards in ``precision`` (``fp32``, ``bf16`` or ``fp16``: autocast; the
+    weights stay float32) and, with ``channels_last`` on a CUDA device, in NHWC memory layout
+    (faster convolutions on tensor cores; on the CPU it is left alone)."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; valid: {', '.join(PRECISIONS)}")
+    model.autocast_dtype = PRECISIONS[precision]
+    if channels_last and device.type == "cuda":
+        model.to(memory_format=torch.channels_last)
+        model.channels_last = True
+    return model
 
 
 def init_weights(model: nn.Module) -> None:
