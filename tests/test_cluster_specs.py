@@ -275,3 +275,13 @@ def test_mlflow_server_manifest_serves_what_the_rayjob_records_into():
               for v in d["spec"]["template"]["spec"]["volumes"]}
     assert claims == set(by_kind["PersistentVolumeClaim"])
     assert by_kind["Service"]["mlflow-db"]["spec"]["selector"] == by_kind["Deployment"]["mlflow-db"]["spec"]["selector"]["matchLabels"]
+
+
+def test_rayjob_volume_is_the_shared_read_write_many_claim():
+    pvc = _load("shared-pvc.yaml")
+    assert pvc["kind"] == "PersistentVolumeClaim" and pvc["spec"]["accessModes"] == ["ReadWriteMany"]
+    cluster = _load("rayjob.yaml")["spec"]["rayClusterSpec"]
+    for group in [cluster["headGroupSpec"], *cluster["workerGroupSpecs"]]:
+        claims = [v["persistentVolumeClaim"]["claimName"] for v in group["template"]["spec"]["volumes"]
+                  if "persistentVolumeClaim" in v]
+        assert claims == [pvc["metadata"]["name"]]
