@@ -216,6 +216,8 @@ SWEEP_BASE = f"base: {QUICKSTART}\n"
 
 # ---- the matrix -------------------------------------------------------------------------------
 
+PARQUET = _train("data.name=parquet", "data.root={tmp}/pq")  # a tiny job on the case's Parquet set
+
 CASES = [
     # configs: syntax and top-level shape
     Case("yaml-syntax", ["train", "--config", "{tmp}/c.yaml"], "invalid YAML", files={"c.yaml": "data: [\n"}, fast=True),
@@ -270,19 +272,19 @@ CASES = [
     Case("idx-count-mismatch", _train("data.root={tmp}/fm"), "labels", setup=_label_mismatch_idx),
     Case("idx-label-range", _train("data.root={tmp}/fm"), "label", setup=_idx_label_out_of_range),
     Case("parquet-no-root", _train("data.name=parquet"), "data.root"),
-    Case("parquet-empty-dir", _train("data.name=parquet", "data.root={tmp}/pq"), "train*.parquet", setup=_pq_empty_dir),
-    Case("parquet-corrupt", _train("data.name=parquet", "data.root={tmp}/pq"), "train.parquet", setup=_pq_corrupt),
-    Case("parquet-missing-column", _train("data.name=parquet", "data.root={tmp}/pq"), "no column(s) ['label']",
+    Case("parquet-empty-dir", PARQUET, "train*.parquet", setup=_pq_empty_dir),
+    Case("parquet-corrupt", PARQUET, "train.parquet", setup=_pq_corrupt),
+    Case("parquet-missing-column", PARQUET, "no column(s) ['label']",
          setup=_pq_missing_label),
-    Case("parquet-label-strings", _train("data.name=parquet", "data.root={tmp}/pq"), "label column",
+    Case("parquet-label-strings", PARQUET, "label column",
          setup=_pq_label_strings),
-    Case("parquet-mixed-sizes", _train("data.name=parquet", "data.root={tmp}/pq"), "row 39",
+    Case("parquet-mixed-sizes", PARQUET, "row 39",
          setup=_pq_mixed_sizes),
-    Case("parquet-negative-label", _train("data.name=parquet", "data.root={tmp}/pq"), "label",
+    Case("parquet-negative-label", PARQUET, "label",
          setup=_pq_negative_label),
-    Case("parquet-label-over-declared", _train("data.name=parquet", "data.root={tmp}/pq"), "labels must lie in [0, 3)",
+    Case("parquet-label-over-declared", PARQUET, "labels must lie in [0, 3)",
          setup=_pq_label_over_declared),
-    Case("parquet-not-images", _train("data.name=parquet", "data.root={tmp}/pq"), "image",
+    Case("parquet-not-images", PARQUET, "image",
          setup=_pq_not_images),
     Case("export-unknown-dataset", ["data", "export", "--dataset", "imagenet", "--out", "{tmp}/o"], "imagenet"),
     Case("export-root-missing", ["data", "export", "--dataset", "fashion_mnist", "--root", "{tmp}/nowhere",
