@@ -13,6 +13,7 @@ import argparse
 import errno
 import os
 import sys
+import traceback
 from typing import Sequence
 
 from .config import UsageError
@@ -44,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", metavar="FILE", help="YAML config (see configs/); defaults apply to missing keys")
     p.add_argument("--resume", metavar="RUN_ID_OR_PATH",
                    help="continue a job from its last checkpoint: an MLflow run id, a checkpoint file or directory")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and Ray Train's own output on the console (default: in the run's log file, "
+                        "also MLflow artifact logs/adcs.log)")
     _common(p)
 
     p = sub.add_parser("evaluate", help="evaluate a checkpoint or an MLflow run's final model",
@@ -86,8 +90,50 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # every config error before torch, Ray or MLflow loads
     from .run import train
 
-    train(cfg, resume=args.resume)
+    if args.verbose:
+        train(cfg, resume=args.resume)
+        return 0
+    from . import console
+
+    with console.capture(_log_dir(cfg.train.output_dir)) as first_path:
+        try:
+            train(cfg, resume=args.resume)
+        except UsageError:
+            raise
+        except Exception as err:
+            if isinstance(err, OSError) and err.errno in _DISK_ERRORS:
+                raise  # main names the file
+            traceback.print_exc()  # into the log
+            raise JobFailed(f"{_one_line(err)}; the traceback is in {console.log_path() or first_path}") from None
     return 0
+
+
+class JobFailed(Exception):
+    """A job that failed for a reason other than its input: one line here, the traceback in its log."""
+
+
+def _one_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
+
+
+def _log_dir(output_dir: str) -> str:
+    """Where the console capture's log starts (the run's directory once the run exists): the
+    local output directory when it can hold it, else the temp directory (a bad output_dir is
+    reported by train itself)."""
+    import tempfile
+
+    from . import storage
+
+    if storage.is_local(output_dir):
+        path = storage.local_path(output_dir)
+        try:
+            path.mkdir(parents=True, exist_ok=True)
+            if os.access(path, os.W_OK):
+                return str(path)
+        except OSError:
+            pass
+    return tempfile.gettempdir()
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
@@ -174,6 +220,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as err:
         print(f"adcs {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except JobFailed as err:
+        print(f"adcs {args.command}: failed: {err}", file=sys.stderr)
+        return 1
     except OSError as err:
         if err.errno not in _DISK_ERRORS:
             raise

@@ -1,11 +1,15 @@
-"""Progress bars for long loops: shown on a terminal, silent in logs, CI and ``--quiet``."""
+"""Progress bars for long loops: shown on a terminal, silent in logs, CI and ``--quiet``.
+
+Bars go to the console's stderr (``console.stream()``), which stays the terminal while the
+job's own output is captured to its log file."""
 
 from __future__ import annotations
 
-import sys
 from typing import Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
+
+from .console import stream
 
 T = TypeVar("T")
 _QUIET = False
@@ -18,7 +22,7 @@ def set_quiet(quiet: bool) -> None:
 
 
 def enabled() -> bool:
-    return not _QUIET and sys.stderr.isatty()
+    return not _QUIET and stream().isatty()
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
@@ -26,7 +30,7 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
     if not enabled():
         yield from iterable
         return
-    yield from tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=sys.stderr)
+    yield from tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=stream())
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:

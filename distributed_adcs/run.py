@@ -19,8 +19,9 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Callable, Literal, Sequence
 
-from . import storage
+from . import console, storage
 from .config import JobConfig, UsageError
+from .console import say
 from .engine.build import load_job_splits
 from .engine.runtime import raise_on_sigterm, seed_everything
 from .methods import MethodSpec, get_method
@@ -65,7 +66,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))  # as distributed.cluster.connect decides
     for warning in store_warnings(uri, joining):
-        print(f"warning: {warning}", file=sys.stderr, flush=True)
+        say(f"warning: {warning}", err=True)
     seed_everything(cfg.seed, cfg.deterministic)
     plan = JobPlan.of(cfg)
     try:  # everything that can fail on bad input, before any run (or store) is created
@@ -85,11 +86,38 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     with run.tracker:
-        run.log_config()
-        RUNNERS[plan.where](plan, splits, run, on_epoch=on_epoch, callbacks=train_callbacks)
-        run.finish_job()
-    print(run.finished_message(), flush=True)
+        log = console.move_log(run.checkpoint_dir)  # the console capture's log, if any: the run's now
+        say(header_line(plan, splits, run))
+        try:
+            run.log_config()
+            with console.epoch_bar(cfg.train.epochs):
+                RUNNERS[plan.where](plan, splits, run, on_epoch=on_epoch, callbacks=train_callbacks)
+            run.finish_job()
+        finally:  # a failed run keeps its log too
+            if log is not None:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                run.tracker.log_artifact(log, "logs")
+    say(run.finished_message(log))
     return run.tracker.run_id
+
+
+def header_line(plan: JobPlan, splits, run) -> str:
+    """What runs, on what, and where MLflow records it: the first line a job prints."""
+    cfg = plan.cfg
+    what = ("full adversarial training" if plan.method.trains_on_all
+            else f"{cfg.coreset.method} coreset ({cfg.coreset.fraction:.0%})")
+    device = "GPU" if cfg.ray.use_gpu else "CPU"
+    if plan.where == "ray_train":
+        where = f"Ray Train, {cfg.ray.num_workers} worker{'s' * (cfg.ray.num_workers > 1)} on {device}"
+    else:
+        where = f"this process ({cfg.train.device})"
+        if plan.selection == "actors":
+            where += f", selection on {cfg.ray.num_actors} Ray actor{'s' * (cfg.ray.num_actors > 1)}"
+    verb = "resumes" if run.resume_checkpoint is not None else "records"
+    return (f"adcs train: {what}, {cfg.objective.name} eps={cfg.objective.epsilon:g}, {cfg.model.name} on "
+            f"{cfg.data.name} ({len(splits.train):,} training images), {cfg.train.epochs} epochs, {where}; "
+            f"MLflow {verb} run {run.tracker.run_id} (experiment '{cfg.mlflow.experiment}', {run.tracker.uri})")
 
 
 def _in_process(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:

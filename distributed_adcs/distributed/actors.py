@@ -45,9 +45,9 @@ def _maybe_inject_fault() -> None:
 class EmbeddingWorker:
     """The actor's body (a plain class, so tests can also run it in-process)."""
 
-    def __init__(self, cfg: dict, train: ImageSet, meta: dict[str, Any], device: str | None = None):
+    def __init__(self, cfg: dict, meta: dict[str, Any], device: str | None = None):
         self.cfg: JobConfig = config_from_dict(cfg)
-        self.train = train
+        self.train: ImageSet | None = None  # from the first call (see embed)
         self.device = torch.device(device) if device else resolve_device("cuda" if self.cfg.ray.use_gpu else "cpu")
         threads = max(1, int(self.cfg.ray.cpus_per_actor))
         torch.set_num_threads(threads)
@@ -55,9 +55,12 @@ class EmbeddingWorker:
         self.objective = make_objective(self.cfg.objective, steps=self.cfg.coreset.selection_steps)
         self.version: Any = None
 
-    def embed(self, weights: dict[str, torch.Tensor], version: Any, epoch: int, shard: int,
+    def embed(self, data: list, weights: dict[str, torch.Tensor], version: Any, epoch: int, shard: int,
               bounds: tuple[int, int], mode: str) -> ShardEmbeddings:
+        """``data``: ``[reference to the training set]`` (or ``[the set]``), fetched on the first call."""
         _maybe_inject_fault()
+        if self.train is None:
+            self.train = ray.get(data[0]) if isinstance(data[0], ray.ObjectRef) else data[0]
         if version != self.version:
             self.model.load_state_dict(weights)
             self.version = version
@@ -76,8 +79,7 @@ def model_meta(splits: Splits) -> dict[str, Any]:
 
 class ActorPool(list):
     """The embedding actors of a job (a list of handles) plus the object-store reference of
-    the training set they were built from, kept alive for as long as the pool: an actor that
-    Ray restarts is built again from that reference."""
+    the training set, kept alive for as long as the pool; every call hands it to the actor."""
 
     data_ref: Any = None
 
@@ -97,7 +99,11 @@ def start_actors(cfg: JobConfig, splits: Splits) -> ActorPool:
         options["num_gpus"] = cfg.ray.gpus_per_actor
     if os.environ.get(FAULT_ENV):  # tests: reach actors started by an already running Ray
         options["runtime_env"] = {"env_vars": {FAULT_ENV: os.environ[FAULT_ENV]}}
-    pool.extend(EmbeddingActor.options(**options).remote(to_dict(cfg), pool.data_ref, model_meta(splits))
+    # The training set reaches an actor with its first call (a reference, nested so that Ray
+    # does not resolve it on every call), not as a constructor argument: Ray replays the
+    # constructor on a restart, and an argument in the object store may be gone by then (Ray
+    # warns of it). Every call carries the reference, so a restarted actor fetches it again.
+    pool.extend(EmbeddingActor.options(**options).remote(to_dict(cfg), model_meta(splits))
                 for _ in range(cfg.ray.num_actors))
     return pool
 
@@ -107,6 +113,7 @@ class ActorPoolSelector:
 
     def __init__(self, cfg: JobConfig, actors: list, train: ImageSet, num_classes: int):
         self.cfg, self.actors, self.train = cfg, actors, train
+        self.data_ref = getattr(actors, "data_ref", None)  # an ActorPool's; else put on first use
         self.bounds = shard_bounds(len(train), cfg.ray.num_shards)
         self.num_classes = num_classes
 
@@ -118,7 +125,9 @@ class ActorPoolSelector:
         else:
             mode = merge_mode(self.cfg, self.train.labels, bare)
             weights = ray.put({k: v.detach().cpu() for k, v in bare.state_dict().items()})
-            refs = [self.actors[i % len(self.actors)].embed.remote(weights, epoch, epoch, i, b, mode)
+            if self.data_ref is None:
+                self.data_ref = ray.put(self.train)
+            refs = [self.actors[i % len(self.actors)].embed.remote([self.data_ref], weights, epoch, epoch, i, b, mode)
                     for i, b in enumerate(self.bounds)]
             shards = [ray.get(r) for r in progress(refs, desc=f"selection epoch {epoch}", total=len(refs))]
             selection = merge_shards(self.cfg, shards, epoch, mode, self.train.labels)

@@ -7,8 +7,25 @@ import os
 import ray
 
 from ..config import JobConfig, UsageError
+from .. import console
 from .resources import job_bundles, total
 from .sched import batch_children
+
+
+def attach_console() -> None:
+    """After ``ray.init(log_to_driver=True)`` in a driver whose console is captured: our marked
+    lines from Ray's processes go to the console. Ray itself keeps printing every forwarded line
+    to file descriptors 1 and 2, which are then the job's log. (Ray's handler registry is not a
+    public API; tests/test_console.py fails if it changes.)"""
+    if not console.capturing():
+        return
+    from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
+
+    def route(data: dict) -> None:
+        console.show_forwarded(data.get("lines", ()), err=bool(data.get("is_err")))
+
+    dispatcher.remove_handler("adcs_console")  # one per process, however often Ray starts
+    dispatcher.add_handler("adcs_console", route)
 
 
 def check_address(address: str, timeout_s: float = 5.0) -> None:
@@ -48,6 +65,7 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
             ray.init(address=address, log_to_driver=True)
         except ConnectionError as err:
             raise UsageError(f"ray.address {address}: {str(err).splitlines()[0]}") from None
+        attach_console()
         return True
     num_cpus = max(os.cpu_count() or 1, int(-(-total(job_bundles(job)).get("CPU", 0.0) // 1)))
     # Ray runs workers at nice 15. On a small machine its own daemons then preempt the training
@@ -65,4 +83,5 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
     with batch_children(cfg.batch_scheduling):
         ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
                  dashboard_host="127.0.0.1", log_to_driver=True)
+    attach_console()  # our lines from Ray's processes to the console, the rest to the job's log
     return True

@@ -18,12 +18,12 @@ and multiplies the coefficients by the round-1 weights.
 from __future__ import annotations
 
 import math
-import sys
 import time
 
 import torch
 
 from ..config import JobConfig
+from ..console import say
 from ..coreset import class_budgets, select
 from ..embeddings import embedding_dim
 from ..engine.job import Selection
@@ -61,9 +61,9 @@ def merge_mode(cfg: JobConfig, labels: torch.Tensor, model: torch.nn.Module) -> 
         return "exact"
     need = merge_bytes(cfg, labels, dims, "two_round")
     if need > budget:
-        print(f"warning: the two-round merge needs about {need / 2**30:.1f} GiB on the driver, over "
-              f"ray.merge_memory_gb={cfg.ray.merge_memory_gb} (lower coreset.fraction or "
-              f"ray.greedi_oversample, or raise the budget)", file=sys.stderr, flush=True)
+        say(f"warning: the two-round merge needs about {need / 2**30:.1f} GiB on the driver, over "
+            f"ray.merge_memory_gb={cfg.ray.merge_memory_gb} (lower coreset.fraction or "
+            f"ray.greedi_oversample, or raise the budget)", err=True)
     return "two_round"
 
 

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from ray.train import UserCallback
 
+from ..console import say
 from ..progress import epoch_line, final_line
 from ..tracking import RunTracker
 from ..tracking.plots import log_coreset
@@ -44,9 +45,9 @@ class MlflowReporter(UserCallback):
         numeric = {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         self.tracker.log_metrics(numeric, step=step)
         if kind == "epoch":
-            print(epoch_line(step, self.epochs, numeric), flush=True)
+            say(epoch_line(step, self.epochs, numeric), epoch=True)
         else:
-            print(final_line(numeric), flush=True)
+            say(final_line(numeric))
         if kind == "final":
             digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
             self.tracker.log_json(digests, "ddp/final_state_digests.json")

@@ -31,6 +31,7 @@ from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
 
 from .. import storage  # noqa: E402
 from ..config import dump_yaml  # noqa: E402
+from ..console import say  # noqa: E402
 from ..sweep_config import SweepConfig, grid_size, load_sweep, trial_config  # noqa: E402
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
 from ..tracking.job_run import run_name  # noqa: E402
@@ -81,7 +82,7 @@ def run_sweep(path: str | Path, train: TrainJob) -> str:
                 ray.shutdown()
         children = _close_children(parent, results)
         _log_summary(parent, sweep, base, results, children)
-    print(f"sweep {sweep.name}: {len(results)} trials; MLflow parent run {parent.run_id} at {uri}")
+    say(f"sweep {sweep.name}: {len(results)} trials; MLflow parent run {parent.run_id} at {uri}")
     return parent.run_id
 
 

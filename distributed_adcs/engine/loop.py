@@ -7,10 +7,10 @@ passed in so that the engine never imports it.
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 from typing import Callable, Protocol
 
+from ..console import say
 from ..progress import epoch_line, final_line
 from .checkpoint import load_checkpoint, save_checkpoint
 from .job import Job, Selection
@@ -20,10 +20,6 @@ class Recorder(Protocol):
     def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
     def log_selection(self, train, num_classes: int, selection: Selection) -> None: ...
     def log_checkpoint(self, path: Path) -> None: ...  # a copy that outlives this machine
-
-
-def say(text: str) -> None:
-    print(text, file=sys.stdout, flush=True)
 
 
 def run_epochs(job: Job, recorder: Recorder, checkpoint: Path, *, resume_from: Path | None = None,
@@ -42,7 +38,7 @@ def run_epochs(job: Job, recorder: Recorder, checkpoint: Path, *, resume_from: P
         recorder.log_checkpoint(checkpoint)
         if on_epoch is not None:
             on_epoch(epoch, metrics)
-        say(epoch_line(epoch, cfg.train.epochs, metrics))
+        say(epoch_line(epoch, cfg.train.epochs, metrics), epoch=True)
 
 
 def final_evaluation(job: Job, recorder: Recorder) -> dict[str, float]:

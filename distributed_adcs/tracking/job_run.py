@@ -188,7 +188,10 @@ class JobRun:
         log_accuracy_plot(self.tracker, selection_epochs=selection_epochs(self.cfg.train.epochs, self.cfg.coreset),
                           warmup_epochs=warmup_epochs(self.cfg.coreset))
 
-    def finished_message(self) -> str:
+    def finished_message(self, log: Path | None = None) -> str:
         t = self.tracker
-        return (f"MLflow run {t.run_id} FINISHED in experiment '{self.cfg.mlflow.experiment}' at {t.uri}\n"
+        text = (f"MLflow run {t.run_id} FINISHED in experiment '{self.cfg.mlflow.experiment}' at {t.uri}\n"
                 f"  see it with: adcs ui   (or: mlflow ui --backend-store-uri {t.uri} --host 127.0.0.1)")
+        if log is not None:
+            text += f"\n  Ray's and Train's log: {log} (artifact logs/{log.name})"
+        return text

@@ -1,0 +1,167 @@
+"""What reaches the person at the terminal, and where everything else goes.
+
+``adcs train`` prints a header, one line per epoch, the final metrics and how to see the run
+(:func:`say`). Everything else a job writes (Ray's and Ray Train's logs, the C++ core
+workers' lines, library warnings, the lines Ray forwards from its workers and actors) goes to
+the run's log file (:func:`capture`), which the run logs to MLflow as ``logs/adcs.log``.
+``adcs train --verbose`` captures nothing: the console shows all of it, as before.
+
+How our lines get out of Ray processes: :func:`say` in a Ray worker, actor or the Train
+controller prints ``[adcs] <text>`` (``[adcs:epoch]`` for an epoch line) to its stdout, which
+Ray forwards to the driver on every node; the driver, capturing, copies the marked lines to
+the console (:func:`show_forwarded`) and every line, marked or not, to the log.
+
+Capture works on file descriptors 1 and 2, not ``sys.stdout``: Ray's C++ code and the
+processes it starts write there directly.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO, Iterator
+
+MARK, EPOCH_MARK = "[adcs] ", "[adcs:epoch] "
+_EPOCH = re.compile(r"^epoch (\d+)/(\d+) ")
+
+
+class _State:
+    out: IO[str] | None = None  # the console's stdout and stderr while capturing; None: not capturing
+    err: IO[str] | None = None
+    log_path: Path | None = None
+    bar = None  # the job's epoch bar (tqdm), on a terminal only
+    lock = threading.Lock()  # Ray's log thread and the main thread both write
+
+
+_state = _State()
+
+
+def capturing() -> bool:
+    return _state.out is not None
+
+
+def stream(err: bool = True) -> IO[str]:
+    """The console's stderr (or stdout): where progress bars and our lines go."""
+    if capturing():
+        return _state.err if err else _state.out  # type: ignore[return-value]
+    return sys.stderr if err else sys.stdout
+
+
+def log_path() -> Path | None:
+    """The log file of the current capture (None when not capturing)."""
+    return _state.log_path
+
+
+def _in_ray_process() -> bool:
+    """True in a Ray worker, actor or Train controller (not the driver)."""
+    worker = sys.modules.get("ray._private.worker")
+    return worker is not None and getattr(worker.global_worker, "mode", None) == worker.WORKER_MODE
+
+
+def say(text: str, *, err: bool = False, epoch: bool = False) -> None:
+    """Show one line to the user: the only way anything of ours reaches the console.
+
+    ``epoch``: the line ends an epoch (it advances the job's progress bar)."""
+    if _in_ray_process():
+        print((EPOCH_MARK if epoch else MARK) + text, file=sys.stderr if err else sys.stdout, flush=True)
+        return
+    _show(text, err=err, epoch=epoch)
+    if capturing():  # the log keeps the whole story
+        print(text, file=sys.stderr if err else sys.stdout, flush=True)
+
+
+def _show(text: str, *, err: bool, epoch: bool) -> None:
+    with _state.lock:
+        bar, target = _state.bar, stream(err)
+        if bar is not None:
+            bar.clear()
+        print(text, file=target, flush=True)
+        if bar is not None:
+            if epoch and (m := _EPOCH.match(text)):
+                bar.n = int(m.group(1))
+            bar.refresh()
+
+
+@contextmanager
+def epoch_bar(epochs: int, desc: str = "training") -> Iterator[None]:
+    """A bar over the job's epochs on the console's stderr while the job runs (terminals only)."""
+    from .progress import enabled
+
+    if not enabled() or _state.bar is not None:
+        yield
+        return
+    from tqdm.auto import tqdm
+
+    _state.bar = tqdm(total=epochs, desc=desc, unit="epoch", file=stream(), dynamic_ncols=True, leave=False)
+    try:
+        yield
+    finally:
+        with _state.lock:
+            _state.bar.close()
+            _state.bar = None
+
+
+@contextmanager
+def capture(log_dir: str | os.PathLike) -> Iterator[Path]:
+    """Send file descriptors 1 and 2 of this process (and of what it starts) to a new log file
+    in ``log_dir``; :func:`say` and :func:`stream` keep the console. Restored on exit."""
+    log_dir = Path(log_dir)
+    log_dir.mkdir(parents=True, exist_ok=True)
+    path = log_dir / f"adcs-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = os.dup(1), os.dup(2)
+    log_fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    _state.out = os.fdopen(os.dup(saved[0]), "w", buffering=1)
+    _state.err = os.fdopen(os.dup(saved[1]), "w", buffering=1)
+    _state.log_path = path
+    os.dup2(log_fd, 1)
+    os.dup2(log_fd, 2)
+    os.close(log_fd)
+    try:
+        yield path
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        with _state.lock:
+            _state.out.close()
+            _state.err.close()
+            _state.out = _state.err = None
+
+
+def move_log(directory: str | os.PathLike, name: str = "adcs.log") -> Path | None:
+    """Move the open log into ``directory`` (the run's own) once the run is known; the file
+    stays open, so nothing is lost. On another file system it stays where it is."""
+    if _state.log_path is None:
+        return None
+    dest = Path(directory) / name
+    try:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(_state.log_path, dest)
+        _state.log_path = dest
+    except OSError:
+        pass
+    return _state.log_path
+
+
+def show_forwarded(lines, err: bool = False) -> None:
+    """Lines another process printed (Ray forwards them to the driver): our marked ones to the
+    console, without the mark; the rest stay in the log (``distributed.cluster`` hooks this in)."""
+    for line in lines:
+        for mark, epoch in ((EPOCH_MARK, True), (MARK, False)):
+            if mark in line:
+                _show(line.split(mark, 1)[1], err=err, epoch=epoch)
+                break
+
+
+__all__ = ["MARK", "EPOCH_MARK", "capture", "capturing", "epoch_bar", "log_path", "move_log", "say",
+           "show_forwarded", "stream"]

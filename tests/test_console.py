@@ -1,0 +1,88 @@
+"""What ``adcs train`` shows on the console, with a real local Ray: our lines and nothing else.
+
+The console holds a header, one line per epoch, the final metrics and how to see the run.
+Ray's, Ray Train's and the core workers' lines go to the run's log file (also the MLflow
+artifact ``logs/adcs.log``); ``--verbose`` brings them back.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+from helpers import run_adcs, tiny_args
+
+EPOCHS = 3
+OURS = [  # every console line must be one of these
+    re.compile(r"^adcs train: .+; MLflow records run [0-9a-f]{32} \(experiment 'quickstart', sqlite:///.+\)$"),
+    re.compile(rf"^epoch [1-{EPOCHS}]/{EPOCHS} loss=\S+ val_clean=\S+ val_robust=\S+ time=\S+s examples=\d+$"),
+    re.compile(r"^test_clean_acc=\S+ test_pgd3_acc=\S+$"),
+    re.compile(r"^MLflow run [0-9a-f]{32} FINISHED in experiment 'quickstart' at sqlite:///\S+$"),
+    re.compile(r"^  see it with: adcs ui .+$"),
+    re.compile(r"^  Ray's and Train's log: \S+adcs\.log \(artifact logs/adcs\.log\)$"),
+]
+
+SHAPES = {  # the two ways a job uses Ray: Train workers, and embedding actors beside this process
+    "ray_train": ["ray.num_workers=1", "ray.cpus_per_worker=1", "coreset.method=craig", "coreset.warmup_epochs=1",
+                  "coreset.every=1", "coreset.fraction=0.5"],
+    "actors": ["ray.num_workers=0", "ray.num_actors=1", "ray.cpus_per_actor=1", "coreset.method=craig",
+               "coreset.warmup_epochs=1", "coreset.every=1", "coreset.fraction=0.5"],
+}
+
+
+@pytest.mark.parametrize("shape", sorted(SHAPES))
+def test_console_shows_our_lines_only(shape, tmp_path, mlflow_uri):
+    proc = run_adcs("train", "--config", "configs/quickstart.yaml",
+                    *tiny_args(tmp_path, mlflow_uri, f"train.epochs={EPOCHS}", *SHAPES[shape]))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    strays = [line for line in lines if not any(p.match(line) for p in OURS)]
+    assert not strays, "lines that are not ours:\n" + "\n".join(strays[:20])
+    assert not any("TrainingReport(" in line or "pid=" in line for line in lines)
+    assert lines[0].startswith("adcs train: craig coreset (50%)")
+    epochs = [line for line in lines if line.startswith("epoch ")]
+    assert [e.split()[1] for e in epochs] == [f"{i}/{EPOCHS}" for i in range(1, EPOCHS + 1)]  # one each, in order
+    assert sum(line.startswith("test_clean_acc=") for line in lines) == 1
+
+    # what was not shown is in the run's log, which MLflow also holds
+    log = Path(re.search(r"log: (\S+adcs\.log)", proc.stdout).group(1))
+    text = log.read_text()
+    assert "Started a local Ray instance" in text  # Ray's own start-up lines went here
+    if shape == "ray_train":
+        assert "TrainingReport(" in text and "(TrainController pid=" in text
+    # actors take the training set by a reference they fetch, so Ray has nothing to warn of
+    assert "constructor arguments in the object store" not in text
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert log.parent.name == run.info.run_id
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "logs")] == ["logs/adcs.log"]
+
+
+def test_verbose_shows_ray_on_the_console(tmp_path, mlflow_uri):
+    proc = run_adcs("train", "--config", "configs/quickstart.yaml", "--verbose",
+                    *tiny_args(tmp_path, mlflow_uri, "train.epochs=2", *SHAPES["ray_train"]))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    out = proc.stdout + proc.stderr
+    assert "(TrainController pid=" in out  # Ray's forwarded lines, as Ray prints them
+    assert "log:" not in proc.stdout  # nothing captured, so no log file to point at
+
+
+def test_a_failed_job_is_one_line_and_its_log_has_the_traceback(tmp_path, mlflow_uri):
+    # a fault that is not the user's input: the only Train worker dies and no restart is allowed
+    marker = tmp_path / "killed"
+    proc = run_adcs("train", "--config", "configs/quickstart.yaml",
+                    *tiny_args(tmp_path, mlflow_uri, "train.epochs=2", "ray.max_failures=0", *SHAPES["ray_train"]),
+                    env={"ADCS_FAULT_WORKER_EXIT_AT_EPOCH": f"1:{marker}"})
+    assert proc.returncode == 1, (proc.stdout + proc.stderr)[-3000:]
+    assert "Traceback" not in proc.stdout + proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("adcs train: failed: ") and "the traceback is in " in last, last
+    log = Path(last.rsplit("the traceback is in ", 1)[1])
+    assert "Traceback (most recent call last)" in log.read_text()
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
+    assert run.info.status == "FAILED"
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "logs")] == ["logs/adcs.log"]
