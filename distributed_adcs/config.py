@@ -107,8 +107,8 @@ class ObjectiveConfig:
             runs in train mode.
         lpips_weights: optional path of a torchvision AlexNet/VGG-16 state dict for pat's
             perceptual distance; ``None`` uses the trained model's own ``perceptual_modules()``.
-        pat_lambda: pat's initial penalty multiplier on ``max(0, d - eps)``; it grows
-            geometrically to 10 over the attack steps.
+        pat_lambda: pat's penalty multiplier on ``max(0, d - eps)`` (10, the paper's); over
+            the attack steps it grows geometrically from a tenth of it to it.
     """
 
     name: ObjectiveName = "pgd_linf"
@@ -119,7 +119,7 @@ class ObjectiveConfig:
     beta: float = 6.0
     bn_mode: Literal["eval", "train"] = "eval"
     lpips_weights: str | None = None
-    pat_lambda: float = 0.01
+    pat_lambda: float = 10.0
 
     def __post_init__(self) -> None:
         _check(0 <= self.epsilon < float("inf"), "epsilon", f"must be >= 0, got {self.epsilon}")  # per norm: JobConfig

@@ -11,9 +11,10 @@ import torch.nn.functional as F
 import torchvision
 from tiny_models import make_data, make_model
 
-from distributed_adcs.attacks import PerceptualDistance, load_backbone
+from distributed_adcs.attacks import PerceptualDistance, fast_lpa, load_backbone
 from distributed_adcs.config import ObjectiveConfig
 from distributed_adcs.objectives import OBJECTIVES, build_objective
+from distributed_adcs.objectives.base import cross_entropy_attack_loss, margin_attack_loss
 
 # Pixel-unit budgets for the norm objectives; LPIPS units (self features) for pat.
 EPSILON = {"pgd_linf": 8 / 255, "pgd_l2": 0.5, "fgsm_rs": 8 / 255, "trades": 8 / 255, "pat": 0.5}
@@ -190,6 +191,29 @@ def test_pat_example_within_perceptual_ball_and_raises_loss() -> None:
     assert (d <= obj.spec.epsilon + 1e-5).all()
     assert d.mean() > 0.5 * obj.spec.epsilon  # the attack actually used its budget
     assert gain.mean() > 0 and (gain > 0).float().mean() > 0.8
+
+
+def test_margin_attack_loss_by_hand() -> None:
+    logits = torch.tensor([[2.0, 5.0, -1.0], [0.5, 0.1, 0.3], [-3.0, -2.0, -7.0]])
+    y = torch.tensor([1, 0, 2])
+    got = margin_attack_loss(y)(logits, torch.zeros(3))
+    torch.testing.assert_close(got, torch.tensor([2.0 - 5.0, 0.3 - 0.5, -2.0 + 7.0]))
+
+
+def test_pat_attacks_the_margin_with_the_papers_lambda() -> None:
+    # Laidlaw et al.'s training attack: margin loss (kappa = inf), lam 10 (grown from 1), step = eps
+    assert ObjectiveConfig().pat_lambda == 10.0
+    model = make_model().eval()
+    x, y = make_data(8)
+    spec = _spec("pat", steps=4, pat_lambda=3.0)
+    got = build_objective(spec).perturb(model, x, y, torch.Generator().manual_seed(0))
+    model.eval()
+    want = fast_lpa(model, x, margin_attack_loss(y), PerceptualDistance.from_model(model), epsilon=spec.epsilon,
+                    steps=4, step_size=spec.epsilon, lam=3.0, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(got, want, rtol=0, atol=0)
+    ce = fast_lpa(model, x, cross_entropy_attack_loss(y), PerceptualDistance.from_model(model),
+                  epsilon=spec.epsilon, steps=4, lam=3.0, generator=torch.Generator().manual_seed(0))
+    assert not torch.equal(got, ce)  # the loss is what decides, so the check above can fail
 
 
 def test_pat_with_external_backbone_file(tmp_path: Path) -> None:

@@ -5,7 +5,8 @@ the hooked layers' activations normalised to unit l2 norm over channels at every
 ``d^2 = sum_l mean_positions sum_c (a_l(x) - a_l(x'))^2``; Fast-LPA ascends
 ``loss - lam * relu(d - eps)`` along the normalised gradient, each step scaled so that d moves by
 ``step_size * 0.1 ** (t / steps)`` (rate of change of d from a finite difference of length
-``h``), lam geometric from ``lam_init`` to ``lam_final``, Gaussian start of std
+``h``), lam at step t of T ``lam * 0.1 ** (1 - t / T)`` (the schedule of Laidlaw et al.'s
+``FastLagrangePerceptualAttack``: from lam / 10 up to lam), Gaussian start of std
 ``init_sigma``, then a bisection back into the ball along the segment from x.
 """
 
@@ -61,8 +62,8 @@ def _ref_project(network, layers, x, x_adv, eps, steps, fx=None):
         return torch.where(inside.view(shape), x_adv, best)
 
 
-def _ref_fast_lpa(model, x, loss_fn, network, layers, *, epsilon, steps, step_size=None, lam_init=0.01,
-                  lam_final=10.0, h=0.1, init_sigma=0.01, bisection_steps=10, seed=0):
+def _ref_fast_lpa(model, x, loss_fn, network, layers, *, epsilon, steps, step_size=None, lam=10.0,
+                  h=0.1, init_sigma=0.01, bisection_steps=10, seed=0):
     step_size = epsilon if step_size is None else step_size
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(x.shape, generator=g, dtype=x.dtype)
@@ -70,8 +71,7 @@ def _ref_fast_lpa(model, x, loss_fn, network, layers, *, epsilon, steps, step_si
     with torch.no_grad():
         fx = _ref_run(network, layers, x)[1]
     for t in range(steps):
-        frac = t / (steps - 1) if steps > 1 else 1.0
-        lam = lam_init * (lam_final / lam_init) ** frac
+        penalty = [lam / 10 * (10 ** (1 / steps)) ** i for i in range(steps)][t]  # lam/10, ..., lam * 10**(-1/T)
         target = step_size * 0.1 ** (t / steps)
         delta = delta.detach().requires_grad_(True)
         if network is model:
@@ -79,7 +79,7 @@ def _ref_fast_lpa(model, x, loss_fn, network, layers, *, epsilon, steps, step_si
         else:
             logits, feats = model(x + delta), _ref_run(network, layers, x + delta)[1]
         d = _ref_distance(fx, feats)
-        objective = loss_fn(logits, x + delta) - lam * F.relu(d - epsilon)
+        objective = loss_fn(logits, x + delta) - penalty * F.relu(d - epsilon)
         (grad,) = torch.autograd.grad(objective.sum(), delta)
         norm = grad.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
         direction = grad / (norm + 1e-12)
@@ -194,7 +194,7 @@ def test_project_perceptual_boundaries_count_as_inside() -> None:
     (5, 0.08, {}),
     (1, 0.004, {}),  # a ball smaller than the random start: the penalty acts from the first step
     (2, 0.004, {}),
-    (3, 0.08, dict(step_size=0.03, lam_init=0.5, lam_final=4.0, h=0.05, init_sigma=0.02, bisection_steps=4)),
+    (3, 0.08, dict(step_size=0.03, lam=4.0, h=0.05, init_sigma=0.02, bisection_steps=4)),
 ])
 def test_fast_lpa_matches_the_reference(steps: int, eps: float, kwargs: dict) -> None:
     model, x, loss_fn = _setup()

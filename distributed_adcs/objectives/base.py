@@ -29,6 +29,17 @@ def cross_entropy_attack_loss(y: Tensor) -> AttackLoss:
     return loss
 
 
+def margin_attack_loss(y: Tensor) -> AttackLoss:
+    """Attack loss ``max_{j != y} z_j - z_y`` per example (Carlini-Wagner's margin, untruncated)."""
+
+    def loss(logits: Tensor, _x_adv: Tensor) -> Tensor:
+        true = logits.gather(1, y[:, None]).squeeze(1)
+        others = logits.masked_fill(F.one_hot(y, num_classes=logits.shape[1]).bool(), float("-inf"))
+        return others.amax(dim=1) - true
+
+    return loss
+
+
 def cross_entropy_logit_grad(logits: Tensor, y: Tensor) -> Tensor:
     """d CE(logits_i, y_i) / d logits_i = softmax(logits_i) - onehot(y_i)."""
     probs = torch.softmax(logits.detach(), dim=1)

@@ -1,5 +1,9 @@
 """Perceptual Adversarial Training (Laidlaw et al., 2021): CE on a Fast-LPA example.
 
+The attack maximises the margin loss (``max_{j != y} z_j - z_y``, the paper code's
+``MarginLoss`` with kappa = inf), not CE; where we differ from the paper is listed in
+docs/objectives.md, "PAT against the paper".
+
 ``spec.epsilon`` is a bound on an LPIPS-style distance, not on pixels: with
 the model's own features (the default, "PAT-self") the paper's CIFAR-10
 value is :data:`PAT_DEFAULT_EPSILON` = 0.5. With an external backbone
@@ -16,13 +20,13 @@ from torch import Tensor, nn
 
 from distributed_adcs.attacks import ImageNetFeatures, PerceptualDistance, fast_lpa, load_backbone
 from distributed_adcs.config import ObjectiveConfig
-from distributed_adcs.objectives.base import Objective, cross_entropy_attack_loss
+from distributed_adcs.objectives.base import Objective, margin_attack_loss
 
 PAT_DEFAULT_EPSILON = 0.5
 
 
 class PAT(Objective):
-    """CE on the fast Lagrangian perceptual attack's adversarial example."""
+    """CE on the fast Lagrangian perceptual attack's (margin-loss) adversarial example."""
 
     name = "pat"
 
@@ -49,11 +53,11 @@ class PAT(Objective):
         return fast_lpa(
             model,
             x,
-            cross_entropy_attack_loss(y),
+            margin_attack_loss(y),
             self.distance(model, x.device),
             epsilon=self.spec.epsilon,
             steps=self.spec.steps,
             step_size=self.step_size,
-            lam_init=self.spec.pat_lambda,
+            lam=self.spec.pat_lambda,
             generator=generator,
         )
