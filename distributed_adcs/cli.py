@@ -223,6 +223,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except JobFailed as err:
         print(f"adcs {args.command}: failed: {err}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM during a job (engine.runtime.Interrupted)
+        print(f"adcs {args.command}: {getattr(err, 'message', 'interrupted (SIGINT)')}", file=sys.stderr)
+        return 128 + getattr(err, "signum", 2)
     except OSError as err:
         if err.errno not in _DISK_ERRORS:
             raise

@@ -13,6 +13,7 @@ Everything else belongs to its layer: the run's name, tags, resume and artifacts
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 from contextlib import ExitStack
@@ -23,7 +24,7 @@ from . import console, storage
 from .config import JobConfig, UsageError
 from .console import say
 from .engine.build import load_job_splits
-from .engine.runtime import raise_on_sigterm, seed_everything
+from .engine.runtime import Interrupted, raise_on_sigterm, seed_everything
 from .methods import MethodSpec, get_method
 
 Where = Literal["process", "ray_train"]
@@ -93,6 +94,8 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             with console.epoch_bar(cfg.train.epochs):
                 RUNNERS[plan.where](plan, splits, run, on_epoch=on_epoch, callbacks=train_callbacks)
             run.finish_job()
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (raise_on_sigterm): the run is KILLED
+            raise Interrupted(getattr(err, "signum", signal.SIGINT), run.interrupted_message(err)) from None
         finally:  # a failed run keeps its log too
             if log is not None:
                 sys.stdout.flush()

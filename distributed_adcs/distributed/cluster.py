@@ -8,6 +8,7 @@ import ray
 
 from ..config import JobConfig, UsageError
 from .. import console
+from ..engine.runtime import raise_on_sigterm
 from .resources import job_bundles, total
 from .sched import batch_children
 
@@ -66,6 +67,7 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
         except ConnectionError as err:
             raise UsageError(f"ray.address {address}: {str(err).splitlines()[0]}") from None
         attach_console()
+        raise_on_sigterm()
         return True
     num_cpus = max(os.cpu_count() or 1, int(-(-total(job_bundles(job)).get("CPU", 0.0) // 1)))
     # Ray runs workers at nice 15. On a small machine its own daemons then preempt the training
@@ -84,4 +86,7 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
         ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
                  dashboard_host="127.0.0.1", log_to_driver=True)
     attach_console()  # our lines from Ray's processes to the console, the rest to the job's log
+    # ray.init replaces the job's SIGTERM handler with its own (sys.exit, and the core worker's
+    # stack-dump handler that ends in SIGABRT): a SIGTERM must mark the run KILLED like Ctrl-C
+    raise_on_sigterm()
     return True

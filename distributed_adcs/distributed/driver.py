@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import threading
 import time
 from pathlib import Path
 
@@ -62,7 +63,7 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: st
                                  callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id, splits.num_classes,
                                                            cfg.train.epochs),
                                             *callbacks]))
-        result = trainer.fit()
+        result = _fit(trainer)
         if result.checkpoint is None:
             return False
         with result.checkpoint.as_directory() as d:  # a local copy when the storage is remote
@@ -72,6 +73,35 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: st
     finally:
         if started:
             ray.shutdown()
+
+
+def _fit(trainer: TorchTrainer):
+    """``trainer.fit()``, from a helper thread when called from the main one.
+
+    Ray Train installs its own SIGINT handler when ``fit`` runs in the main thread: it asks the
+    controller to abort and then leaves by ``sys.exit(0)``, so a Ctrl-C would end the job as a
+    normal exit (the MLflow run FAILED, nothing said). From another thread (as under Tune) it
+    installs none: Ctrl-C (and SIGTERM, see ``engine.runtime``) reaches this thread as a
+    KeyboardInterrupt, the run is marked KILLED, and ``ray.shutdown`` takes the controller and
+    its workers down with the driver that owns them.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return trainer.fit()
+    outcome: dict = {}
+
+    def fit() -> None:
+        try:
+            outcome["result"] = trainer.fit()
+        except BaseException as err:  # handed to the main thread
+            outcome["error"] = err
+
+    thread = threading.Thread(target=fit, name="adcs-trainer-fit", daemon=True)
+    thread.start()
+    while thread.is_alive():
+        thread.join(0.5)  # a signal interrupts the main thread here
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["result"]
 
 
 __all__ = ["run_trainer", "trainer_name", "STORAGE_TAG"]

@@ -57,10 +57,21 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([s.cpu() for s in state["cuda"]])
 
 
+class Interrupted(KeyboardInterrupt):
+    """The job was stopped by a signal (Ctrl-C's SIGINT, or a SIGTERM from a scheduler or
+    ``kill``). A KeyboardInterrupt, so the tracked run is marked KILLED whichever it was."""
+
+    def __init__(self, signum: int, message: str = "interrupted"):
+        super().__init__(message)
+        self.signum = signum
+        self.message = message
+
+
 def raise_on_sigterm() -> None:
-    """Turn SIGTERM into an exception so a tracked run is marked FAILED, not left RUNNING."""
+    """Turn SIGTERM into :class:`Interrupted`: the run is marked KILLED, as after Ctrl-C, and
+    everything the job holds (Ray, its workers and actors) is released on the way out."""
     def handler(signum, frame):
-        raise SystemExit(128 + signum)
+        raise Interrupted(signum, "terminated (SIGTERM)")
     try:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. inside a Ray actor): leave it to the host

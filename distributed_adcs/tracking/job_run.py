@@ -15,6 +15,7 @@ the job runs.
 
 from __future__ import annotations
 
+import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -187,6 +188,12 @@ class JobRun:
         self.log_checkpoint()
         log_accuracy_plot(self.tracker, selection_epochs=selection_epochs(self.cfg.train.epochs, self.cfg.coreset),
                           warmup_epochs=warmup_epochs(self.cfg.coreset))
+
+    def interrupted_message(self, err: BaseException) -> str:
+        how = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}.get(
+            getattr(err, "signum", signal.SIGINT), "interrupted")
+        return (f"{how}: MLflow run {self.tracker.run_id} is marked KILLED; its checkpoints are kept, "
+                f"continue it with the same command and --resume {self.tracker.run_id}")
 
     def finished_message(self, log: Path | None = None) -> str:
         t = self.tracker
