@@ -330,3 +330,21 @@ def test_trades_needs_clean_logits():
                  lambda: obj.logit_grads(None, z, torch.zeros(3, dtype=torch.int64))):
         with pytest.raises(ValueError, match="^TRADES needs the clean logits$"):
             call()
+
+
+# What each Ray process imports before it can start: a second here is a second of every job's
+# start-up (benchmarks/bench_startup.py). A Train worker needs torch and Ray Train, not
+# torchvision (its torch._dynamo import cost a second), MLflow or matplotlib; the controller
+# unpickles the MLflow reporter before it starts the worker group, so that must not load MLflow.
+@pytest.mark.parametrize("module, forbidden", [
+    ("distributed_adcs.distributed.trainer", ("torchvision", "mlflow", "matplotlib")),
+    ("distributed_adcs.distributed.reporter", ("torchvision", "mlflow", "matplotlib")),
+])
+def test_what_a_ray_process_imports_at_start_up(module, forbidden):
+    import subprocess
+    import sys
+
+    code = f"import sys, {module}; print(sorted({{m.split('.')[0] for m in sys.modules}}))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    loaded = set(eval(out))  # a list of module names printed above
+    assert not loaded & set(forbidden), sorted(loaded & set(forbidden))

@@ -31,7 +31,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from torchvision import datasets as tv
 
 from distributed_adcs import storage
 from distributed_adcs.data.idx import find_idx, read_idx
@@ -101,11 +100,22 @@ def _read_idx_split(directory: Path, split: str) -> tuple[torch.Tensor, torch.Te
     return torch.from_numpy(images).unsqueeze(1), torch.from_numpy(labels.astype(np.int64).reshape(-1))
 
 
+def _tv():
+    """torchvision's datasets, imported when a file is fetched or a torchvision format read:
+    the import costs every process that loads data (each Ray worker) about a second."""
+    from torchvision import datasets
+
+    return datasets
+
+
 def _load_mnist_family(
-    name: str, tv_class: type, root: str | None, download: bool, system_dir: str | None = None
+    name: str, source: str | type, root: str | None, download: bool, system_dir: str | None = None
 ) -> RawDataset:
+    """``source``: the torchvision dataset class that downloads the files, or its name (the class
+    is then imported only if a download is needed)."""
     base = _base(name, root)
-    torchvision_dir = base / tv_class.__name__ / "raw"
+    tv_name = source if isinstance(source, str) else source.__name__
+    torchvision_dir = base / tv_name / "raw"
     candidates = [torchvision_dir, base]
     if root is None and system_dir is not None:
         candidates.insert(0, Path(system_dir))
@@ -113,7 +123,8 @@ def _load_mnist_family(
     if found is None and download:
         with download_lock(base):
             if not _idx_dir_complete(torchvision_dir):  # another rank may have fetched them meanwhile
-                tv_class(str(base), train=True, download=True)  # fetches all four files
+                fetch = getattr(_tv(), source) if isinstance(source, str) else source
+                fetch(str(base), train=True, download=True)  # fetches all four files
         found = torchvision_dir if _idx_dir_complete(torchvision_dir) else None
     if found is None:
         raise missing_files_error(name, [d / _IDX_STEMS["train"][0] for d in candidates])
@@ -134,7 +145,7 @@ def load_fashion_mnist(root: str | None, download: bool, **_opts: object) -> Raw
     Returns:
         The source train and test splits.
     """
-    return _load_mnist_family("fashion_mnist", tv.FashionMNIST, root, download, FASHION_MNIST_SYSTEM_DIR)
+    return _load_mnist_family("fashion_mnist", "FashionMNIST", root, download, FASHION_MNIST_SYSTEM_DIR)
 
 
 def load_mnist(root: str | None, download: bool, **_opts: object) -> RawDataset:
@@ -147,7 +158,7 @@ def load_mnist(root: str | None, download: bool, **_opts: object) -> RawDataset:
     Returns:
         The source train and test splits.
     """
-    return _load_mnist_family("mnist", tv.MNIST, root, download)
+    return _load_mnist_family("mnist", "MNIST", root, download)
 
 
 def _read_cifar_file(path: Path, label_key: str) -> tuple[np.ndarray, list[int]]:
@@ -196,7 +207,7 @@ def load_cifar10(root: str | None, download: bool, **_opts: object) -> RawDatase
     Returns:
         The source train and test splits.
     """
-    return _load_cifar("cifar10", tv.CIFAR10, "labels", 10, root, download)
+    return _load_cifar("cifar10", _tv().CIFAR10, "labels", 10, root, download)
 
 
 def load_cifar100(root: str | None, download: bool, **_opts: object) -> RawDataset:
@@ -209,7 +220,7 @@ def load_cifar100(root: str | None, download: bool, **_opts: object) -> RawDatas
     Returns:
         The source train and test splits.
     """
-    return _load_cifar("cifar100", tv.CIFAR100, "fine_labels", 100, root, download)
+    return _load_cifar("cifar100", _tv().CIFAR100, "fine_labels", 100, root, download)
 
 
 def _read_svhn_mat(path: Path) -> tuple[torch.Tensor, torch.Tensor]:
@@ -233,12 +244,12 @@ def load_svhn(root: str | None, download: bool, **_opts: object) -> RawDataset:
         The source train and test splits (the ``extra`` split is not used).
     """
     base = _base("svhn", root)
-    paths = {split: base / tv.SVHN.split_list[split][1] for split in ("train", "test")}
+    paths = {split: base / _tv().SVHN.split_list[split][1] for split in ("train", "test")}
     for split, path in paths.items():
         if download and not path.is_file():
             with download_lock(base):
                 if not path.is_file():  # another rank may have fetched it meanwhile
-                    tv.SVHN(str(base), split=split, download=True)
+                    _tv().SVHN(str(base), split=split, download=True)
     missing = [p for p in paths.values() if not p.is_file()]
     if missing:
         raise missing_files_error("svhn", missing)

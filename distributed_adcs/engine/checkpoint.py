@@ -8,6 +8,8 @@ Writes are atomic (temporary file, then rename) so a crash never leaves half a c
 
 from __future__ import annotations
 
+import hashlib
+
 import io
 import os
 import pickle
@@ -87,3 +89,12 @@ def check_fits(payload: dict[str, Any], cfg_yaml: str, where: str) -> None:
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     """The bare model under a DDP wrapper (Ray Train does not wrap with one worker)."""
     return getattr(model, "module", model)
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """sha256 of every parameter and buffer, in order: equal digests mean bit-identical models."""
+    h = hashlib.sha256()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
