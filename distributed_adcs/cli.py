@@ -104,12 +104,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
             if isinstance(err, OSError) and err.errno in _DISK_ERRORS:
                 raise  # main names the file
             traceback.print_exc()  # into the log
-            raise JobFailed(f"{_one_line(err)}; the traceback is in {console.log_path() or first_path}") from None
+            raise JobFailed(f"{_one_line(err)}{_hint(err)}; the traceback is in {console.log_path() or first_path}") from None
     return 0
 
 
 class JobFailed(Exception):
     """A job that failed for a reason other than its input: one line here, the traceback in its log."""
+
+
+def _hint(err: BaseException) -> str:
+    """What to do about a failure the user can act on."""
+    if "database is locked" in str(err):  # sqlite takes one writer at a time, waiting 5 s for it
+        return (" (a sqlite MLflow store serialises its writers; for many jobs writing at once, run an "
+                "MLflow server and set mlflow.tracking_uri=http://HOST:PORT, see cluster/README.md)")
+    return ""
 
 
 def _one_line(err: BaseException) -> str:

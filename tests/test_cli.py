@@ -133,3 +133,13 @@ def test_train_with_each_coreset_method_logs_its_coresets(method, tmp_path, mlfl
     assert [m.value for m in client.get_metric_history(run.info.run_id, "train_examples")] == [384, 96, 96]
     plots = {a.path for a in client.list_artifacts(run.info.run_id, "plots")}
     assert {"plots/accuracy.png", "plots/coreset_epoch001.png", "plots/coreset_epoch002.png"} <= plots
+
+
+def test_a_locked_sqlite_store_tells_the_user_which_store_to_use():
+    import sqlite3
+
+    from distributed_adcs.cli import _hint
+
+    hint = _hint(sqlite3.OperationalError("database is locked"))
+    assert "MLflow server" in hint and "mlflow.tracking_uri=http" in hint
+    assert _hint(RuntimeError("something else")) == ""

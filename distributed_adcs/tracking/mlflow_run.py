@@ -14,6 +14,7 @@ import logging
 import math
 import tempfile
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -36,6 +37,21 @@ def _artifact_root(uri: str, experiment: str) -> str | None:
         safe = "".join(ch if ch.isalnum() or ch in "-_." else "_" for ch in experiment)
         return (Path(uri[len("sqlite:///"):]).parent / "mlartifacts" / safe).resolve().as_uri()
     return None
+
+
+@contextmanager
+def store_lock(uri: str):
+    """Held while a process first opens a sqlite store. MLflow creates (and migrates) the schema
+    of a sqlite file on first use, without a lock of its own: four jobs started at once on a
+    new ``mlflow.db`` failed with ``duplicate column name: step``. Other stores: no lock."""
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    from filelock import FileLock
+
+    db = Path(uri[len("sqlite:///"):])
+    with FileLock(str(db) + ".lock", timeout=300):
+        yield
 
 
 def ensure_experiment(client: MlflowClient, name: str, uri: str) -> str:
@@ -66,7 +82,11 @@ class RunTracker:
             LookupError: ``run_id`` is not a run of this store.
         """
         self.uri = resolve_tracking_uri(tracking_uri)
-        self.client = MlflowClient(self.uri)
+        with store_lock(self.uri):  # the first use of a new sqlite store creates its schema
+            self.client = MlflowClient(self.uri)
+            self._open(experiment, run_id)
+
+    def _open(self, experiment: str | None, run_id: str | None) -> None:
         if experiment is None:
             if run_id is None:
                 raise ValueError("RunTracker needs an experiment or an existing run")
