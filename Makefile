@@ -1,5 +1,5 @@
 # make run   : create .venv, get Fashion-MNIST, run the quickstart (adversarial coreset training, MLflow in ./mlflow.db)
-# make test  : create .venv, get Fashion-MNIST, run the whole test suite
+# make test  : create .venv, get Fashion-MNIST and a headless Chromium, run the whole test suite
 # make bench : the benchmark scripts under benchmarks/ (slow; prints tables), but the quality one
 # make quality : benchmarks/bench_quality.py, every coreset arm against full AT (hours; resumable)
 # make mutation : mutmut on the core modules with the fast tests, then killed/survived per module
@@ -8,7 +8,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup data run test bench quality mutation ui clean
+.PHONY: setup data browser run test bench quality mutation ui clean
 setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml
@@ -20,10 +20,13 @@ $(VENV)/.installed: pyproject.toml
 data: $(VENV)/.installed
 	PY=$(PY) bash scripts/get_fashion_mnist.sh
 
+browser:
+	bash scripts/get_chromium.sh
+
 run: setup
 	$(VENV)/bin/adcs train --config configs/quickstart.yaml
 
-test: setup
+test: setup browser
 	$(VENV)/bin/ruff check --select F,E9 distributed_adcs tests benchmarks
 	$(VENV)/bin/lint-imports
 	$(PY) -m pytest $(PYTEST_ARGS)
