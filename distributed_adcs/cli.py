@@ -14,7 +14,7 @@ import errno
 import os
 import sys
 import traceback
-from typing import Sequence
+from typing import Callable, Sequence
 
 from .config import UsageError
 
@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
                                    "robust accuracy); every trial is a whole job, nested under one MLflow run.")
     p.add_argument("--config", required=True, metavar="FILE", help="sweep YAML, e.g. configs/sweep_quickstart.yaml")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--verbose", action="store_true",
+                   help="show Ray's and Ray Tune's own output on the console (default: in a log file under the "
+                        "sweep's train.output_dir)")
 
     p = sub.add_parser("ui", help="serve the MLflow UI for the local store on 127.0.0.1",
                        description="Start `mlflow ui` on the run store (default ./mlflow.db), bound to 127.0.0.1 only.")
@@ -90,14 +93,20 @@ def _cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)  # every config error before torch, Ray or MLflow loads
     from .run import train
 
-    if args.verbose:
-        train(cfg, resume=args.resume)
+    return _captured(args.verbose, cfg.train.output_dir, lambda: train(cfg, resume=args.resume))
+
+
+def _captured(verbose: bool, output_dir: str, job: Callable[[], object]) -> int:
+    """Run ``job`` with Ray's and Train's output in a log file (``console.capture``), unless
+    ``verbose``; a failure that is not bad input is one line naming that log."""
+    if verbose:
+        job()
         return 0
     from . import console
 
-    with console.capture(_log_dir(cfg.train.output_dir)) as first_path:
+    with console.capture(_log_dir(output_dir)) as first_path:
         try:
-            train(cfg, resume=args.resume)
+            job()
         except UsageError:
             raise
         except Exception as err:
@@ -188,12 +197,12 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep_config import load_sweep
 
-    load_sweep(args.config)  # every sweep and search-space error before Ray loads
+    sweep, base = load_sweep(args.config)  # every sweep and search-space error before Ray loads
     from .distributed.sweep import run_sweep
     from .run import train
 
-    run_sweep(args.config, train)
-    return 0
+    output_dir = sweep.set.get("train.output_dir") or (base.get("train") or {}).get("output_dir") or "runs"
+    return _captured(args.verbose, output_dir, lambda: run_sweep(args.config, train))
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:

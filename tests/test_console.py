@@ -86,3 +86,27 @@ def test_a_failed_job_is_one_line_and_its_log_has_the_traceback(tmp_path, mlflow
     (run,) = client.search_runs([client.get_experiment_by_name("quickstart").experiment_id])
     assert run.info.status == "FAILED"
     assert [a.path for a in client.list_artifacts(run.info.run_id, "logs")] == ["logs/adcs.log"]
+
+
+SWEEP_LINES = [  # what `adcs sweep` may show: its trials' own lines, one line per trial, the summary
+    re.compile(r"^adcs train: .+; MLflow records run [0-9a-f]{32} \(experiment 'sweeps', sqlite:///.+\)$"),
+    re.compile(r"^epoch [1-3]/3 loss=\S+ val_clean=\S+ val_robust=\S+ time=\S+s examples=\d+$"),
+    re.compile(r"^test_clean_acc=\S+ test_pgd3_acc=\S+$"),
+    re.compile(r"^MLflow run [0-9a-f]{32} FINISHED in experiment 'sweeps' at sqlite:///\S+$"),
+    re.compile(r"^  see it with: adcs ui .+$"),
+    re.compile(r"^  trial \w+: train\.lr=\S+: val_robust_acc=\S+ after \d+ epochs, FINISHED \(MLflow run [0-9a-f]{32}\)$"),
+    re.compile(r"^sweep tiny: 2 trials; MLflow parent run [0-9a-f]{32} at sqlite:///\S+$"),
+]
+
+
+def test_sweep_console_shows_our_lines_and_no_tune_table(tmp_path, mlflow_uri):
+    from test_sweep import _write_sweep
+
+    path = _write_sweep(tmp_path, mlflow_uri, {"train.lr": {"grid": [0.05, 0.01]}}, scheduler="fifo")
+    proc = run_adcs("sweep", "--config", str(path))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    strays = [line for line in lines if not any(p.match(line) for p in SWEEP_LINES)]
+    assert not strays, "lines that are not ours:\n" + "\n".join(strays[:20])
+    assert sum(line.startswith("  trial ") for line in lines) == 2
+    assert lines[-1].startswith("sweep tiny: 2 trials")

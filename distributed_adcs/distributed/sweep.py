@@ -192,6 +192,12 @@ def _log_summary(parent: RunTracker, sweep: SweepConfig, base: dict, results, ch
         parent.log_metrics({f"best_{sweep.metric}": best.metrics.get(sweep.metric, float("nan")),
                             "trials": len(rows)}, step=0)
         _plot(parent, children, sweep.metric, Path(tmp))
+    for row in rows:  # one line per trial on the console: what it tried, how it did, where it is
+        params = " ".join(f"{k[len('param.'):]}={v}" for k, v in row.items() if k.startswith("param."))
+        value = row.get(sweep.metric)
+        shown = f"{value:.4f}" if isinstance(value, (int, float)) else "-"
+        say(f"  trial {row['trial']}: {params}: {sweep.metric}={shown} after {row['epochs_run']} epochs, "
+            f"{row['status']} (MLflow run {row['mlflow_run_id'] or '-'})")
 
 
 def _column_order(key: str) -> tuple:
