@@ -157,10 +157,20 @@ def _add_deltas(grid: Tensor, changed: Tensor, old: Tensor, new: Tensor,
         gains -= hi.sum(dtype=torch.int32)
 
 
+# Above this many rows in one group, CRAIG runs the stochastic greedy (stochastic.py): the exact
+# greedy's int16 grid would take 2 n^2 bytes (1.8 GB here, 28.8 GB at 120k rows).
+EXACT_LIMIT = 30_000
+
+
 def craig_peak_bytes(n: int, k: int, d: int) -> int:
-    """What :func:`craig` allocates for ``n`` embeddings of ``d`` floats: the dense int16 grid
-    (n^2 * 2 bytes: 28.8 GB at n = 120k), its block buffers, the float64 copy for the distance
-    scale, and per-example state (the second round's nearest centres go in row blocks)."""
+    """What :func:`craig` allocates for ``n`` embeddings of ``d`` floats. Up to
+    :data:`EXACT_LIMIT` rows: the dense int16 grid (n^2 * 2 bytes), its block buffers, the
+    float64 copy for the distance scale, and per-example state (the second round's nearest
+    centres go in row blocks); above it, the stochastic greedy's O(n * s) blocks."""
+    if n > EXACT_LIMIT:
+        from distributed_adcs.coreset.stochastic import stochastic_peak_bytes
+
+        return stochastic_peak_bytes(n, k, d)
     rows = min(n, _ROWS)
     return 2 * n * n + rows * n * (4 + 2 * 2) + 8 * n * d + 24 * n + 8 * k
 
@@ -362,7 +372,9 @@ def craig(
     Args:
         embeddings: ``[n, d]`` float tensor (gradient embeddings of one group).
         budget: number of rows (clipped to ``n``; ``>= n`` returns all, unit weights).
-        generator: unused (the greedy is deterministic).
+        generator: draws the stochastic greedy's candidates for a group of more than
+            :data:`EXACT_LIMIT` rows (none: seed 0); smaller groups run the exact greedy,
+            which is deterministic.
         mass: optional per-row example counts; they convert weights to example units, and
             with ``weighted`` they also weight the objective.
         weighted: maximise ``sum_i mass_i max_{j in S} s_ij`` (``mass`` must be integral: a
@@ -387,7 +399,13 @@ def craig(
         counts = masses.round()
         if mass is None or not torch.equal(counts, masses):
             raise ValueError("weighted CRAIG needs integral per-row masses (the examples each row stands for)")
-    order, assign = facility_location_greedy(embeddings, budget, counts)
+    if n > EXACT_LIMIT:
+        from distributed_adcs.coreset.stochastic import stochastic_facility_greedy
+
+        order, assign = stochastic_facility_greedy(embeddings, budget, weights=counts,
+                                                   generator=generator or torch.Generator().manual_seed(0))
+    else:
+        order, assign = facility_location_greedy(embeddings, budget, counts)
     weights = torch.zeros(budget, dtype=torch.float64, device=embeddings.device)
     weights.index_add_(0, assign, masses)
     return order, weights.to(torch.float32)
