@@ -19,9 +19,7 @@ from torch import Tensor, nn
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
-# name -> (constructor of the full torchvision network, indices in
-# ``.features`` of the ReLUs whose outputs LPIPS compares: relu1..relu5 for
-# AlexNet, relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 for VGG-16).
+
 def _torchvision_model(name: str) -> Callable[[], nn.Module]:
     def build() -> nn.Module:
         import torchvision  # here, not at import: it costs every Ray worker a second (torch._dynamo)
@@ -30,6 +28,9 @@ def _torchvision_model(name: str) -> Callable[[], nn.Module]:
     return build
 
 
+# name -> (constructor of the full torchvision network, indices in
+# ``.features`` of the ReLUs whose outputs LPIPS compares: relu1..relu5 for
+# AlexNet, relu1_2, relu2_2, relu3_3, relu4_3, relu5_3 for VGG-16).
 BACKBONES: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {
     "alexnet": (_torchvision_model("alexnet"), (1, 4, 7, 9, 11)),
     "vgg16": (_torchvision_model("vgg16"), (3, 8, 15, 22, 29)),
