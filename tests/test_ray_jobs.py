@@ -38,7 +38,8 @@ pytestmark = pytest.mark.ray
 VENV_BIN = Path(sys.executable).parent
 RAY = str(VENV_BIN / "ray")
 # Kept out of the working_dir upload (Ray's limit is 500 MB; .venv alone is several GB).
-EXCLUDES = [".venv", "runs", "mlartifacts", "*.db", ".git", "data", ".pytest_cache", "__pycache__"]
+# anchored at the working dir ("/data", not "data": a bare name also drops distributed_adcs/data)
+EXCLUDES = ["/.venv", "/runs", "/mlartifacts", "*.db", "/.git", "/data", ".pytest_cache", "__pycache__"]
 SUBMIT_TIMEOUT_S = 240
 
 

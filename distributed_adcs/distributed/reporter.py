@@ -39,14 +39,8 @@ class MlflowReporter(UserCallback):
         head = dict(metrics[0])
         kind, step = head.pop("kind", "epoch"), int(head.pop("epoch", 0))
         numeric = {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        self.tracker.log_metrics(numeric, step=step)
-        if kind == "epoch":
-            say(epoch_line(step, self.epochs, numeric), epoch=True)
-        else:
-            say(final_line(numeric))
-        if kind == "final":
-            digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
-            self.tracker.log_json(digests, "ddp/final_state_digests.json")
+        # the epoch's artifacts first, its metrics last: a run that holds an epoch's metrics holds
+        # its coreset and checkpoint too, wherever the driver dies (a resume starts after that epoch)
         if checkpoint is not None:
             with checkpoint.as_directory() as d:
                 for path in sorted(glob.glob(str(Path(d) / "coreset_epoch*.parquet"))):
@@ -57,3 +51,11 @@ class MlflowReporter(UserCallback):
                 last = Path(d) / "last.pt"
                 if last.is_file():
                     self.tracker.log_artifact(last, "checkpoints")
+        if kind == "final":
+            digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
+            self.tracker.log_json(digests, "ddp/final_state_digests.json")
+        self.tracker.log_metrics(numeric, step=step)
+        if kind == "epoch":
+            say(epoch_line(step, self.epochs, numeric), epoch=True)
+        else:
+            say(final_line(numeric))

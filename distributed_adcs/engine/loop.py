@@ -31,9 +31,11 @@ def run_epochs(job: Job, recorder: Recorder, checkpoint: Path, *, resume_from: P
     for epoch in range(job.state.epoch, cfg.train.epochs):
         metrics, selection = job.run_epoch(epoch)
         metrics.update(job.validate_if_due(epoch))
-        recorder.log_metrics(metrics, step=epoch)
+        # the coreset before the metrics, the checkpoint last: an epoch whose metrics are recorded
+        # has its coreset recorded, and one that is not checkpointed is run again on resume
         if selection is not None:
             recorder.log_selection(job.splits.train, job.splits.num_classes, selection)
+        recorder.log_metrics(metrics, step=epoch)
         save_checkpoint(checkpoint, job.payload())
         recorder.log_checkpoint(checkpoint)
         if on_epoch is not None:
