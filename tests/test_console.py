@@ -16,12 +16,19 @@ from mlflow.tracking import MlflowClient
 from helpers import run_adcs, tiny_args
 
 EPOCHS = 3
+def job_lines(experiment: str, epochs: int) -> list[re.Pattern]:
+    """The lines one training job may show (a sweep's trials show the same)."""
+    return [
+        re.compile(rf"^adcs train: .+; MLflow records run [0-9a-f]{{32}} \(experiment '{experiment}', sqlite:///.+\)$"),
+        re.compile(rf"^epoch [1-{epochs}]/{epochs} loss=\S+ val_clean=\S+ val_robust=\S+ time=\S+s examples=\d+$"),
+        re.compile(r"^test_clean_acc=\S+ test_pgd3_acc=\S+$"),
+        re.compile(rf"^MLflow run [0-9a-f]{{32}} FINISHED in experiment '{experiment}' at sqlite:///\S+$"),
+        re.compile(r"^  see it with: adcs ui .+$"),
+    ]
+
+
 OURS = [  # every console line must be one of these
-    re.compile(r"^adcs train: .+; MLflow records run [0-9a-f]{32} \(experiment 'quickstart', sqlite:///.+\)$"),
-    re.compile(rf"^epoch [1-{EPOCHS}]/{EPOCHS} loss=\S+ val_clean=\S+ val_robust=\S+ time=\S+s examples=\d+$"),
-    re.compile(r"^test_clean_acc=\S+ test_pgd3_acc=\S+$"),
-    re.compile(r"^MLflow run [0-9a-f]{32} FINISHED in experiment 'quickstart' at sqlite:///\S+$"),
-    re.compile(r"^  see it with: adcs ui .+$"),
+    *job_lines("quickstart", EPOCHS),
     re.compile(r"^  Ray's and Train's log: \S+adcs\.log \(artifact logs/adcs\.log\)$"),
 ]
 
@@ -89,11 +96,7 @@ def test_a_failed_job_is_one_line_and_its_log_has_the_traceback(tmp_path, mlflow
 
 
 SWEEP_LINES = [  # what `adcs sweep` may show: its trials' own lines, one line per trial, the summary
-    re.compile(r"^adcs train: .+; MLflow records run [0-9a-f]{32} \(experiment 'sweeps', sqlite:///.+\)$"),
-    re.compile(r"^epoch [1-3]/3 loss=\S+ val_clean=\S+ val_robust=\S+ time=\S+s examples=\d+$"),
-    re.compile(r"^test_clean_acc=\S+ test_pgd3_acc=\S+$"),
-    re.compile(r"^MLflow run [0-9a-f]{32} FINISHED in experiment 'sweeps' at sqlite:///\S+$"),
-    re.compile(r"^  see it with: adcs ui .+$"),
+    *job_lines("sweeps", 3),
     re.compile(r"^  trial \w+: train\.lr=\S+: val_robust_acc=\S+ after \d+ epochs, FINISHED \(MLflow run [0-9a-f]{32}\)$"),
     re.compile(r"^sweep tiny: 2 trials; MLflow parent run [0-9a-f]{32} at sqlite:///\S+$"),
 ]
