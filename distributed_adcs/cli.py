@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
                         description="Write a registered dataset's train and test splits as Parquet files "
                                     "that `data.name: parquet` reads back.")
     e.add_argument("--dataset", required=True, help="registered dataset name, e.g. fashion_mnist")
-    e.add_argument("--out", required=True, metavar="DIR", help="output directory")
+    e.add_argument("--out", required=True, metavar="DIR", help="output directory, or a URI such as s3://bucket/fmnist")
     e.add_argument("--root", help="where the source dataset lives (default: its usual place)")
     e.add_argument("--download", action="store_true", help="let torchvision download the source dataset")
     e.add_argument("--encoding", choices=["png", "array"], default="png", help="image column format")

@@ -149,7 +149,7 @@ def _on_ray_train(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
     from .distributed.driver import run_trainer
 
     run_trainer(plan.cfg, splits, run.tracker, run.ray_storage, run.last_checkpoint, callbacks=callbacks,
-                resume_from=run.resume_checkpoint, started_at=plan.started_at)
+                resume_from=run.resume_checkpoint, started_at=plan.started_at, checkpoint_uri=run.checkpoint_uri)
 
 
 RUNNERS: dict[Where, Callable[..., None]] = {"process": _in_process, "ray_train": _on_ray_train}

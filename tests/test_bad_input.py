@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from fixtures_formats import random_images, random_labels, write_idx, write_mnist_dir
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, free_port
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 FAST_S = 1.5  # the bound for a config or CLI error
@@ -335,10 +335,6 @@ CASES = [
 ]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _left_behind(tmp: Path) -> list[str]:
@@ -387,7 +383,7 @@ def test_bad_input(case: Case, tmp_path: Path, request, monkeypatch):
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()
-    subs = {"{tmp}": str(tmp), "{free_port}": str(_free_port()), "{busy_port}": str(busy.getsockname()[1])}
+    subs = {"{tmp}": str(tmp), "{free_port}": str(free_port()), "{busy_port}": str(busy.getsockname()[1])}
     argv = []
     for a in case.argv:
         for k, v in subs.items():

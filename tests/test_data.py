@@ -169,7 +169,7 @@ def test_export_parquet_round_trip(tmp_path: Path, name: str, encoding: str) -> 
     else:
         ff.write_mnist_dir(src / "MNIST" / "raw", train, test)
     files = export_parquet(name, tmp_path / "pq", root=str(src), encoding=encoding, rows_per_file=4)
-    assert [p.name for p in files][:3] == ["train-00000-of-00003.parquet", "train-00001-of-00003.parquet",
+    assert [Path(p).name for p in files][:3] == ["train-00000-of-00003.parquet", "train-00001-of-00003.parquet",
                                            "train-00002-of-00003.parquet"]
     assert len(files) == 4  # 10 train rows in 3 files, 4 test rows in 1
     meta = pq.read_schema(files[0]).metadata

@@ -15,7 +15,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, free_ports
 
 pytestmark = pytest.mark.ray
 
@@ -52,16 +51,6 @@ class Head:
     start_s: float = 0.0  # wall time of `ray start` until the Jobs API answered
 
 
-def _free_ports(n: int) -> list[int]:
-    """n distinct ports free on 127.0.0.1 right now (held open together so they differ)."""
-    socks = [socket.socket() for _ in range(n)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
-    finally:
-        for s in socks:
-            s.close()
 
 
 def _env(dashboard: str) -> dict:
@@ -86,7 +75,7 @@ def _http_ok(url: str) -> bool:
 
 
 def _start_head(temp_dir: Path, timeout_s: float = 90) -> Head:
-    gcs, dash, agent, agent_grpc, client, runtime_env, metrics, node_mgr, obj_mgr = _free_ports(9)
+    gcs, dash, agent, agent_grpc, client, runtime_env, metrics, node_mgr, obj_mgr = free_ports(9)
     # The dashboard (Jobs API) listens on 127.0.0.1 only. Ray resolves a 127.0.0.1 node address to
     # the host's IP, and GCS/raylet listen on all interfaces whatever the flags say.
     cmd = [RAY, "start", "--head", "--block", "--disable-usage-stats", "--num-cpus=2", "--num-gpus=0",

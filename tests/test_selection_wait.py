@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import datetime
 import os
-import socket
 import time
 
 import pytest
@@ -15,13 +14,11 @@ import torch.multiprocessing as mp
 
 from distributed_adcs.distributed.trainer import DDPBackend
 
+from helpers import free_port
+
 TIMEOUT_S, MERGE_S = 2.0, 5.0
 
 
-def _port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _rank(rank: int, port: int, use_store: bool, out: dict) -> None:
@@ -55,7 +52,7 @@ def _rank(rank: int, port: int, use_store: bool, out: dict) -> None:
 def _run(use_store: bool) -> dict:
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_rank, args=(_port(), use_store, out), nprocs=2, join=True)
+        mp.spawn(_rank, args=(free_port(), use_store, out), nprocs=2, join=True)
         return dict(out)
 
 
@@ -75,7 +72,7 @@ def test_a_collective_broadcast_times_out_there():
 def test_a_rank_gives_up_after_selection_wait_s():
     with mp.Manager() as manager:
         out = manager.dict()
-        mp.spawn(_give_up, args=(_port(), out), nprocs=2, join=True)
+        mp.spawn(_give_up, args=(free_port(), out), nprocs=2, join=True)
         assert out[1].startswith("TimeoutError: rank 1 waited"), dict(out)
 
 

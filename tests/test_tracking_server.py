@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -17,19 +16,15 @@ from mlflow.tracking import MlflowClient
 
 from distributed_adcs.tracking.stores import node_local_store, store_warnings
 
-from helpers import TINY, run_adcs
+from helpers import TINY, free_port, run_adcs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
 def tracking_server(tmp_path):
     """``mlflow server`` with a database backend and proxied artifacts, on a free local port."""
-    port = _free_port()
+    port = free_port()
     mlflow = Path(sys.executable).with_name("mlflow")
     proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
                              "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",

@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
 import urllib.request
 
-from helpers import ROOT, run_adcs
+from helpers import ROOT, free_port, run_adcs
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_ui_refuses_a_missing_store(tmp_path):
@@ -29,7 +24,7 @@ def test_ui_serves_on_loopback_only(tmp_path, mlflow_uri):
     tracker = RunTracker(mlflow_uri, "ui-check")
     tracker.start("a-run", {"x": 1})
     tracker.finish()
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "distributed_adcs.cli", "ui", "--tracking-uri", mlflow_uri,
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ}, start_new_session=True)

@@ -13,7 +13,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -23,7 +22,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from helpers import ROOT, run_adcs, tiny_args
+from helpers import ROOT, free_port, run_adcs, tiny_args
 
 BROWSERS = ("chromium", "chromium-browser", "google-chrome")
 
@@ -35,10 +34,6 @@ def _browser() -> str:
     return found
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _get(url: str, body: dict | None = None) -> dict:
@@ -66,7 +61,7 @@ def test_the_ui_shows_the_run_its_metrics_and_plots_in_chromium(tmp_path, mlflow
     job = run_adcs("train", "--config", "configs/quickstart.yaml", *tiny_args(tmp_path, mlflow_uri))
     assert job.returncode == 0, (job.stdout + job.stderr)[-3000:]
 
-    port = _free_port()
+    port = free_port()
     ui = subprocess.Popen([sys.executable, "-m", "distributed_adcs.cli", "ui", "--tracking-uri", mlflow_uri,
                            "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                           start_new_session=True, env={**os.environ})

@@ -5,15 +5,17 @@ from __future__ import annotations
 import io
 import json
 import math
+import os
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 from PIL import Image
 from torch import Tensor
 
+from distributed_adcs import storage
 from distributed_adcs.data.parquet import (
     META_ENCODING,
     META_IMAGE_SHAPE,
@@ -65,9 +67,9 @@ ROW_GROUP = 2048  # rows per Parquet row group: the unit a job with data.limit r
 
 
 def _write_split(
-    out: Path, split: str, images: Tensor, labels: Tensor, encode: Callable[[np.ndarray], pa.Array],
+    fs: pafs.FileSystem, out: str, split: str, images: Tensor, labels: Tensor, encode: Callable[[np.ndarray], pa.Array],
     metadata: dict[bytes, bytes], rows_per_file: int,
-) -> list[Path]:
+) -> list[str]:
     count = int(images.shape[0])
     shards = max(1, math.ceil(count / rows_per_file))
     images_np, labels_np = images.cpu().numpy(), labels.cpu().numpy().astype(np.int64)
@@ -77,22 +79,22 @@ def _write_split(
         image_column = encode(images_np[rows])
         schema = pa.schema([("image", image_column.type), ("label", pa.int64())], metadata=metadata)
         table = pa.Table.from_arrays([image_column, pa.array(labels_np[rows], type=pa.int64())], schema=schema)
-        path = out / f"{split}-{shard:05d}-of-{shards:05d}.parquet"  # zero-padded: name order = row order
-        pq.write_table(table, path, row_group_size=ROW_GROUP)  # a job with data.limit reads only its groups
+        path = f"{out}/{split}-{shard:05d}-of-{shards:05d}.parquet"  # zero-padded: name order = row order
+        pq.write_table(table, path, row_group_size=ROW_GROUP, filesystem=fs)  # data.limit reads only its groups
         paths.append(path)
     return paths
 
 
 def export_parquet(
     name: str,
-    out_dir: str | Path,
+    out_dir: str | os.PathLike,
     *,
     root: str | None = None,
     download: bool = False,
     encoding: str = "png",
     rows_per_file: int = 50_000,
     overwrite: bool = False,
-) -> list[Path]:
+) -> list[str]:
     """Write a registered dataset's full source train and test splits as Parquet.
 
     ``load_splits("parquet", root=out_dir)`` then yields the same images and labels, class
@@ -101,7 +103,8 @@ def export_parquet(
 
     Args:
         name: a registered dataset name.
-        out_dir: output directory, created if needed.
+        out_dir: output directory, created if needed: a path or a pyarrow filesystem URI
+            (``s3://bucket/fmnist``, ``gs://...``, ``file://...``; see ``distributed_adcs.storage``).
         root: the source dataset's root (None: its default location).
         download: let torchvision download the source files.
         encoding: "png" (lossless bytes; 1 or 3 channels) or "array" (fixed-size uint8 list).
@@ -110,7 +113,8 @@ def export_parquet(
             first; otherwise their presence is an error (stale shards would be read too).
 
     Returns:
-        The written files, train before test.
+        The written files, train before test: absolute paths for a local ``out_dir``, URIs
+        (``s3://bucket/fmnist/train-00000-of-00002.parquet``) for a remote one.
 
     Raises:
         ValueError: unknown name or encoding, or rows_per_file < 1.
@@ -120,16 +124,20 @@ def export_parquet(
         raise ValueError(f"unknown encoding {encoding!r}; valid: {', '.join(sorted(ENCODERS))}")
     if rows_per_file < 1:
         raise ValueError(f"rows_per_file must be >= 1, got {rows_per_file}")
-    out = Path(out_dir)
-    existing = [Path(p) for p in parquet_files(str(out), "train") + parquet_files(str(out), "test")]
+    fs, out = storage.filesystem(out_dir)
+    existing = parquet_files(str(out_dir), "train") + parquet_files(str(out_dir), "test")
     if existing and not overwrite:
-        raise FileExistsError(f"{out} already holds {[p.name for p in existing]}; pass overwrite=True to replace them")
+        names = [p.rsplit("/", 1)[-1] for p in existing]
+        raise FileExistsError(f"{out_dir} already holds {names}; pass overwrite=True to replace them")
     raw = get_loader(name)(root, download)
-    out.mkdir(parents=True, exist_ok=True)
+    fs.create_dir(out, recursive=True)
     for path in existing:
-        path.unlink()
+        fs.delete_file(path)
     metadata = _schema_metadata(name, raw, encoding)
     encode = ENCODERS[encoding]
-    written = _write_split(out, "train", raw.train_images, raw.train_labels, encode, metadata, rows_per_file)
-    written += _write_split(out, "test", raw.test_images, raw.test_labels, encode, metadata, rows_per_file)
-    return written
+    written = _write_split(fs, out, "train", raw.train_images, raw.train_labels, encode, metadata, rows_per_file)
+    written += _write_split(fs, out, "test", raw.test_images, raw.test_labels, encode, metadata, rows_per_file)
+    if storage.is_local(out_dir):
+        return written
+    scheme = str(out_dir).split("://", 1)[0]
+    return [f"{scheme}://{path}" for path in written]

@@ -38,9 +38,11 @@ def trainer_name(run_id: str) -> str:
 
 
 def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: str, last: Path, *,
-                resume_from: Path | None = None, callbacks=(), started_at: float | None = None) -> bool:
+                resume_from: Path | None = None, callbacks=(), started_at: float | None = None,
+                checkpoint_uri: str | None = None) -> bool:
     """Run the job's trainer (``storage``: Ray Train's ``storage_path``, a path or URI) and copy
-    its last checkpoint to the local file ``last``; return whether there was one."""
+    its last checkpoint to the local file ``last``; return whether there was one.
+    ``checkpoint_uri``: the run's remote directory, which gets ``last.pt`` after every epoch."""
     started = connect(cfg)
     try:
         check_cluster(cfg)
@@ -61,7 +63,7 @@ def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: st
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures,
                                                               controller_failure_limit=cfg.ray.startup_retries),
                                  callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id, splits.num_classes,
-                                                           cfg.train.epochs),
+                                                           cfg.train.epochs, checkpoint_uri=checkpoint_uri),
                                             *callbacks]))
         result = _fit(trainer)
         if result.checkpoint is None:

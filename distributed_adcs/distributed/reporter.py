@@ -20,11 +20,14 @@ from ..progress import epoch_line, final_line
 
 
 class MlflowReporter(UserCallback):
-    """Logs rank 0's per-epoch metrics (``step=epoch``), coresets and the final evaluation."""
+    """Logs rank 0's per-epoch metrics (``step=epoch``), coresets and the final evaluation, and
+    copies each epoch's ``last.pt`` to the run's MLflow artifacts and to ``checkpoint_uri`` (the
+    run's remote directory, as the in-process loop does), so a resume finds it in either."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_id: str, num_classes: int, epochs: int):
+    def __init__(self, tracking_uri: str, experiment: str, run_id: str, num_classes: int, epochs: int,
+                 checkpoint_uri: str | None = None):
         self.tracking_uri, self.experiment, self.run_id = tracking_uri, experiment, run_id
-        self.num_classes, self.epochs = num_classes, epochs
+        self.num_classes, self.epochs, self.checkpoint_uri = num_classes, epochs, checkpoint_uri
         self._tracker = None
 
     @property
@@ -50,6 +53,10 @@ class MlflowReporter(UserCallback):
                 # the run's checkpoints/last.pt: what a resume on another node starts from
                 last = Path(d) / "last.pt"
                 if last.is_file():
+                    if self.checkpoint_uri:
+                        from .. import storage
+
+                        storage.upload(last, storage.join(self.checkpoint_uri, "last.pt"))
                     self.tracker.log_artifact(last, "checkpoints")
         if kind == "final":
             digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
