@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,3 +50,40 @@ TINY = ["data.limit=384", "data.val_size=128", "data.batch_size=64", "data.eval_
 def tiny_args(tmp_path: Path, mlflow_uri: str, *extra: str) -> list[str]:
     sets = [*TINY, f"mlflow.tracking_uri={mlflow_uri}", f"train.output_dir={tmp_path / 'runs'}", *extra]
     return [a for s in sets for a in ("--set", s)]
+
+
+@contextmanager
+def mlflow_server(where: Path, artifacts: str, env: dict | None = None) -> Iterator[str]:
+    """``mlflow server`` with a sqlite database in ``where`` and artifacts proxied to
+    ``artifacts`` (a directory or a URI such as ``s3://bucket/mlflow``), on a free loopback
+    port; yields its URL, and stops the server's whole process group."""
+    port = free_port()
+    log = where / "mlflow-server.log"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    with open(log, "w") as err:
+        proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
+                                 "--backend-store-uri", f"sqlite:///{where / 'server.db'}",
+                                 "--serve-artifacts", "--artifacts-destination", artifacts, "--workers", "1"],
+                                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                                env={**os.environ, **(env or {})}, start_new_session=True)  # its own group
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 120
+        while True:
+            try:
+                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                    if r.status == 200:
+                        break
+            except OSError:
+                pass
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(f"mlflow server did not come up: {log.read_text()[-2000:]}")
+            time.sleep(0.5)
+        yield url
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)  # the server, its uvicorn workers and its job consumers
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()

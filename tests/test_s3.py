@@ -1,13 +1,14 @@
 """Data, checkpoints and resume through the S3 protocol, against a real S3 server on loopback
 (moto's, standing for the bucket that every node of a cluster reaches): the data set is
 exported into the bucket, a Ray Train job reads it from ``s3://`` and keeps its checkpoints
-there (Ray Train's ``storage_path`` too), is SIGKILLed after an epoch, loses its node's disk
-and the MLflow copy of its checkpoint, and is resumed from another working directory from
-the bucket alone, writing nothing into that directory.
+there (Ray Train's ``storage_path`` too), records to an MLflow server whose artifacts are in the
+bucket as well, is SIGKILLed after an epoch, loses its node's disk and the MLflow copy of its
+checkpoint, and is resumed from another working directory from the bucket alone, writing
+nothing into either working directory.
 
 The endpoint reaches pyarrow, Ray Train and boto3 the way it reaches them on a cluster: the
 standard ``AWS_ENDPOINT_URL`` and key variables, in the environment of the job (and so of the
-local Ray it starts)."""
+local Ray it starts) and of the MLflow server."""
 
 from __future__ import annotations
 
@@ -19,7 +20,6 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from types import SimpleNamespace
 
 import boto3
@@ -28,8 +28,9 @@ import torch
 from mlflow.tracking import MlflowClient
 
 from distributed_adcs.data import load_splits
+from distributed_adcs.tracking.job_run import local_checkpoint_dir
 
-from helpers import ROOT, TINY, free_port, run_adcs
+from helpers import ROOT, TINY, free_port, mlflow_server, run_adcs
 
 BUCKET = "adcs-test"
 DATA = f"s3://{BUCKET}/fmnist"
@@ -99,51 +100,52 @@ def test_export_writes_the_data_set_into_the_bucket_and_it_reads_back(s3, s3_dat
 
 
 def test_ray_train_job_on_s3_resumes_from_the_bucket_alone_in_another_directory(s3, s3_data, tmp_path):
-    from distributed_adcs.tracking.job_run import local_checkpoint_dir
+    """The cluster's shape: an MLflow server whose proxied artifacts live in the bucket too."""
     from test_distributed import _wait_for_epoch
 
     node_b, elsewhere = tmp_path / "node-b", tmp_path / "elsewhere"
     node_b.mkdir()
     elsewhere.mkdir()
-    db = node_b / "mlflow.db"
-    sets = [*TINY, "data.name=parquet", f"data.root={DATA}", "train.epochs=3", "coreset.method=craig",
-            "coreset.warmup_epochs=1", "coreset.every=1", "ray.num_workers=1", "ray.cpus_per_worker=1",
-            "deterministic=true", f"mlflow.tracking_uri=sqlite:///{db}", f"train.output_dir={RUNS}"]
-    cmd = [sys.executable, "-m", "distributed_adcs.cli", "train", "--config", str(ROOT / "configs" / "quickstart.yaml"),
-           "--quiet", *[a for s in sets for a in ("--set", s)]]
-    env = {**os.environ, **s3.env}
-    proc = subprocess.Popen(cmd, cwd=node_b, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            stdin=subprocess.DEVNULL)
-    client = MlflowClient(f"sqlite:///{db}")
-    try:
-        run_id = _wait_for_epoch(client, db, 1, proc)
-    finally:
-        proc.send_signal(signal.SIGKILL)
-        proc.communicate()
-    run = client.get_run(run_id)
-    assert run.data.tags["adcs.checkpoint_dir"] == f"{RUNS}/{run_id}"
-    objects = _keys(s3, f"runs/{run_id}/")
-    assert objects[f"runs/{run_id}/last.pt"] > 0
-    assert any(k.startswith(f"runs/{run_id}/ray/") and k.endswith("/last.pt") for k in objects)  # Ray Train's storage
-    before = {m.step: m.value for m in client.get_metric_history(run_id, "train_loss")}
-    assert before and max(before) == 1
+    with mlflow_server(tmp_path, f"s3://{BUCKET}/mlflow", env=s3.env) as url:
+        sets = [*TINY, "data.name=parquet", f"data.root={DATA}", "train.epochs=3", "coreset.method=craig",
+                "coreset.warmup_epochs=1", "coreset.every=1", "ray.num_workers=1", "ray.cpus_per_worker=1",
+                "deterministic=true", f"mlflow.tracking_uri={url}", f"train.output_dir={RUNS}"]
+        cmd = [sys.executable, "-m", "distributed_adcs.cli", "train", "--config",
+               str(ROOT / "configs" / "quickstart.yaml"), "--quiet", *[a for s in sets for a in ("--set", s)]]
+        env = {**os.environ, **s3.env}
+        proc = subprocess.Popen(cmd, cwd=node_b, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                stdin=subprocess.DEVNULL, start_new_session=True)
+        client = MlflowClient(url)
+        try:
+            run_id = _wait_for_epoch(client, tmp_path, 1, proc)  # (a path that exists: the store is a server)
+        finally:  # node b dies whole: the driver and the Ray it started (its Train controller would log on)
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+        assert client.get_run(run_id).data.tags["adcs.checkpoint_dir"] == f"{RUNS}/{run_id}"
+        objects = _keys(s3, f"runs/{run_id}/")
+        assert objects[f"runs/{run_id}/last.pt"] > 0
+        ray_checkpoints = {k for k in objects if k.startswith(f"runs/{run_id}/ray/") and k.endswith("/last.pt")}
+        assert ray_checkpoints  # Ray Train's storage_path is in the bucket
+        before = {m.step: m.value for m in client.get_metric_history(run_id, "train_loss")}
+        assert before and max(before) == 1
 
-    # node b is gone: its disk (the local copy of the checkpoint) and the MLflow artifact copy
-    shutil.rmtree(local_checkpoint_dir(RUNS, run_id), ignore_errors=True)
-    artifact = Path(run.info.artifact_uri.removeprefix("file://")) / "checkpoints" / "last.pt"
-    assert artifact.is_file()
-    artifact.unlink()
+        # node b is gone (its disk held the local copy of the checkpoint), and so is the run's
+        # MLflow copy: only the bucket's <output_dir>/<run id>/last.pt is left to resume from
+        shutil.rmtree(local_checkpoint_dir(RUNS, run_id), ignore_errors=True)
+        (mlflow_copy,) = [k for k in _keys(s3, "mlflow/") if k.endswith(f"{run_id}/artifacts/checkpoints/last.pt")]
+        s3.client.delete_object(Bucket=BUCKET, Key=mlflow_copy)
 
-    resumed = subprocess.run([*cmd, "--resume", run_id], cwd=elsewhere, env=env, capture_output=True, text=True,
-                             timeout=900, stdin=subprocess.DEVNULL)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
-    history = client.get_metric_history(run_id, "train_loss")
-    assert sorted(m.step for m in history) == [0, 1, 2]  # each epoch once (steps count from 0)
-    assert {m.step: m.value for m in history if m.step in before} == before  # epochs 0 and 1 from the bucket
-    assert client.get_metric_history(run_id, "test_clean_acc")
-    coresets = [a.path for a in client.list_artifacts(run_id, "coresets")]
-    assert coresets == ["coresets/coreset_epoch001.parquet", "coresets/coreset_epoch002.parquet"]
-    assert len([k for k in _keys(s3, f"runs/{run_id}/ray/") if k.endswith("/last.pt")]) == 2  # num_to_keep
-    assert list(elsewhere.iterdir()) == []  # nothing in the job's working directory
+        resumed = subprocess.run([*cmd, "--resume", run_id], cwd=elsewhere, env=env, capture_output=True, text=True,
+                                 timeout=900, stdin=subprocess.DEVNULL)
+        assert resumed.returncode == 0, resumed.stderr[-3000:]
+        run = client.get_run(run_id)
+        assert run.info.status == "FINISHED"
+        history = client.get_metric_history(run_id, "train_loss")
+        assert sorted(m.step for m in history) == [0, 1, 2]  # each epoch once (steps count from 0)
+        assert {m.step: m.value for m in history if m.step in before} == before  # epochs 0 and 1 from the bucket
+        assert client.get_metric_history(run_id, "test_clean_acc")
+        coresets = [a.path for a in client.list_artifacts(run_id, "coresets")]
+        assert coresets == ["coresets/coreset_epoch001.parquet", "coresets/coreset_epoch002.parquet"]
+        assert _keys(s3, "mlflow/")[mlflow_copy] > 0  # the run's artifacts, in the bucket through the server
+        assert {k for k in _keys(s3, f"runs/{run_id}/ray/") if k.endswith("/last.pt")} - ray_checkpoints  # new ones
+    assert list(node_b.iterdir()) == list(elsewhere.iterdir()) == []  # nothing in either working directory

@@ -3,12 +3,6 @@ cluster/mlflow-server.yaml deploys), and the warnings a job gets for a store on 
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -16,41 +10,13 @@ from mlflow.tracking import MlflowClient
 
 from distributed_adcs.tracking.stores import node_local_store, store_warnings
 
-from helpers import TINY, free_port, run_adcs
-
-
+from helpers import TINY, mlflow_server, run_adcs
 
 
 @pytest.fixture
 def tracking_server(tmp_path):
-    """``mlflow server`` with a database backend and proxied artifacts, on a free local port."""
-    port = free_port()
-    mlflow = Path(sys.executable).with_name("mlflow")
-    proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-                             "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
-                             "--serve-artifacts", "--artifacts-destination", str(tmp_path / "server-artifacts"),
-                             "--workers", "1"], stdout=subprocess.DEVNULL, stderr=open(tmp_path / "server.log", "w"),
-                            stdin=subprocess.DEVNULL, start_new_session=True)  # its own group: stopped whole
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 120
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
-                if r.status == 200:
-                    break
-        except OSError:
-            pass
-        if proc.poll() is not None or time.time() > deadline:
-            os.killpg(proc.pid, signal.SIGKILL)
-            raise RuntimeError(f"mlflow server did not come up: {(tmp_path / 'server.log').read_text()[-2000:]}")
-        time.sleep(0.5)
-    yield url, tmp_path / "server-artifacts"
-    os.killpg(proc.pid, signal.SIGTERM)  # the server, its uvicorn workers and its job consumers
-    try:
-        proc.wait(30)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait()
+    with mlflow_server(tmp_path, str(tmp_path / "server-artifacts")) as url:
+        yield url, tmp_path / "server-artifacts"
 
 
 def test_a_job_records_through_a_tracking_server_and_resumes_from_it(tracking_server, tmp_path):
