@@ -80,7 +80,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             from .distributed.cluster import check_address
 
             check_address(cfg.ray.address)
-        splits = load_job_splits(cfg)
+        splits = load_job_splits(cfg, evaluates=plan.where == "process")  # Ray Train: rank 0 tests
         # a Ray Train job may resume from Ray's own storage, so only the in-process path needs the file
         run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id,
                           require_local_checkpoint=plan.where == "process")

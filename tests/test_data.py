@@ -398,6 +398,32 @@ def test_parquet_with_limit_reads_only_the_row_groups_it_needs(tmp_path: Path) -
     assert full.train_positions is None and full.train_labels.numel() == 40
 
 
+def test_a_process_reads_only_the_test_rows_it_evaluates(tmp_path: Path) -> None:
+    """Test rows 0-2 | 3-5 in two files: test_limit 2 reads the first file alone (its second is
+    made unreadable, so a read of it fails), 0 reads none; the class count stays that of the
+    whole set (the labels are read), so every rank of a job builds the same model."""
+    import pyarrow.parquet as pq
+
+    _, test = _row_grouped_set(tmp_path / "pq")
+    whole = load_splits("parquet", root=str(tmp_path / "pq"), val_size=4)
+    second = tmp_path / "pq" / "test-1.parquet"
+    table = pq.read_table(second)
+    broken = table.set_column(0, "image", pa.array([b"not an image"] * table.num_rows))
+    pq.write_table(broken, second)
+    with pytest.raises(ValueError, match="no image PIL can decode"):
+        load_splits("parquet", root=str(tmp_path / "pq"), val_size=4)
+    two = load_splits("parquet", root=str(tmp_path / "pq"), val_size=4, test_limit=2)
+    assert torch.equal(two.test.images, whole.test.images[:2]) and two.test.indices.tolist() == [0, 1]
+    none = load_splits("parquet", root=str(tmp_path / "pq"), val_size=4, test_limit=0)
+    assert len(none.test) == 0 and none.test.images.shape[1:] == whole.test.images.shape[1:]
+    assert none.num_classes == two.num_classes == whole.num_classes
+    assert torch.equal(none.train.images, whole.train.images) and torch.equal(none.val.images, whole.val.images)
+    mnist = load_splits("fashion_mnist", limit=100, val_size=10, test_limit=7)  # a loader that reads it all: cut
+    assert len(mnist.test) == 7 and mnist.test.indices.tolist() == list(range(7))
+    with pytest.raises(ValueError, match="test_limit >= 0"):
+        load_splits("fashion_mnist", test_limit=-1)
+
+
 def test_parquet_root_uri_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^cannot open nosuch://bucket/set: Unrecognized filesystem type"):
         load_splits("parquet", root="nosuch://bucket/set")

@@ -212,6 +212,15 @@ def _read_split(fs, files: list[str], image_column: str, label_column: str, shap
     return _Part(torch.from_numpy(np.concatenate(images)), torch.from_numpy(np.concatenate(labels)), pos, offset)
 
 
+def _all_labels(fs, files: list[str], label_column: str) -> torch.Tensor:
+    """Every label of ``files`` (the label column alone: no image is read)."""
+    parts = []
+    for path in files:
+        with fs.open_input_file(path) as handle:
+            parts.append(_label_array(pq.read_table(handle, columns=[label_column]).column(label_column), path))
+    return torch.from_numpy(np.concatenate(parts))
+
+
 @dataclass(frozen=True)
 class _Meta:
     """The optional ``adcs.*`` schema metadata of a Parquet set."""
@@ -242,7 +251,7 @@ def _metadata(footer: pq.FileMetaData, path: str) -> _Meta:
 
 def load_parquet(
     root: str | None, download: bool, *, image_column: str = "image", label_column: str = "label",
-    limit: int | None = None, val_size: int = 0, **_opts: object
+    limit: int | None = None, val_size: int = 0, test_limit: int | None = None, **_opts: object
 ) -> RawDataset:
     """Load a Parquet image set laid out as described in this module's docstring.
 
@@ -253,6 +262,8 @@ def load_parquet(
         label_column: name of the integer label column.
         limit, val_size: the job's split (``split_raw``): when ``limit`` is set, only the
             training row groups holding the first ``limit`` or the last ``val_size`` rows are read.
+        test_limit: when set, only the test row groups holding the first ``test_limit`` rows
+            are read (0: none; the split then has no rows but keeps the image shape).
 
     Returns:
         The train and test splits.
@@ -274,12 +285,14 @@ def load_parquet(
     total = sum(f.num_rows for f in footers)
     wanted = None if limit is None else [(0, limit), (total - val_size, total)]
     train = _read_split(fs, files["train"], image_column, label_column, meta.image_shape, wanted, footers)
-    test = _read_split(fs, files["test"], image_column, label_column, meta.image_shape)
+    test = _read_split(fs, files["test"], image_column, label_column,  # (an empty one takes train's shape)
+                       meta.image_shape or tuple(train.images.shape[1:]), None if test_limit is None else [(0, test_limit)])
     if train.total == 0:
         raise ValueError(f"parquet: the train files in {root} hold no rows")
     num_classes = meta.num_classes
-    if num_classes is None:
-        num_classes = int(torch.cat([train.labels, test.labels]).max()) + 1
+    if num_classes is None:  # every process infers the same count, whatever test rows it reads
+        test_labels = test.labels if test_limit is None else _all_labels(fs, files["test"], label_column)
+        num_classes = int(torch.cat([train.labels, test_labels]).max()) + 1
     if meta.mean is not None and meta.std is not None:
         mean, std = meta.mean, meta.std
     else:  # of the rows read (all of them unless limit skipped some row groups)

@@ -54,7 +54,8 @@ def _rows(raw: RawDataset, start: int, stop: int) -> ImageSet:
     return ImageSet(raw.train_images[lo:hi].clone(), raw.train_labels[lo:hi].clone(), pos[lo:hi].clone())
 
 
-def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size: int = 1000) -> Splits:
+def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size: int = 1000,
+              test_limit: int | None = None) -> Splits:
     """Cut a loaded dataset into train / validation / test.
 
     The last ``val_size`` examples of the source training split are the validation set
@@ -66,6 +67,7 @@ def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size:
         raw: the loader's output.
         limit: number of training examples, all remaining when None.
         val_size: examples held out from the end of the source training split (>= 0).
+        test_limit: the first ``test_limit`` test examples (all when None; 0: none).
 
     Returns:
         The splits; every ImageSet's ``indices`` are positions in its source split.
@@ -83,11 +85,12 @@ def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size:
             f"limit={limit} must be in [1, {available}]: {name} has {total} training examples, {val_size} held out"
         )
     keep = available if limit is None else limit
+    tests = int(raw.test_images.shape[0]) if test_limit is None else min(test_limit, int(raw.test_images.shape[0]))
     return Splits(
         name=name,
         train=_rows(raw, 0, keep),
         val=_rows(raw, available, total),
-        test=_part(raw.test_images, raw.test_labels, 0, int(raw.test_images.shape[0])),
+        test=_part(raw.test_images, raw.test_labels, 0, tests),
         num_classes=raw.num_classes,
         mean=tuple(raw.mean),
         std=tuple(raw.std),
@@ -104,6 +107,7 @@ def load_splits(
     val_size: int = 1000,
     image_column: str = "image",
     label_column: str = "label",
+    test_limit: int | None = None,
 ) -> Splits:
     """Load a registered dataset and split it (see :func:`split_raw`).
 
@@ -115,6 +119,8 @@ def load_splits(
         val_size: examples held out from the end of the source training split.
         image_column: parquet only: name of the image column.
         label_column: parquet only: name of the label column.
+        test_limit: the first ``test_limit`` test examples (all when None; 0: none, for a
+            process that never evaluates); parquet reads only their row groups.
 
     Returns:
         The train / validation / test splits with class count, mean/std and image shape.
@@ -124,8 +130,10 @@ def load_splits(
         FileNotFoundError: files missing and ``download`` false.
     """
     loader = get_loader(name)
-    if (limit is not None and limit < 1) or val_size < 0:  # fail before reading any file
-        raise ValueError(f"limit must be >= 1 or None and val_size >= 0, got limit={limit}, val_size={val_size}")
+    if (limit is not None and limit < 1) or val_size < 0 or (test_limit is not None and test_limit < 0):
+        raise ValueError(f"limit must be >= 1 or None, val_size >= 0 and test_limit >= 0 or None, got limit={limit}, "
+                         f"val_size={val_size}, test_limit={test_limit}")  # before reading any file
     # a loader that can read part of a set (parquet) reads only these rows; the others ignore them
-    raw = loader(root, download, image_column=image_column, label_column=label_column, limit=limit, val_size=val_size)
-    return split_raw(name, raw, limit=limit, val_size=val_size)
+    raw = loader(root, download, image_column=image_column, label_column=label_column, limit=limit, val_size=val_size,
+                 test_limit=test_limit)
+    return split_raw(name, raw, limit=limit, val_size=val_size, test_limit=test_limit)

@@ -188,7 +188,7 @@ def train_loop_per_worker(config: dict) -> None:
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     seed_everything(cfg.seed, cfg.deterministic)
     device = ray.train.torch.get_device()
-    splits = load_job_splits(cfg)
+    splits = load_job_splits(cfg, evaluates=rank == 0)  # rank 0 alone validates and tests
     startup = {"trainer_startup_s": started - config["fit_called_at"], "worker_setup_s": time.time() - started}
     method = get_method(cfg.coreset.method)  # records-based methods select inside the Job itself
     selector = (None if method.trains_on_all or method.needs_records

@@ -14,10 +14,13 @@ from ..objectives import build_objective
 from .schedule import EpochSchedule
 
 
-def load_job_splits(cfg: JobConfig) -> Splits:
+def load_job_splits(cfg: JobConfig, *, evaluates: bool = True) -> Splits:
+    """The job's splits; its test split is the ``eval.test_limit`` examples it evaluates on, none
+    for a process that never evaluates (a Train rank other than 0, a Ray Train job's driver)."""
     d = cfg.data
     return load_splits(d.name, root=d.root, download=d.download, limit=d.limit, val_size=d.val_size,
-                       image_column=d.image_column, label_column=d.label_column)
+                       image_column=d.image_column, label_column=d.label_column,
+                       test_limit=cfg.eval.test_limit if evaluates else 0)
 
 
 def make_model(cfg: JobConfig, splits: Splits) -> torch.nn.Module:
