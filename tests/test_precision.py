@@ -4,6 +4,8 @@ accuracy within noise of fp32."""
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 
@@ -61,3 +63,22 @@ def test_bf16_and_fp16_train_to_finite_losses_and_fp32_accuracy():
         got = _train(precision)
         assert abs(got["val_clean_acc"] - ref["val_clean_acc"]) <= 0.06, (precision, got, ref)
         assert abs(got["val_robust_acc"] - ref["val_robust_acc"]) <= 0.06, (precision, got, ref)
+
+
+def test_fp16_resume_continues_with_the_loss_scale_it_had():
+    """The gradient scaler's state is in the checkpoint: without it a resumed fp16 job starts
+    again at 2**16, skips steps while it backs off, and trains differently from an uninterrupted one."""
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "train.epochs=2", "train.precision=fp16", "deterministic=true"])
+    splits = load_job_splits(cfg)
+    job = Job(cfg, splits, torch.device("cpu"))
+    job.run_epoch(0)
+    job.scaler.update(new_scale=512.0)  # a scale it could have backed off to (these tiny runs seldom overflow)
+    saved = copy.deepcopy(job.payload())  # what a checkpoint file holds (state_dict tensors are live views)
+    uninterrupted = job.run_epoch(1)[0]
+    resumed = Job(cfg, splits, torch.device("cpu"))
+    resumed.restore(saved)
+    assert resumed.scaler.get_scale() == 512.0
+    again = resumed.run_epoch(1)[0]
+    assert again["train_loss"] == uninterrupted["train_loss"]
+    assert torch.equal(torch.nn.utils.parameters_to_vector(resumed.model.parameters()),
+                       torch.nn.utils.parameters_to_vector(job.model.parameters()))

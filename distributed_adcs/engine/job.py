@@ -114,7 +114,8 @@ class Job:
         return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
                 "time_split": dict(s.time_split), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
-                "records": None if self.records is None else self.records.state_dict()}
+                "records": None if self.records is None else self.records.state_dict(),
+                "scaler": None if self.scaler is None else self.scaler.state_dict()}  # fp16's loss scale
 
     def restore(self, payload: dict[str, Any]) -> None:
         s = self.state
@@ -129,6 +130,8 @@ class Job:
             s.coreset_epoch = int(core["epoch"])
         if self.records is not None and payload.get("records") is not None:
             self.records.load_state_dict(payload["records"])
+        if self.scaler is not None and payload.get("scaler"):  # (a checkpoint of another precision has none)
+            self.scaler.load_state_dict(payload["scaler"])
         set_rng_state(payload["rng"])
 
     # -- one epoch -------------------------------------------------------------------------
