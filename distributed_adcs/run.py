@@ -23,7 +23,7 @@ from typing import Callable, Literal, Sequence
 from . import console, storage
 from .config import JobConfig, UsageError
 from .console import say
-from .engine.build import load_job_splits
+from .engine.build import describe_job_data, load_job_splits
 from .engine.runtime import Interrupted, raise_on_sigterm, seed_everything
 from .methods import MethodSpec, get_method
 
@@ -80,7 +80,8 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             from .distributed.cluster import check_address
 
             check_address(cfg.ray.address)
-        splits = load_job_splits(cfg, evaluates=plan.where == "process")  # Ray Train: rank 0 tests
+        # a Ray Train job's driver trains on no image: it reads the data's description only
+        splits = load_job_splits(cfg) if plan.where == "process" else describe_job_data(cfg)
         # a Ray Train job may resume from Ray's own storage, so only the in-process path needs the file
         run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id,
                           require_local_checkpoint=plan.where == "process")
@@ -119,7 +120,7 @@ def header_line(plan: JobPlan, splits, run) -> str:
             where += f", selection on {cfg.ray.num_actors} Ray actor{'s' * (cfg.ray.num_actors > 1)}"
     verb = "resumes" if run.resume_checkpoint is not None else "records"
     return (f"adcs train: {what}, {cfg.objective.name} eps={cfg.objective.epsilon:g}, {cfg.model.name} on "
-            f"{cfg.data.name} ({len(splits.train):,} training images), {cfg.train.epochs} epochs, {where}; "
+            f"{cfg.data.name} ({splits.num_train:,} training images), {cfg.train.epochs} epochs, {where}; "
             f"MLflow {verb} run {run.tracker.run_id} (experiment '{cfg.mlflow.experiment}', {run.tracker.uri})")
 
 

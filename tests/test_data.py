@@ -424,6 +424,33 @@ def test_a_process_reads_only_the_test_rows_it_evaluates(tmp_path: Path) -> None
         load_splits("fashion_mnist", test_limit=-1)
 
 
+def test_a_parquet_set_is_described_without_reading_an_image(tmp_path: Path) -> None:
+    """What a Ray Train job's driver reads: footers (and labels without class metadata). Every
+    image is made undecodable, so a read of any row group fails; the description still comes,
+    equal to what load_splits says of the intact set, with the same errors for a bad split."""
+    from distributed_adcs.data import describe_splits
+
+    _row_grouped_set(tmp_path / "pq")
+    whole = load_splits("parquet", root=str(tmp_path / "pq"), limit=30, val_size=4)
+    for path in (tmp_path / "pq").glob("*.parquet"):
+        table = pq.read_table(path)
+        pq.write_table(table.set_column(0, "image", pa.array([b"not an image"] * table.num_rows)), path,
+                       row_group_size=8)
+    with pytest.raises(ValueError, match="no image PIL can decode"):
+        load_splits("parquet", root=str(tmp_path / "pq"), limit=30, val_size=4)
+    summary = describe_splits("parquet", root=str(tmp_path / "pq"), limit=30, val_size=4)
+    assert (summary.num_train, summary.num_classes) == (whole.num_train, whole.num_classes) == (30, 10)
+    assert describe_splits("parquet", root=str(tmp_path / "pq"), val_size=4).num_train == 36
+    with pytest.raises(ValueError, match=r"limit=37 must be in \[1, 36\]"):
+        describe_splits("parquet", root=str(tmp_path / "pq"), limit=37, val_size=4)
+    with pytest.raises(ValueError, match=r"no column\(s\) \['pixels'\]"):
+        describe_splits("parquet", root=str(tmp_path / "pq"), image_column="pixels")
+    with pytest.raises(FileNotFoundError, match="parquet: no"):
+        describe_splits("parquet", root=str(tmp_path / "nowhere"))
+    mnist = describe_splits("fashion_mnist", limit=100, val_size=10)  # the other sets: loaded, then described
+    assert (mnist.num_train, mnist.num_classes) == (100, 10)
+
+
 def test_parquet_root_uri_errors_name_the_problem(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"^cannot open nosuch://bucket/set: Unrecognized filesystem type"):
         load_splits("parquet", root="nosuch://bucket/set")

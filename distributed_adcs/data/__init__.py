@@ -13,8 +13,8 @@ the torchvision sets and :mod:`.parquet` for the Parquet layout.
 from distributed_adcs.data.augment import AUGMENTATIONS, default_augmentation, get_augmentation
 from distributed_adcs.data.batches import Batch, iterate_batches, num_batches
 from distributed_adcs.data.export import export_parquet
-from distributed_adcs.data.splits import DATASETS, load_splits, split_raw
-from distributed_adcs.data.types import ImageSet, RawDataset, Splits
+from distributed_adcs.data.splits import DATASETS, describe_splits, load_splits, split_raw
+from distributed_adcs.data.types import DataSummary, ImageSet, RawDataset, Splits
 from distributed_adcs.data.vision import DATASET_STATS, FASHION_MNIST_SYSTEM_DIR
 
 __all__ = [
@@ -23,10 +23,12 @@ __all__ = [
     "DATASET_STATS",
     "FASHION_MNIST_SYSTEM_DIR",
     "Batch",
+    "DataSummary",
     "ImageSet",
     "RawDataset",
     "Splits",
     "default_augmentation",
+    "describe_splits",
     "export_parquet",
     "get_augmentation",
     "iterate_batches",

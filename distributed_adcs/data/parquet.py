@@ -249,6 +249,35 @@ def _metadata(footer: pq.FileMetaData, path: str) -> _Meta:
         raise ValueError(f"{path}: malformed adcs.* schema metadata: {error}") from None
 
 
+def describe_parquet(root: str | None, *, image_column: str = "image", label_column: str = "label") -> tuple[int, int]:
+    """``(training rows, classes)`` of a Parquet set from its footers alone: no image is read
+    (the label column only where the schema metadata has no class count).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_parquet` for the same set.
+    """
+    if root is None:
+        raise ValueError("the parquet dataset needs data.root: a directory with train*.parquet and test*.parquet")
+    fs, _ = storage.filesystem(root)
+    files = {split: parquet_files(root, split) for split in ("train", "test")}
+    for split, found in files.items():
+        if not found:
+            pattern = storage.join(root, f"{split}*.parquet")
+            raise FileNotFoundError(f"parquet: no {pattern}; set data.root to the directory that holds them")
+    footers = _footers(fs, files["train"])
+    names = footers[0].schema.to_arrow_schema().names
+    absent = [c for c in (image_column, label_column) if c not in names]
+    if absent:
+        raise ValueError(f"{files['train'][0]}: no column(s) {absent}; columns are {names}")
+    total = sum(f.num_rows for f in footers)
+    if total == 0:
+        raise ValueError(f"parquet: the train files in {root} hold no rows")
+    classes = _metadata(footers[0], files["train"][0]).num_classes
+    if classes is None:
+        classes = int(torch.cat([_all_labels(fs, files[s], label_column) for s in ("train", "test")]).max()) + 1
+    return total, classes
+
+
 def load_parquet(
     root: str | None, download: bool, *, image_column: str = "image", label_column: str = "label",
     limit: int | None = None, val_size: int = 0, test_limit: int | None = None, **_opts: object
@@ -290,9 +319,10 @@ def load_parquet(
     if train.total == 0:
         raise ValueError(f"parquet: the train files in {root} hold no rows")
     num_classes = meta.num_classes
-    if num_classes is None:  # every process infers the same count, whatever test rows it reads
+    if num_classes is None:  # of every label: each process infers the same count, whatever rows it reads
+        train_labels = train.labels if limit is None else _all_labels(fs, files["train"], label_column)
         test_labels = test.labels if test_limit is None else _all_labels(fs, files["test"], label_column)
-        num_classes = int(torch.cat([train.labels, test_labels]).max()) + 1
+        num_classes = int(torch.cat([train_labels, test_labels]).max()) + 1
     if meta.mean is not None and meta.std is not None:
         mean, std = meta.mean, meta.std
     else:  # of the rows read (all of them unless limit skipped some row groups)

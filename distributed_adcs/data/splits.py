@@ -6,8 +6,8 @@ from collections.abc import Callable
 
 import torch
 
-from distributed_adcs.data.parquet import load_parquet
-from distributed_adcs.data.types import ImageSet, RawDataset, Splits
+from distributed_adcs.data.parquet import describe_parquet, load_parquet
+from distributed_adcs.data.types import DataSummary, ImageSet, RawDataset, Splits
 from distributed_adcs.data.vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist, load_svhn
 
 # name -> loader(root, download, **opts) returning the full source splits.
@@ -54,6 +54,18 @@ def _rows(raw: RawDataset, start: int, stop: int) -> ImageSet:
     return ImageSet(raw.train_images[lo:hi].clone(), raw.train_labels[lo:hi].clone(), pos[lo:hi].clone())
 
 
+def _train_count(name: str, total: int, limit: int | None, val_size: int) -> int:
+    """The training examples of a split of ``total`` source rows; ValueError when it cannot be made."""
+    if val_size < 0 or val_size >= total:
+        raise ValueError(f"val_size={val_size} must be in [0, {total - 1}] for {name}'s {total} training examples")
+    available = total - val_size
+    if limit is not None and not 1 <= limit <= available:
+        raise ValueError(
+            f"limit={limit} must be in [1, {available}]: {name} has {total} training examples, {val_size} held out"
+        )
+    return available if limit is None else limit
+
+
 def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size: int = 1000,
               test_limit: int | None = None) -> Splits:
     """Cut a loaded dataset into train / validation / test.
@@ -77,14 +89,8 @@ def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size:
             than what remains.
     """
     total = raw.num_train
-    if val_size < 0 or val_size >= total:
-        raise ValueError(f"val_size={val_size} must be in [0, {total - 1}] for {name}'s {total} training examples")
+    keep = _train_count(name, total, limit, val_size)
     available = total - val_size
-    if limit is not None and not 1 <= limit <= available:
-        raise ValueError(
-            f"limit={limit} must be in [1, {available}]: {name} has {total} training examples, {val_size} held out"
-        )
-    keep = available if limit is None else limit
     tests = int(raw.test_images.shape[0]) if test_limit is None else min(test_limit, int(raw.test_images.shape[0]))
     return Splits(
         name=name,
@@ -137,3 +143,27 @@ def load_splits(
     raw = loader(root, download, image_column=image_column, label_column=label_column, limit=limit, val_size=val_size,
                  test_limit=test_limit)
     return split_raw(name, raw, limit=limit, val_size=val_size, test_limit=test_limit)
+
+
+def describe_splits(
+    name: str,
+    *,
+    root: str | None = None,
+    download: bool = False,
+    limit: int | None = None,
+    val_size: int = 1000,
+    image_column: str = "image",
+    label_column: str = "label",
+) -> DataSummary:
+    """The training count and class count :func:`load_splits` would give, with the same errors,
+    for a process that needs no image: a Parquet set (the one a cluster shares) is described
+    from its footers without reading a row group; the other sets are loaded (local and small).
+    """
+    if name != "parquet":
+        splits = load_splits(name, root=root, download=download, limit=limit, val_size=val_size, test_limit=0)
+        return DataSummary(name, splits.num_train, splits.num_classes)
+    get_loader(name)
+    if (limit is not None and limit < 1) or val_size < 0:
+        raise ValueError(f"limit must be >= 1 or None and val_size >= 0, got limit={limit}, val_size={val_size}")
+    total, classes = describe_parquet(root, image_column=image_column, label_column=label_column)
+    return DataSummary(name, _train_count(name, total, limit, val_size), classes)

@@ -86,6 +86,21 @@ class Splits:
     std: tuple[float, ...]
     image_shape: tuple[int, int, int]
 
+    @property
+    def num_train(self) -> int:
+        return len(self.train)
+
+
+@dataclass(frozen=True)
+class DataSummary:
+    """What a process that trains on no image needs to know of a job's data (a Ray Train job's
+    driver: its first line and the class count of the coreset histograms): see
+    :func:`distributed_adcs.data.splits.describe_splits`."""
+
+    name: str
+    num_train: int
+    num_classes: int
+
 
 @dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous; compare by identity
 class RawDataset:

@@ -23,7 +23,7 @@ from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
 from ..config import JobConfig, to_dict
-from ..data import Splits
+from ..data import DataSummary, Splits
 from ..tracking import RunTracker
 from .cluster import connect
 from .reporter import MlflowReporter
@@ -37,7 +37,7 @@ def trainer_name(run_id: str) -> str:
     return f"adcs-{run_id}"  # stable across resumes: no timestamps
 
 
-def run_trainer(cfg: JobConfig, splits: Splits, tracker: RunTracker, storage: str, last: Path, *,
+def run_trainer(cfg: JobConfig, splits: Splits | DataSummary, tracker: RunTracker, storage: str, last: Path, *,
                 resume_from: Path | None = None, callbacks=(), started_at: float | None = None,
                 checkpoint_uri: str | None = None) -> bool:
     """Run the job's trainer (``storage``: Ray Train's ``storage_path``, a path or URI) and copy

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field, replace
 import torch
 
 from ..config import JobConfig, ObjectiveConfig
-from ..data import Splits, load_splits
+from ..data import DataSummary, Splits, describe_splits, load_splits
 from ..data.augment import AUGMENTATIONS, default_augmentation
 from ..models import build_model
 from ..objectives import build_objective
@@ -21,6 +21,13 @@ def load_job_splits(cfg: JobConfig, *, evaluates: bool = True) -> Splits:
     return load_splits(d.name, root=d.root, download=d.download, limit=d.limit, val_size=d.val_size,
                        image_column=d.image_column, label_column=d.label_column,
                        test_limit=cfg.eval.test_limit if evaluates else 0)
+
+
+def describe_job_data(cfg: JobConfig) -> DataSummary:
+    """The job's training and class counts, read without its images (see ``describe_splits``)."""
+    d = cfg.data
+    return describe_splits(d.name, root=d.root, download=d.download, limit=d.limit, val_size=d.val_size,
+                           image_column=d.image_column, label_column=d.label_column)
 
 
 def make_model(cfg: JobConfig, splits: Splits) -> torch.nn.Module:
