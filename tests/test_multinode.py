@@ -1,50 +1,132 @@
 """Cluster shapes that do not fit a single local Ray, on a real multi-node Ray on one machine
-(``ray.cluster_utils.Cluster``: one raylet per node): a head with no CPUs, trial drivers that
-need the head's custom resource, a store on one node's disk."""
+(``ray.cluster_utils.Cluster``: one raylet per node): a head with no CPUs and two worker nodes,
+Ray workers that may not open the driver's disk (an audit hook), trial drivers that need the
+head's custom resource, a store on one node's disk."""
 
 from __future__ import annotations
+
+import os
+import shutil
+from types import SimpleNamespace
 
 import pytest
 import ray
 from mlflow.tracking import MlflowClient
 from ray.cluster_utils import Cluster
+from ray.train import RunConfig, ScalingConfig
+from ray.train.torch import TorchTrainer
 
 from distributed_adcs.config import UsageError, load_config
 from distributed_adcs.distributed.sweep import DRIVER_RESOURCE, check_sweep_store, trial_resources
 
-from helpers import TINY
+from helpers import ROOT, TINY
 
 pytestmark = pytest.mark.ray
 
 
 @pytest.fixture(scope="module")
-def cluster():
-    """A head with no CPUs (driver and control plane only) and one 2-CPU worker node."""
+def cluster(tmp_path_factory):
+    """A head with no CPUs (driver and control plane only) and two 2-CPU worker nodes. Every Ray
+    worker process runs tests/audit_hook.py: it refuses to open anything in ``driver_disk``,
+    the driver's local disk that, on a real cluster, no other node has, and logs the attempt."""
+    driver_disk = tmp_path_factory.mktemp("driver-disk")
+    audit_log = tmp_path_factory.mktemp("audit") / "opened.log"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True,
                                                       "dashboard_host": "127.0.0.1",
                                                       "object_store_memory": 256 * 2**20})
-    worker = c.add_node(num_cpus=2, object_store_memory=256 * 2**20)
+    workers = [c.add_node(num_cpus=2, object_store_memory=256 * 2**20) for _ in range(2)]
     c.wait_for_nodes()
-    ray.init(address=c.address, log_to_driver=False)
-    yield c, worker
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT / "tests"), os.environ.get("PYTHONPATH")])),
+           "ADCS_FORBIDDEN_DIRS": str(driver_disk), "ADCS_AUDIT_LOG": str(audit_log)}
+    ray.init(address=c.address, log_to_driver=False,
+             runtime_env={"worker_process_setup_hook": "audit_hook.install", "env_vars": env})
+    yield SimpleNamespace(cluster=c, address=c.address, workers=workers, driver_disk=driver_disk, audit_log=audit_log)
     ray.shutdown()
     c.shutdown()
 
 
-def test_ray_train_job_on_a_head_without_cpus_runs_its_worker_on_the_worker_node(cluster, tmp_path):
+def _opened(cluster) -> list[str]:
+    """What Ray workers opened (or tried to) on the driver's disk."""
+    return cluster.audit_log.read_text().splitlines() if cluster.audit_log.exists() else []
+
+
+def test_the_audit_hook_stops_a_worker_that_opens_the_driver_disk(cluster):
+    target = cluster.driver_disk / "probe.txt"
+    target.write_text("only the driver's node has this file")
+
+    def try_read(path: str) -> str:
+        try:
+            with open(path) as f:
+                return f.read()
+        except PermissionError as err:
+            return str(err)
+
+    assert ray.get(ray.remote(num_cpus=1)(try_read).remote(str(target))) == f"a Ray worker opened {target}, on the driver's local disk"
+    assert _opened(cluster)[-1].endswith(f" {target}")
+
+    def train_worker(config: dict) -> None:  # a Ray Train worker gets the hook too (an actor of the controller)
+        got = try_read(config["path"])
+        if got != config["expected"]:  # fit() then fails
+            raise AssertionError(f"a Train worker read the driver's file: {got!r}")
+
+    refused = f"a Ray worker opened {target}, on the driver's local disk"
+    trainer = TorchTrainer(train_worker, train_loop_config={"path": str(target), "expected": refused},
+                           scaling_config=ScalingConfig(num_workers=1, resources_per_worker={"CPU": 1}),
+                           run_config=RunConfig(storage_path=str(cluster.audit_log.parent / "ray")))
+    assert trainer.fit().error is None
+    assert len(_opened(cluster)) == 2
+    cluster.audit_log.unlink()
+
+
+def test_ray_train_job_on_two_worker_nodes_never_opens_the_driver_disk(cluster, tmp_path, monkeypatch):
+    """Data and checkpoints on shared storage (``file://`` standing for it), 2 Train workers of
+    2 CPUs (one per worker node), then the run continued from a checkpoint file on the driver's
+    own disk: its bytes reach the workers through the object store."""
     from ray.util.state import list_actors
 
+    from distributed_adcs.data import export_parquet
     from distributed_adcs.run import train
 
-    c, worker = cluster
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
-    cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "coreset.warmup_epochs=1",
-                                                  "ray.num_workers=1", "ray.cpus_per_worker=1", f"ray.address={c.address}",
-                                                  f"mlflow.tracking_uri={uri}", f"train.output_dir={tmp_path / 'runs'}"])
+    shared = tmp_path / "shared"
+    export_parquet("fashion_mnist", shared / "fmnist")
+    monkeypatch.chdir(shared)  # (MLflow's default artifact root is relative to the working directory)
+    uri = f"sqlite:///{shared / 'mlflow.db'}"
+    sets = [*TINY, "data.name=parquet", f"data.root=file://{shared / 'fmnist'}", "coreset.method=craig",
+            "coreset.warmup_epochs=1", "ray.num_workers=2", "ray.cpus_per_worker=2", f"ray.address={cluster.address}",
+            f"mlflow.tracking_uri={uri}", f"train.output_dir=file://{shared / 'runs'}"]
+    first = train(load_config(ROOT / "configs" / "quickstart.yaml", sets))
+    resume = cluster.driver_disk / "resume.pt"
+    shutil.copy(shared / "runs" / first / "last.pt", resume)
+    second = train(load_config(ROOT / "configs" / "quickstart.yaml", [*sets, "train.epochs=3"]), resume=str(resume))
+    client = MlflowClient(uri)
+    assert {client.get_run(r).info.status for r in (first, second)} == {"FINISHED"}
+    assert [m.step for m in client.get_metric_history(second, "train_loss")] == [2]  # from the driver's file
+    workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
+    assert {a.node_id for a in workers} == {w.node_id for w in cluster.workers}  # both, never the CPU-less head
+    assert _opened(cluster) == []
+
+
+def test_in_process_job_ships_its_data_to_actors_on_the_worker_nodes(cluster, monkeypatch):
+    """Data and output on the driver's disk: the embedding actors get the images through the
+    object store and never open either."""
+    from ray.util.state import list_actors
+
+    from distributed_adcs.data import FASHION_MNIST_SYSTEM_DIR
+    from distributed_adcs.run import train
+
+    data = cluster.driver_disk / "fmnist"
+    shutil.copytree(FASHION_MNIST_SYSTEM_DIR, data)
+    monkeypatch.chdir(cluster.driver_disk)
+    uri = f"sqlite:///{cluster.driver_disk / 'mlflow.db'}"
+    cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
+        *TINY, f"data.root={data}", "coreset.method=craig", "coreset.warmup_epochs=1", "ray.num_workers=0",
+        "ray.num_actors=2", "ray.cpus_per_actor=1", f"ray.address={cluster.address}", f"mlflow.tracking_uri={uri}",
+        f"train.output_dir={cluster.driver_disk / 'runs'}"])
     run_id = train(cfg)
     assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
-    workers = [a for a in list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)]
-    assert workers and {a.node_id for a in workers} == {worker.node_id}  # never the CPU-less head
+    actors = list_actors(filters=[("class_name", "=", "EmbeddingWorker")], limit=1000)
+    assert len(actors) == 2 and {a.node_id for a in actors} <= {w.node_id for w in cluster.workers}
+    assert _opened(cluster) == []
 
 
 def test_sweep_trials_need_the_driver_resource_the_cluster_lacks(cluster):
@@ -55,7 +137,7 @@ def test_sweep_trials_need_the_driver_resource_the_cluster_lacks(cluster):
 
 
 def test_sweep_with_a_file_store_on_a_multi_node_cluster_refuses(cluster, tmp_path):
-    with pytest.raises(UsageError, match=r"train on any of the cluster's 2 nodes, but MLflow records into .*mlflow.db, "
+    with pytest.raises(UsageError, match=r"train on any of the cluster's 3 nodes, but MLflow records into .*mlflow.db, "
                                          r"a file of one node"):
         check_sweep_store(f"sqlite:///{tmp_path / 'mlflow.db'}", distributed=False)
     check_sweep_store("http://mlflow:5000", distributed=False)  # a tracking server: fine
@@ -63,7 +145,7 @@ def test_sweep_with_a_file_store_on_a_multi_node_cluster_refuses(cluster, tmp_pa
 
 
 def test_a_head_that_declares_the_driver_resource_gets_trial_drivers(cluster):
-    c, _ = cluster
+    c = cluster.cluster
     node = c.add_node(num_cpus=0, resources={DRIVER_RESOURCE: 1000})
     c.wait_for_nodes()
     try:
