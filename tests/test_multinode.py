@@ -19,7 +19,7 @@ from ray.train.torch import TorchTrainer
 from distributed_adcs.config import UsageError, load_config
 from distributed_adcs.distributed.sweep import DRIVER_RESOURCE, check_sweep_store, trial_resources
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, mlflow_server
 
 pytestmark = pytest.mark.ray
 
@@ -126,6 +126,32 @@ def test_in_process_job_ships_its_data_to_actors_on_the_worker_nodes(cluster, mo
     assert MlflowClient(uri).get_run(run_id).info.status == "FINISHED"
     actors = list_actors(filters=[("class_name", "=", "EmbeddingWorker")], limit=1000)
     assert len(actors) == 2 and {a.node_id for a in actors} <= {w.node_id for w in cluster.workers}
+    assert _opened(cluster) == []
+
+
+@pytest.mark.timeout(420)
+def test_a_sweep_against_the_cluster_records_through_a_tracking_server(cluster, tmp_path):
+    """``adcs sweep`` joined to the cluster: 2 in-process trials (1 CPU each, so on the worker
+    nodes), MLflow over HTTP (a file store of one node is refused, see below), Tune's storage
+    shared (``file://``), under a timeout; no trial opens the driver's disk."""
+    import yaml
+
+    from distributed_adcs.distributed.sweep import run_sweep
+    from distributed_adcs.run import train
+    from test_sweep import _write_sweep
+
+    with mlflow_server(tmp_path, str(tmp_path / "server-artifacts")) as url:
+        path = _write_sweep(tmp_path, url, {"train.lr": {"grid": [0.05, 0.02]}}, scheduler="fifo")
+        spec = yaml.safe_load(path.read_text())
+        spec["set"].update({"ray.address": cluster.address, "train.output_dir": f"file://{tmp_path / 'shared'}"})
+        path.write_text(yaml.safe_dump(spec))
+        parent = run_sweep(path, train)
+        client = MlflowClient(url)
+        exp = client.get_experiment_by_name("sweeps").experiment_id
+        children = client.search_runs([exp], filter_string=f"tags.mlflow.parentRunId = '{parent}'")
+        assert client.get_run(parent).info.status == "FINISHED"
+        assert sorted(c.info.status for c in children) == ["FINISHED", "FINISHED"]
+        assert {"summary.csv", "best_config.yaml"} <= {a.path for a in client.list_artifacts(parent)}
     assert _opened(cluster) == []
 
 
