@@ -34,6 +34,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import torch
 from PIL import Image
@@ -249,13 +250,8 @@ def _metadata(footer: pq.FileMetaData, path: str) -> _Meta:
         raise ValueError(f"{path}: malformed adcs.* schema metadata: {error}") from None
 
 
-def describe_parquet(root: str | None, *, image_column: str = "image", label_column: str = "label") -> tuple[int, int]:
-    """``(training rows, classes)`` of a Parquet set from its footers alone: no image is read
-    (the label column only where the schema metadata has no class count).
-
-    Raises:
-        FileNotFoundError, ValueError: as :func:`load_parquet` for the same set.
-    """
+def _split_files(root: str | None) -> tuple[pafs.FileSystem, dict[str, list[str]]]:
+    """The set's filesystem and its ``train`` / ``test`` files; errors name what is missing."""
     if root is None:
         raise ValueError("the parquet dataset needs data.root: a directory with train*.parquet and test*.parquet")
     fs, _ = storage.filesystem(root)
@@ -264,6 +260,17 @@ def describe_parquet(root: str | None, *, image_column: str = "image", label_col
         if not found:
             pattern = storage.join(root, f"{split}*.parquet")
             raise FileNotFoundError(f"parquet: no {pattern}; set data.root to the directory that holds them")
+    return fs, files
+
+
+def describe_parquet(root: str | None, *, image_column: str = "image", label_column: str = "label") -> tuple[int, int]:
+    """``(training rows, classes)`` of a Parquet set from its footers alone: no image is read
+    (the label column only where the schema metadata has no class count).
+
+    Raises:
+        FileNotFoundError, ValueError: as :func:`load_parquet` for the same set.
+    """
+    fs, files = _split_files(root)
     footers = _footers(fs, files["train"])
     names = footers[0].schema.to_arrow_schema().names
     absent = [c for c in (image_column, label_column) if c not in names]
@@ -301,14 +308,7 @@ def load_parquet(
         FileNotFoundError: a split has no files.
         ValueError: root unset, or the columns or metadata are malformed.
     """
-    if root is None:
-        raise ValueError("the parquet dataset needs data.root: a directory with train*.parquet and test*.parquet")
-    fs, _ = storage.filesystem(root)
-    files = {split: parquet_files(root, split) for split in ("train", "test")}
-    for split, found in files.items():
-        if not found:
-            pattern = storage.join(root, f"{split}*.parquet")
-            raise FileNotFoundError(f"parquet: no {pattern}; set data.root to the directory that holds them")
+    fs, files = _split_files(root)
     footers = _footers(fs, files["train"])
     meta = _metadata(footers[0], files["train"][0])
     total = sum(f.num_rows for f in footers)

@@ -54,6 +54,12 @@ def _rows(raw: RawDataset, start: int, stop: int) -> ImageSet:
     return ImageSet(raw.train_images[lo:hi].clone(), raw.train_labels[lo:hi].clone(), pos[lo:hi].clone())
 
 
+def _check_counts(limit: int | None, val_size: int, test_limit: int | None) -> None:
+    if (limit is not None and limit < 1) or val_size < 0 or (test_limit is not None and test_limit < 0):
+        raise ValueError(f"limit must be >= 1 or None, val_size >= 0 and test_limit >= 0 or None, got limit={limit}, "
+                         f"val_size={val_size}, test_limit={test_limit}")
+
+
 def _train_count(name: str, total: int, limit: int | None, val_size: int) -> int:
     """The training examples of a split of ``total`` source rows; ValueError when it cannot be made."""
     if val_size < 0 or val_size >= total:
@@ -136,9 +142,7 @@ def load_splits(
         FileNotFoundError: files missing and ``download`` false.
     """
     loader = get_loader(name)
-    if (limit is not None and limit < 1) or val_size < 0 or (test_limit is not None and test_limit < 0):
-        raise ValueError(f"limit must be >= 1 or None, val_size >= 0 and test_limit >= 0 or None, got limit={limit}, "
-                         f"val_size={val_size}, test_limit={test_limit}")  # before reading any file
+    _check_counts(limit, val_size, test_limit)  # before reading any file
     # a loader that can read part of a set (parquet) reads only these rows; the others ignore them
     raw = loader(root, download, image_column=image_column, label_column=label_column, limit=limit, val_size=val_size,
                  test_limit=test_limit)
@@ -163,7 +167,6 @@ def describe_splits(
         splits = load_splits(name, root=root, download=download, limit=limit, val_size=val_size, test_limit=0)
         return DataSummary(name, splits.num_train, splits.num_classes)
     get_loader(name)
-    if (limit is not None and limit < 1) or val_size < 0:
-        raise ValueError(f"limit must be >= 1 or None and val_size >= 0, got limit={limit}, val_size={val_size}")
+    _check_counts(limit, val_size, None)
     total, classes = describe_parquet(root, image_column=image_column, label_column=label_column)
     return DataSummary(name, _train_count(name, total, limit, val_size), classes)
