@@ -35,8 +35,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=8000)
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
-    cfg = load_config("configs/quickstart.yaml", [f"data.limit={args.n}", "coreset.method=craig", "ray.num_shards=4",
-                                                  "ray.cpus_per_actor=1", "ray.merge=exact"])
+    cfg = load_config("configs/quickstart.yaml", [f"data.limit={args.n}", "coreset.method=craig", "selection.num_shards=4",
+                                                  "ray.cpus_per_actor=1", "selection.merge=exact"])
     splits = load_job_splits(cfg)
     torch.manual_seed(0)
     model = make_model(cfg, splits)

@@ -42,7 +42,7 @@ def main() -> None:
     ap.add_argument("--steps", default="1,2,3,5,10")
     args = ap.parse_args()
     cfg = load_config("configs/quickstart.yaml", [f"data.limit={args.n}", "objective.steps=10", "coreset.method=craig",
-                                                  "coreset.fraction=0.3", "ray.num_shards=1"])
+                                                  "coreset.fraction=0.3", "selection.num_shards=1"])
     splits = load_job_splits(cfg)
     torch.manual_seed(0)
     model = make_model(cfg, splits)

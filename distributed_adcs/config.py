@@ -244,8 +244,38 @@ def eval_threat(cfg: "JobConfig") -> tuple[str, float]:
 
 
 @dataclass(kw_only=True, slots=True)
+class SelectionConfig:
+    """How a selection is sharded and merged. These decide the coreset wherever it is computed
+    (in the training process, on embedding actors or on Ray Train ranks): they are not Ray's."""
+
+    num_shards: int = 4  # fixed index-range shards; decide selection randomness, not who computes them
+    merge: Literal["auto", "exact", "two_round"] = "auto"
+    # auto: the exact merge while the merging process's selection fits this budget (the gathered
+    # embeddings and the greedy's own matrices: engine/merge.py merge_bytes), else two_round
+    merge_memory_gb: float = 4.0
+    # two_round: each shard keeps this many times its share of a class's budget as candidates
+    greedi_oversample: float = 2.0
+
+    def __post_init__(self) -> None:
+        _check(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
+        _check(self.merge_memory_gb > 0, "merge_memory_gb", f"must be > 0, got {self.merge_memory_gb}")
+        _check(self.greedi_oversample >= 1, "greedi_oversample", f"must be >= 1, got {self.greedi_oversample}")
+
+
+# keys that moved to another section: loading one is a one-line error that names the new key
+MOVED_KEYS = {f"ray.{key}": f"selection.{key}" for key in ("num_shards", "merge", "merge_memory_gb",
+                                                           "greedi_oversample")}
+
+
+def moved_key_message(dotted: str) -> str | None:
+    """``"moved to selection.num_shards"`` for a key that moved (:data:`MOVED_KEYS`), else None."""
+    new = MOVED_KEYS.get(dotted)
+    return None if new is None else f"moved to {new}"
+
+
+@dataclass(kw_only=True, slots=True)
 class RayConfig:
-    """Where and how wide the distributed pipeline runs."""
+    """Where and how wide the distributed pipeline runs: placement and resources."""
 
     address: str | None = None  # None: start a local Ray; "auto" or "HOST:PORT": join a cluster
     num_workers: int = 1  # Ray Train DDP workers; 0 trains in the adcs process without Ray
@@ -256,13 +286,6 @@ class RayConfig:
     cpus_per_worker: float = 1.0
     cpus_per_actor: float = 1.0
     gpus_per_actor: float = 1.0  # only used when use_gpu
-    num_shards: int = 4  # fixed index-range shards; decide selection randomness, not actors
-    merge: Literal["auto", "exact", "two_round"] = "auto"
-    # auto: the exact merge while the driver's selection fits this budget (the gathered
-    # embeddings and the greedy's own matrices: distributed/merge.py merge_bytes), else two_round
-    merge_memory_gb: float = 4.0
-    # two_round: each shard keeps this many times its share of a class's budget as candidates
-    greedi_oversample: float = 2.0
     max_failures: int = 2
     # a Ray Train job's ranks wait this long for rank 0's selection (through the process group's
     # store, outside any collective, so the 30-minute collective timeout does not apply)
@@ -278,9 +301,6 @@ class RayConfig:
     def __post_init__(self) -> None:
         for key in ("num_workers", "num_actors", "max_failures", "startup_retries"):
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
-        _check(self.num_shards >= 1, "num_shards", f"must be >= 1, got {self.num_shards}")
-        _check(self.merge_memory_gb > 0, "merge_memory_gb", f"must be > 0, got {self.merge_memory_gb}")
-        _check(self.greedi_oversample >= 1, "greedi_oversample", f"must be >= 1, got {self.greedi_oversample}")
         _check(self.selection_wait_s > 0, "selection_wait_s", f"must be > 0, got {self.selection_wait_s}")
         for key in ("cpus_per_worker", "cpus_per_actor", "gpus_per_actor"):
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
@@ -303,6 +323,7 @@ class JobConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     coreset: CoresetConfig = field(default_factory=CoresetConfig)
+    selection: SelectionConfig = field(default_factory=SelectionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     ray: RayConfig = field(default_factory=RayConfig)
@@ -319,10 +340,11 @@ class JobConfig:
                      self.data.name)
         c = self.coreset
         spec = get_method(c.method)
-        _check(not (c.per_batch and self.ray.merge == "two_round"), "ray.merge",
+        merge = self.selection.merge
+        _check(not (c.per_batch and merge == "two_round"), "selection.merge",
                "two_round merging selects examples; it cannot be combined with coreset.per_batch")
-        _check(not (self.ray.merge == "two_round" and spec.needs_embeddings and not spec.has_two_round_merge),
-               "ray.merge", f"coreset.method {c.method} has no two-round merge; use exact or auto")
+        _check(not (merge == "two_round" and spec.needs_embeddings and not spec.has_two_round_merge),
+               "selection.merge", f"coreset.method {c.method} has no two-round merge; use exact or auto")
         if not spec.trains_on_all:
             _check(c.warmup_epochs + c.final_full_epochs < self.train.epochs, "coreset.warmup_epochs",
                    f"must be < train.epochs ({self.train.epochs}) minus coreset.final_full_epochs "
@@ -396,7 +418,7 @@ def _build(cls: type, raw: Any, prefix: str = "") -> Any:
     for key in raw:
         if key not in names:
             dotted = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(dotted, f"unknown key (valid: {', '.join(names)})")
+            raise ConfigError(dotted, moved_key_message(dotted) or f"unknown key (valid: {', '.join(names)})")
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
     try:
         return cls(**kwargs)
@@ -470,7 +492,7 @@ def check_overrides(overrides: typing.Sequence[str]) -> None:
         names = [f.name for f in dataclasses.fields(cls)]
         for key, value in node.items():
             dotted = f"{prefix}{key}"
-            _check(key in names, dotted, f"unknown key (valid: {', '.join(names)})")
+            _check(key in names, dotted, moved_key_message(dotted) or f"unknown key (valid: {', '.join(names)})")
             if dataclasses.is_dataclass(hints[key]):
                 _check(isinstance(value, dict), dotted, f"must be a mapping, got {value!r}")
                 walk(hints[key], value, dotted + ".")

@@ -32,7 +32,7 @@ def _cfg(tmp_path, mlflow_uri, *extra):
 @pytest.fixture(scope="module")
 def selection_setup(tmp_path_factory):
     cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "coreset.fraction=0.25", "coreset.warmup_epochs=1",
-                                                  "ray.num_shards=4", "ray.cpus_per_actor=1"])
+                                                  "selection.num_shards=4", "ray.cpus_per_actor=1"])
     splits = load_job_splits(cfg)
     torch.manual_seed(0)
     model = make_model(cfg, splits)
@@ -44,7 +44,7 @@ def _selector(cfg, splits, num_actors, merge="exact"):
 
     from distributed_adcs.distributed.actors import ActorPoolSelector, start_actors
 
-    cfg = replace(cfg, ray=replace(cfg.ray, num_actors=num_actors, merge=merge))
+    cfg = replace(cfg, ray=replace(cfg.ray, num_actors=num_actors), selection=replace(cfg.selection, merge=merge))
     actors = start_actors(cfg, splits)
     return ActorPoolSelector(cfg, actors, splits.train, splits.num_classes), actors
 
@@ -85,7 +85,7 @@ def test_two_round_merge_with_one_shard_is_the_exact_greedy(ray_session, selecti
     from dataclasses import replace
 
     cfg, splits, model = selection_setup
-    one = replace(cfg, ray=replace(cfg.ray, num_shards=1))
+    one = replace(cfg, selection=replace(cfg.selection, num_shards=1))
     exact, a1 = _selector(one, splits, 1, "exact")
     two, a2 = _selector(one, splits, 1, "two_round")
     e, t = exact(model, 2), two(model, 2)

@@ -37,7 +37,7 @@ def test_two_round_is_exact_for_one_shard_and_within_bound_otherwise(shards, see
     emb = centers[torch.randint(0, 12, (n,), generator=g)] + torch.randn(n, 8, generator=g)
     labels = torch.randint(0, 3, (n,), generator=g)
     cfg = load_config(None, ["coreset.method=craig", f"coreset.fraction={k_frac}", "train.epochs=3",
-                             "coreset.warmup_epochs=1", f"ray.num_shards={shards}"])
+                             "coreset.warmup_epochs=1", f"selection.num_shards={shards}"])
     exact = merge_and_choose(cfg, _shards(emb, labels, shards), epoch=1)
     cands = [local_candidates(cfg, s, 1, labels) for s in _shards(emb, labels, shards)]
     merged = two_round_merge(cfg, cands, 1, labels)
@@ -73,7 +73,7 @@ def test_gradmatch_two_round_is_exact_for_one_shard_and_matches_gradients(shards
     labels = torch.randint(0, 4, (n,), generator=g)
     emb = torch.randn(n, 10, generator=g) * 0.7 + torch.randn(4, 10, generator=g)[labels]  # a mean per class
     cfg = load_config(None, ["coreset.method=gradmatch", f"coreset.fraction={frac}", "train.epochs=3",
-                             "coreset.warmup_epochs=1", f"ray.num_shards={shards}"])
+                             "coreset.warmup_epochs=1", f"selection.num_shards={shards}"])
     exact = merge_and_choose(cfg, _shards(emb, labels, shards), epoch=1)
     merged = two_round_merge(cfg, [local_candidates(cfg, s, 1, labels) for s in _shards(emb, labels, shards)],
                              1, labels)
@@ -108,7 +108,7 @@ def test_two_round_union_is_about_twice_the_coreset_not_the_whole_set():
     # "k per shard" kept every example, so the second round reduced nothing
     emb, labels = _clustered(2000, 5, 6, seed=3)
     cfg = load_config(None, ["coreset.method=craig", "coreset.fraction=0.3", "train.epochs=3",
-                             "coreset.warmup_epochs=1", "ray.num_shards=4"])
+                             "coreset.warmup_epochs=1", "selection.num_shards=4"])
     cands = [local_candidates(cfg, s, 1, labels) for s in _shards(emb, labels, 4)]
     union = sum(c.positions.numel() for c in cands)
     k = round(0.3 * 2000)
@@ -126,7 +126,7 @@ def test_merge_at_40k_by_10_with_10_classes_and_8_shards():
     n, classes, shards = 40_000, 10, 8
     emb, labels = _clustered(n, classes, 10, seed=7)
     cfg = load_config(None, ["coreset.method=craig", "coreset.fraction=0.1", "train.epochs=3",
-                             "coreset.warmup_epochs=1", f"ray.num_shards={shards}"])
+                             "coreset.warmup_epochs=1", f"selection.num_shards={shards}"])
     parts = _shards(emb, labels, shards)
     cands = [local_candidates(cfg, s, 1, labels) for s in parts]
     union = sum(c.positions.numel() for c in cands)
@@ -151,7 +151,7 @@ def test_auto_merge_budgets_the_greedy_matrices_not_only_the_embeddings():
     # 300k examples, 10 classes: 30k per class, the most CRAIG's exact greedy takes (1.8 GB grid)
     labels = torch.arange(10).repeat_interleave(30_000)
     cfg = load_config(None, ["coreset.method=craig", "coreset.fraction=0.3", "train.epochs=3",
-                             "coreset.warmup_epochs=1", "ray.num_shards=8", "ray.merge_memory_gb=1"])
+                             "coreset.warmup_epochs=1", "selection.num_shards=8", "selection.merge_memory_gb=1"])
     exact, two = merge_bytes(cfg, labels, 10, "exact"), merge_bytes(cfg, labels, 10, "two_round")
     assert exact > 1.8e9  # embeddings alone are 12 MB: the old float count would have said exact
     assert two < exact / 1.5

@@ -30,7 +30,7 @@ FRACTION = 0.25
 
 def _cfg(method: str, tmp_path=None, mlflow_uri=None, *extra: str):
     sets = [*TINY, f"coreset.method={method}", f"coreset.fraction={FRACTION}", "coreset.warmup_epochs=1",
-            "coreset.every=1", "train.epochs=2", "ray.num_shards=4", *extra]
+            "coreset.every=1", "train.epochs=2", "selection.num_shards=4", *extra]
     if tmp_path is not None:
         sets += [f"mlflow.tracking_uri={mlflow_uri}", f"train.output_dir={tmp_path / 'runs'}"]
     return load_config("configs/quickstart.yaml", sets)
@@ -112,16 +112,16 @@ def test_actor_path_with_exact_and_two_round_merge(method, ray_session, model_an
     if not spec.uses_actors:
         assert plan.selection == "process"  # no actors are started for a method without embeddings
         for merge in ("exact", "two_round"):  # and the merge setting is moot
-            got = ActorPoolSelector(replace(cfg, ray=replace(cfg.ray, merge=merge)), [], splits.train,
+            got = ActorPoolSelector(replace(cfg, selection=replace(cfg.selection, merge=merge)), [], splits.train,
                                     splits.num_classes)(model, 1)
             assert torch.equal(got.positions, here.positions) and torch.equal(got.weights, here.weights)
         return
     assert plan.selection == "actors"
     actors = start_actors(cfg, splits)
     try:
-        exact = ActorPoolSelector(replace(cfg, ray=replace(cfg.ray, merge="exact")), actors, splits.train,
+        exact = ActorPoolSelector(replace(cfg, selection=replace(cfg.selection, merge="exact")), actors, splits.train,
                                   splits.num_classes)(model, 1)
-        two = ActorPoolSelector(replace(cfg, ray=replace(cfg.ray, merge="two_round")), actors, splits.train,
+        two = ActorPoolSelector(replace(cfg, selection=replace(cfg.selection, merge="two_round")), actors, splits.train,
                                 splits.num_classes)(model, 1)
     finally:
         actors.kill()

@@ -114,7 +114,7 @@ class ActorPoolSelector:
     def __init__(self, cfg: JobConfig, actors: list, train: ImageSet, num_classes: int):
         self.cfg, self.actors, self.train = cfg, actors, train
         self.data_ref = getattr(actors, "data_ref", None)  # an ActorPool's; else put on first use
-        self.bounds = shard_bounds(len(train), cfg.ray.num_shards)
+        self.bounds = shard_bounds(len(train), cfg.selection.num_shards)
         self.num_classes = num_classes
 
     def __call__(self, model: torch.nn.Module, epoch: int) -> Selection:

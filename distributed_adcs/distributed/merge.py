@@ -39,8 +39,8 @@ def merge_bytes(cfg: JobConfig, labels: torch.Tensor, dims: int, mode: str) -> i
     budgets = _budgets(cfg, labels)
     sizes = {c: (labels.numel() if c == -1 else int((labels == c).sum())) for c in budgets}
     if mode == "two_round":  # the union of the shards' candidates, per group
-        share = sizes if cfg.ray.num_shards == 1 else {
-            c: min(sizes[c], cfg.ray.num_shards + math.ceil(cfg.ray.greedi_oversample * budgets[c])) for c in sizes}
+        share = sizes if cfg.selection.num_shards == 1 else {
+            c: min(sizes[c], cfg.selection.num_shards + math.ceil(cfg.selection.greedi_oversample * budgets[c])) for c in sizes}
         sizes = share
     gathered = 4 * dims * sum(sizes.values())
     return gathered + max(spec.selection_bytes(sizes[c], min(budgets[c], sizes[c]), dims) - 4 * dims * sizes[c]
@@ -48,22 +48,22 @@ def merge_bytes(cfg: JobConfig, labels: torch.Tensor, dims: int, mode: str) -> i
 
 
 def merge_mode(cfg: JobConfig, labels: torch.Tensor, model: torch.nn.Module) -> str:
-    """``exact`` or ``two_round``. ``auto`` is ``exact`` while that fits ``ray.merge_memory_gb``
+    """``exact`` or ``two_round``. ``auto`` is ``exact`` while that fits ``selection.merge_memory_gb``
     on the driver (embeddings and the greedy's own matrices, :func:`merge_bytes`), and always
     for a method whose registry entry has no second round."""
-    if cfg.ray.merge != "auto":
-        return cfg.ray.merge
+    if cfg.selection.merge != "auto":
+        return cfg.selection.merge
     if cfg.coreset.per_batch or not get_method(cfg.coreset.method).has_two_round_merge:
         return "exact"
     dims = embedding_dim(cfg.coreset.embedding, model.head.out_features, model.head.in_features)
-    budget = cfg.ray.merge_memory_gb * 2**30
+    budget = cfg.selection.merge_memory_gb * 2**30
     if merge_bytes(cfg, labels, dims, "exact") <= budget:
         return "exact"
     need = merge_bytes(cfg, labels, dims, "two_round")
     if need > budget:
         say(f"warning: the two-round merge needs about {need / 2**30:.1f} GiB on the driver, over "
-            f"ray.merge_memory_gb={cfg.ray.merge_memory_gb} (lower coreset.fraction or "
-            f"ray.greedi_oversample, or raise the budget)", err=True)
+            f"selection.merge_memory_gb={cfg.selection.merge_memory_gb} (lower coreset.fraction or "
+            f"selection.greedi_oversample, or raise the budget)", err=True)
     return "two_round"
 
 
@@ -103,7 +103,7 @@ def local_candidates(cfg: JobConfig, shard: ShardEmbeddings, epoch: int,
     budgets = _budgets(cfg, all_labels)
     for c, members, k in _groups(shard.labels, budgets):
         group = all_labels.numel() if c == -1 else int((all_labels == c).sum())
-        count = candidate_count(k, members.numel(), group, cfg.ray.num_shards, cfg.ray.greedi_oversample)
+        count = candidate_count(k, members.numel(), group, cfg.selection.num_shards, cfg.selection.greedi_oversample)
         core = select(cfg.coreset.method, shard.embeddings[members], shard.labels[members],
                       count, per_class=False, seed=_seed(cfg, epoch))
         keep.append(members[core.indices])

@@ -127,7 +127,7 @@ class RankShardSelector:
     def __init__(self, cfg: JobConfig, splits, device: torch.device, rank: int, world_size: int):
         self.cfg, self.train, self.device = cfg, splits.train, device
         self.rank, self.world_size = rank, world_size
-        self.bounds = shard_bounds(len(splits.train), cfg.ray.num_shards)
+        self.bounds = shard_bounds(len(splits.train), cfg.selection.num_shards)
         self.objective = make_objective(cfg.objective, steps=cfg.coreset.selection_steps)
 
     def __call__(self, model: torch.nn.Module, epoch: int) -> Selection | None:

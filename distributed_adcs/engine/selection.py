@@ -136,7 +136,7 @@ def merge_and_choose(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int) 
 def local_selector(cfg: JobConfig, splits: Splits, device: torch.device):
     """A selector that runs every shard in this process (``ray.num_actors: 0``)."""
     train = splits.train
-    bounds = shard_bounds(len(train), cfg.ray.num_shards)
+    bounds = shard_bounds(len(train), cfg.selection.num_shards)
     objective = make_objective(cfg.objective, steps=cfg.coreset.selection_steps)
 
     def run(model: torch.nn.Module, epoch: int) -> Selection:
