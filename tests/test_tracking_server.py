@@ -11,6 +11,7 @@ from mlflow.tracking import MlflowClient
 from distributed_adcs.tracking.stores import node_local_store, store_warnings
 
 from helpers import TINY, mlflow_server, run_adcs
+from test_run_tracker import check_non_finite_metrics_come_back
 
 
 @pytest.fixture
@@ -44,6 +45,9 @@ def test_a_job_records_through_a_tracking_server_and_resumes_from_it(tracking_se
     assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [m.step for m in client.get_metric_history(run.info.run_id, "train_loss")]
     assert steps == [0, 1]  # it had finished: resuming trained no epoch again
+    # NaN and +-inf metrics through the server come back as from a sqlite store (this server is
+    # costly to start, so its check lives here)
+    check_non_finite_metrics_come_back(url)
 
 
 def test_store_warnings_name_the_problem(tmp_path):

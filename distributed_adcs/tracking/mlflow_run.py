@@ -11,12 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -24,6 +23,8 @@ from mlflow.tracking import MlflowClient
 from .stores import resolve_tracking_uri
 
 _MAX_PARAM = 6000  # MLflow's parameter value limit (characters)
+# MLflow's limits on one log_batch (mlflow.utils.validation): 1,000 metrics, 100 params or tags
+_BATCH_METRICS, _BATCH_PARAMS = 1000, 100
 
 # First use of a sqlite store logs its schema migrations at INFO on stderr; keep the CLI's
 # stderr for our own messages.
@@ -108,20 +109,30 @@ class RunTracker:
         run = self.client.create_run(self.experiment_id, run_name=run_name, tags=tags)
         self.run_id = run.info.run_id
         items = [Param(k, str(v)[:_MAX_PARAM]) for k, v in params.items()]
-        for i in range(0, len(items), 100):
-            self.client.log_batch(self.run_id, params=items[i:i + 100])
+        for i in range(0, len(items), _BATCH_PARAMS):
+            self.client.log_batch(self.run_id, params=items[i:i + _BATCH_PARAMS])
         return self.run_id
 
     def resume(self) -> None:
         """Reopen an existing run (``--resume``): mark it RUNNING again."""
         self.client.update_run(self.run_id, status="RUNNING")
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int) -> None:
+    def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
+        """One step's metrics; ``None`` (not measured) logs nothing.
+
+        NaN and +-inf are logged, so a diverging run shows NaN where it diverged, not a gap.
+        MLflow 3.17 returns NaN as NaN and +-inf as +-1.7976931348623157e308 (the largest
+        float: SQL has no infinity), from a sqlite store and through a tracking server alike
+        (tests/test_run_tracker.py, tests/test_tracking_server.py).
+        """
+        self.log_history({k: [(step, v)] for k, v in metrics.items() if v is not None})
+
+    def log_history(self, history: Mapping[str, Iterable[tuple[int, float]]]) -> None:
+        """Metrics of many steps, ``{key: [(step, value), ...]}``, in as few batches as MLflow takes."""
         now = int(time.time() * 1000)
-        rows = [Metric(k, float(v), now, step) for k, v in metrics.items()
-                if v is not None and math.isfinite(float(v))]
-        for i in range(0, len(rows), 500):
-            self.client.log_batch(self.run_id, metrics=rows[i:i + 500])
+        rows = [Metric(k, float(v), now, step) for k, points in history.items() for step, v in points]
+        for i in range(0, len(rows), _BATCH_METRICS):
+            self.client.log_batch(self.run_id, metrics=rows[i:i + _BATCH_METRICS])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
         self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
