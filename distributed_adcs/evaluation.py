@@ -143,12 +143,6 @@ def robust_mask(
     return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
 
 
-def pgd_accuracy(model: nn.Module, batches: Iterable[HasXY], **kwargs: Any) -> float:
-    """Robust accuracy in [0, 1]: the mean of :func:`robust_mask` (same arguments)."""
-    mask = robust_mask(model, batches, **kwargs)
-    return _ratio(int(mask.sum()), mask.numel())
-
-
 AUTOATTACK_STEPS = {"standard": 100, "fast": 10}  # APGD-CE, APGD-T and FAB-T iterations
 
 

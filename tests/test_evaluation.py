@@ -6,7 +6,7 @@ import pytest
 import torch
 from tiny_models import XYBatch, fit_briefly, make_data, make_model
 
-from distributed_adcs.evaluation import autoattack_accuracy, clean_accuracy, pgd_accuracy
+from distributed_adcs.evaluation import autoattack_accuracy, clean_accuracy, robust_mask
 
 N_CLASSES = 4
 
@@ -22,6 +22,13 @@ def fitted() -> tuple[torch.nn.Module, torch.Tensor, torch.Tensor]:
 
 def _batches(x: torch.Tensor, y: torch.Tensor, size: int = 16) -> list[XYBatch]:
     return [XYBatch(x[i : i + size], y[i : i + size]) for i in range(0, len(x), size)]
+
+
+def pgd_accuracy(model: torch.nn.Module, batches: list[XYBatch], **kwargs) -> float:
+    """Robust accuracy as the jobs compute it: the mean of the robust mask."""
+    mask = robust_mask(model, batches, **kwargs)
+    assert mask.shape == (sum(len(b.y) for b in batches),) and mask.dtype == torch.bool
+    return mask.float().mean().item()
 
 
 def test_clean_accuracy_counts_and_restores_mode(fitted) -> None:
@@ -45,7 +52,7 @@ def test_clean_accuracy_counts_and_restores_mode(fitted) -> None:
 
 # Budgets at which this model is partly but not fully robust.
 @pytest.mark.parametrize("norm,eps", [("linf", 10 / 255), ("l2", 0.4)])
-def test_pgd_accuracy_below_clean_and_restarts_only_lower(fitted, norm: str, eps: float) -> None:
+def test_robust_mask_below_clean_and_restarts_only_lower(fitted, norm: str, eps: float) -> None:
     model, x, y = fitted
     clean = clean_accuracy(model, _batches(x, y))
     accs = [
@@ -60,13 +67,13 @@ def test_pgd_accuracy_below_clean_and_restarts_only_lower(fitted, norm: str, eps
     assert all(p.grad is None for p in model.parameters())
 
 
-def test_pgd_accuracy_zero_budget_equals_clean(fitted) -> None:
+def test_robust_mask_zero_budget_equals_clean(fitted) -> None:
     model, x, y = fitted
     clean = clean_accuracy(model, _batches(x, y))
     assert pgd_accuracy(model, _batches(x, y), norm="linf", epsilon=0.0, steps=3) == pytest.approx(clean)
 
 
-def test_pgd_accuracy_rejects_zero_restarts(fitted) -> None:
+def test_robust_mask_rejects_zero_restarts(fitted) -> None:
     model, x, y = fitted
     with pytest.raises(ValueError):
         pgd_accuracy(model, _batches(x, y), norm="linf", epsilon=0.01, restarts=0)

@@ -26,10 +26,12 @@ def _spec(name: str, **kw: object) -> ObjectiveConfig:
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
-def test_per_example_loss_shape_and_train_mode(name: str) -> None:
+def test_update_loss_shape_and_train_mode(name: str) -> None:
     model = make_model().eval()
     x, y = make_data(6)
-    loss, x_adv = build_objective(_spec(name)).per_example_loss(model, x, y, torch.Generator().manual_seed(0))
+    obj = build_objective(_spec(name))
+    x_adv = obj.perturb(model, x, y, torch.Generator().manual_seed(0))  # as engine/epoch.py trains
+    loss, _ = obj.update_loss(model, x, x_adv, y)
     assert loss.shape == (6,) and torch.isfinite(loss).all()
     assert loss.requires_grad  # attached to the graph for the trainer's backward
     assert x_adv.shape == x.shape and not x_adv.requires_grad
@@ -79,7 +81,8 @@ def test_trades_loss_matches_hand_computation(beta: float) -> None:
     model = make_model().train()
     x, y = make_data(8)
     obj = build_objective(_spec("trades", beta=beta))
-    loss, x_adv = obj.per_example_loss(model, x, y, torch.Generator().manual_seed(0))
+    x_adv = obj.perturb(model, x, y, torch.Generator().manual_seed(0))
+    loss, _ = obj.update_loss(model, x, x_adv, y)
     with torch.no_grad():
         expected = _trades_by_hand(model, x, x_adv, y, beta)
     torch.testing.assert_close(loss.detach(), expected, rtol=1e-5, atol=1e-6)

@@ -130,18 +130,6 @@ class Objective:
         logits_adv = model(x_adv)
         return self.loss_from_logits(logits_clean, logits_adv, y), logits_adv
 
-    def per_example_loss(
-        self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None = None
-    ) -> tuple[Tensor, Tensor]:
-        """:meth:`perturb`, then :meth:`update_loss`.
-
-        Returns:
-            ``(loss [B] attached to the graph, detached x_adv)``.
-        """
-        x_adv = self.perturb(model, x, y, generator)
-        loss, _ = self.update_loss(model, x, x_adv, y)
-        return loss, x_adv
-
     def with_attack(self, *, steps: int | None = None, step_size: float | None = None) -> Objective:
         """A shallow copy with a different attack budget (e.g. a cheaper selection attack).
 
