@@ -32,7 +32,8 @@ from distributed_adcs.data import iterate_batches, num_batches  # noqa: E402
 from distributed_adcs.engine.build import load_job_splits, make_model, make_objective, make_optimizer  # noqa: E402
 from distributed_adcs.engine.epoch import train_epoch  # noqa: E402
 from distributed_adcs.engine.runtime import generator  # noqa: E402
-from distributed_adcs.engine.selection import local_selector, embed_shard  # noqa: E402
+from distributed_adcs.engine.selection import local_selector  # noqa: E402
+from distributed_adcs.engine.shards import embed_shard  # noqa: E402
 
 
 def main() -> None:

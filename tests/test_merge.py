@@ -9,8 +9,8 @@ import torch
 
 from distributed_adcs.config import load_config
 from distributed_adcs.coreset import facility_location_value, select
-from distributed_adcs.distributed.merge import local_candidates, two_round_merge
-from distributed_adcs.engine.selection import ShardEmbeddings, merge_and_choose, shard_bounds
+from distributed_adcs.engine.merge import local_candidates, merge_and_choose, two_round_merge
+from distributed_adcs.engine.shards import ShardEmbeddings, shard_bounds
 
 
 def _shards(emb, labels, m):
@@ -141,7 +141,7 @@ def test_merge_at_40k_by_10_with_10_classes_and_8_shards():
 def test_auto_merge_budgets_the_greedy_matrices_not_only_the_embeddings():
     from distributed_adcs.coreset.facility import craig_peak_bytes
     from distributed_adcs.coreset.gradmatch import gradmatch_peak_bytes
-    from distributed_adcs.distributed.merge import merge_bytes, merge_mode
+    from distributed_adcs.engine.merge import merge_bytes, merge_mode
 
     # the figures: CRAIG's int16 grid at 120k examples per class (28.8 GB: CRAIG now
     # runs the stochastic greedy there, test_stochastic_greedy.py), GradMatch's float64

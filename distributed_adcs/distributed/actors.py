@@ -26,10 +26,10 @@ from ..engine.build import make_model, make_objective
 from ..engine.checkpoint import unwrap
 from ..engine.job import Selection
 from ..engine.runtime import resolve_device
-from ..engine.selection import ShardEmbeddings, merge_and_choose, placeholder_shards, shard_bounds
+from ..engine.merge import merge_and_choose, merge_mode, merge_shards, shard_result
+from ..engine.shards import ShardEmbeddings, placeholder_shards, shard_bounds
 from ..methods import get_method
 from ..progress import progress
-from .merge import merge_mode, merge_shards, shard_result
 from .sched import compute_section
 
 FAULT_ENV = "ADCS_FAULT_ACTOR_EXIT_ONCE"  # tests: path of a marker; the first actor call to see no marker dies

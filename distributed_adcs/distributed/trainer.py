@@ -40,11 +40,11 @@ from ..engine.build import load_job_splits, make_objective
 from ..engine.checkpoint import load_checkpoint, load_checkpoint_bytes, save_checkpoint, state_digest, unwrap
 from ..engine.job import Job, Selection
 from ..engine.runtime import generator, seed_everything
-from ..engine.selection import merge_and_choose, placeholder_shards, shard_bounds
+from ..engine.merge import merge_and_choose, merge_mode, merge_shards, shard_result
+from ..engine.shards import placeholder_shards, shard_bounds
 from ..methods import get_method
 from ..progress import progress
 from ..tracking.artifacts import write_selection
-from .merge import merge_mode, merge_shards, shard_result
 from .sched import compute_thread
 
 CHECKPOINT_FILE = "last.pt"

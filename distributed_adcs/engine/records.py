@@ -14,7 +14,7 @@ import torch
 
 from ..config import JobConfig
 from ..methods import MethodSpec
-from .runtime import derive_seed
+from .runtime import budget_and_seed
 
 
 class TrainingRecords:
@@ -44,9 +44,9 @@ class TrainingRecords:
         """The next subset from the records: ``(positions, weights, timings)``."""
         t0 = time.perf_counter()
         c = cfg.coreset
-        budget = max(1, round(c.fraction * labels.numel()))
+        budget, seed = budget_and_seed(cfg, labels.numel(), epoch)
         core = method.select_fn()(self.scores, labels, budget, class_error=self.class_error, uniform=c.uniform_share,
-                                  floor=c.class_floor, seed=derive_seed(cfg.seed, "select", epoch) % (2**31))
+                                  floor=c.class_floor, seed=seed)
         return core.indices, core.weights, {"greedy": time.perf_counter() - t0}
 
     def state_dict(self) -> dict:

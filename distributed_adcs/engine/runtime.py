@@ -5,8 +5,12 @@ from __future__ import annotations
 import hashlib
 import random
 import signal
+from typing import TYPE_CHECKING
 
 import torch
+
+if TYPE_CHECKING:
+    from ..config import JobConfig
 
 
 def resolve_device(name: str) -> torch.device:
@@ -32,6 +36,13 @@ def generator(seed: int, *keys: object, device: torch.device | str = "cpu") -> t
     g = torch.Generator(device=device)
     g.manual_seed(derive_seed(seed, *keys))
     return g
+
+
+def budget_and_seed(cfg: "JobConfig", n: int, epoch: int) -> tuple[int, int]:
+    """The example budget and the selector's seed of the selection at ``epoch`` over ``n`` examples:
+    ``round(coreset.fraction * n)`` (at least one), and the stream ``(seed, "select", epoch)`` cut
+    below 2**31. Every selection (from embeddings, labels or training records) draws with these."""
+    return max(1, round(cfg.coreset.fraction * n)), derive_seed(cfg.seed, "select", epoch) % (2**31)
 
 
 def seed_everything(seed: int, deterministic: bool = False) -> None:
