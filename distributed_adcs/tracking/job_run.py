@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from .. import storage
-from ..config import JobConfig, dump_yaml, flatten
+from ..config import JobConfig, UsageError, dump_yaml, flatten
 from ..engine.checkpoint import check_fits, load_checkpoint
 from ..engine.plan import selection_epochs, warmup_epochs
 from ..methods import get_method
@@ -109,6 +109,12 @@ def _nowhere(resume: str, tagged: str | None) -> str:
             f"nor in its MLflow artifacts ({CHECKPOINT_ARTIFACT}); it cannot continue")
 
 
+class NothingToResume(UsageError):
+    """``--resume`` names a run that recorded no checkpoint (cut off before its first one): it
+    cannot continue. Raised for this case only, so that a caller may start the job afresh
+    (benchmarks/quality/runner.py) while every other error still surfaces."""
+
+
 @dataclass
 class JobRun:
     """An open job run: its tracker, checkpoint directory and the checkpoint to resume from."""
@@ -125,8 +131,9 @@ class JobRun:
         """Create the run (or reopen the run named by ``resume``).
 
         Raises:
-            FileNotFoundError: ``resume`` names nothing, or (``require_local_checkpoint``) its
-                checkpoint file is missing; raised before any run is created or changed.
+            FileNotFoundError: ``resume`` names nothing (neither a checkpoint file nor a run).
+            NothingToResume: ``resume`` names a run without a recorded checkpoint.
+            Both are raised before any run is created or changed.
         """
         tracker = RunTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
         run_id = tagged = ckpt = None
@@ -134,7 +141,7 @@ class JobRun:
         if resume:
             run_id, tagged, ckpt = _resume_target(tracker, resume, output)
             if require_local_checkpoint and ckpt is None:
-                raise FileNotFoundError(_nowhere(resume, tagged))
+                raise NothingToResume(_nowhere(resume, tagged))
             if ckpt is not None:  # a file that is no checkpoint, or another job's, fails before the run opens
                 check_fits(load_checkpoint(ckpt), dump_yaml(cfg), f"--resume {resume}")
         if run_id:
