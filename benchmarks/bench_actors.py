@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import header, median_time, table  # noqa: E402
 
 from distributed_adcs.config import load_config  # noqa: E402
-from distributed_adcs.distributed.actors import ActorPoolSelector, start_actors  # noqa: E402
+from distributed_adcs.distributed.actors import actor_pool_selector, start_actors  # noqa: E402
 from distributed_adcs.distributed.sched import batch_children  # noqa: E402
 from distributed_adcs.engine.build import load_job_splits, make_model  # noqa: E402
 
@@ -46,7 +46,7 @@ def main() -> None:
     for actors in (1, 2):
         c = replace(cfg, ray=replace(cfg.ray, num_actors=actors))
         handles = start_actors(c, splits)
-        selector = ActorPoolSelector(c, handles, splits.train, splits.num_classes)
+        selector = actor_pool_selector(c, handles, splits.train)
         selector(model, 0)  # warm-up: actors load the weights and allocate
         med, times = median_time(lambda: results.__setitem__(actors, selector(model, 1)), args.repeats)
         rows.append({"actors": actors, "median_s": med, "runs_s": " ".join(f"{t:.2f}" for t in times)})

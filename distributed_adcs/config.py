@@ -21,43 +21,34 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from collections.abc import Mapping
 from typing import Any, Literal, get_args, get_origin
 
 import yaml
 
+from .errors import ConfigError, UsageError  # noqa: F401  (re-exported: the config's errors)
+from .errors import check as _check
+from .errors import check_unit as _in_unit
 from .methods import METHODS, get_method
-
-DatasetName = Literal["fashion_mnist", "mnist", "cifar10", "cifar100", "svhn", "parquet"]
-ModelName = Literal["small_cnn", "resnet18", "preact_resnet18", "wide_resnet"]
-ObjectiveName = Literal["pgd_linf", "pgd_l2", "fgsm_rs", "trades", "pat"]
-
-
-class UsageError(Exception):
-    """Bad input from the user (config, paths, names): the CLI prints one line and exits 2."""
+from .specs import entry_params, lookup
+from .specs.datasets import DATASETS, get_dataset
+from .specs.models import MODELS
+from .specs.objectives import OBJECTIVES, get_objective
 
 
-class ConfigError(UsageError, ValueError):
-    """A bad configuration value; ``str(err)`` is one line naming the dotted key."""
-
-    def __init__(self, key: str, message: str):
-        self.key = key
-        super().__init__(f"{key}: {message}" if key else message)
-
-
-def _check(ok: bool, key: str, message: str) -> None:
-    if not ok:
-        raise ConfigError(key, message)
-
-
-def _in_unit(value: float, key: str) -> None:
-    _check(0.0 <= value <= 1.0, key, f"must be in [0, 1], got {value}")
+def plugin_params(registry: Mapping[str, Any], by: str = "name") -> Any:
+    """A section's ``params`` field: the parameters of the ``registry`` entry that the section's
+    field ``by`` names, an instance of the entry's ``params`` dataclass. In YAML a mapping
+    (``objective: {name: trades, params: {beta: 6}}``) that the walker checks against that class;
+    absent or null: the entry's defaults."""
+    return field(default=None, metadata={"registry": registry, "by": by})
 
 
 @dataclass(kw_only=True, slots=True)
 class DataConfig:
     """Which data, how much of it, and how it is batched."""
 
-    name: DatasetName = "fashion_mnist"
+    name: str = "fashion_mnist"  # a key of specs/datasets.py DATASETS
     root: str | None = None  # None: the dataset's default location (Debian's files for fashion_mnist)
     download: bool = False  # let torchvision download when the files are missing
     limit: int | None = None  # first N training examples (after the validation hold-out)
@@ -65,10 +56,10 @@ class DataConfig:
     batch_size: int = 128  # per worker, examples
     eval_batch_size: int = 500
     augment: Literal["auto", "none", "crop_flip"] = "auto"  # auto: the dataset's default
-    image_column: str = "image"  # parquet only
-    label_column: str = "label"  # parquet only
+    params: Any = plugin_params(DATASETS)  # the dataset's own (parquet: image_column, label_column)
 
     def __post_init__(self) -> None:
+        self.params = entry_params(DATASETS, self.name, self.params)
         _check(self.limit is None or self.limit >= 1, "limit", f"must be >= 1 or null, got {self.limit}")
         _check(self.val_size >= 1, "val_size", f"must be >= 1, got {self.val_size}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")
@@ -77,13 +68,11 @@ class DataConfig:
 
 @dataclass(kw_only=True, slots=True)
 class ModelConfig:
-    name: ModelName = "small_cnn"
-    depth: int = 28  # wide_resnet only: 6n+4
-    width: int = 10  # wide_resnet only: widen factor
+    name: str = "small_cnn"  # a key of specs/models.py MODELS
+    params: Any = plugin_params(MODELS)  # the architecture's own (wide_resnet: depth, width)
 
     def __post_init__(self) -> None:
-        _check(self.depth >= 1, "depth", f"must be >= 1, got {self.depth}")
-        _check(self.width >= 1, "width", f"must be >= 1, got {self.width}")
+        self.params = entry_params(MODELS, self.name, self.params)
 
 
 @dataclass(kw_only=True, slots=True)
@@ -91,7 +80,8 @@ class ObjectiveConfig:
     """The adversarial training objective and its attack (``objectives.build_objective`` reads it).
 
     Attributes:
-        name: registry key, see ``objectives.OBJECTIVES``.
+        name: a key of ``specs/objectives.py`` ``OBJECTIVES``, whose entry says which norm
+            ``epsilon`` is measured in.
         epsilon: threat-model radius. Pixel units ([0, 1] scale) for the l-inf / l2 objectives;
             LPIPS units for ``pat`` (0.5 is the paper's value with the model's own features on
             CIFAR-10).
@@ -101,32 +91,26 @@ class ObjectiveConfig:
         steps: attack iterations (ignored by fgsm_rs, which takes one).
         random_start: random start for PGD (fgsm_rs always starts randomly, TRADES always uses
             its Gaussian start, pat a small Gaussian one).
-        beta: TRADES trade-off weight on the KL term.
         bn_mode: model mode during the attack, ``eval`` (running BN statistics, not updated) or
             ``train`` (batch statistics; updates running statistics). The loss forward always
             runs in train mode.
-        lpips_weights: optional path of a torchvision AlexNet/VGG-16 state dict for pat's
-            perceptual distance; ``None`` uses the trained model's own ``perceptual_modules()``.
-        pat_lambda: pat's penalty multiplier on ``max(0, d - eps)`` (10, the paper's); over
-            the attack steps it grows geometrically from a tenth of it to it.
+        params: the objective's own parameters (trades: ``beta``; pat: ``lam``,
+            ``lpips_weights``), declared next to its registry entry.
     """
 
-    name: ObjectiveName = "pgd_linf"
+    name: str = "pgd_linf"
     epsilon: float = 0.1
     step_size: float | None = None
     steps: int = 10
     random_start: bool = True
-    beta: float = 6.0
     bn_mode: Literal["eval", "train"] = "eval"
-    lpips_weights: str | None = None
-    pat_lambda: float = 10.0
+    params: Any = plugin_params(OBJECTIVES)
 
     def __post_init__(self) -> None:
+        self.params = entry_params(OBJECTIVES, self.name, self.params)
         _check(0 <= self.epsilon < float("inf"), "epsilon", f"must be >= 0, got {self.epsilon}")  # per norm: JobConfig
         _check(self.step_size is None or self.step_size > 0, "step_size", f"must be > 0 or null, got {self.step_size}")
         _check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
-        _check(self.beta >= 0, "beta", f"must be >= 0, got {self.beta}")
-        _check(self.pat_lambda > 0, "pat_lambda", f"must be > 0, got {self.pat_lambda}")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -146,18 +130,15 @@ class CoresetConfig:
     selection_steps: int = 1
     # gradient w.r.t. the logits; + the last layer's weights; + only the own class's weight row
     embedding: Literal["logits", "last_layer", "last_layer_class"] = "logits"
-    uniform_share: float = 0.5  # adaptive: uniform part of the loss-proportional sampling mixture
-    class_floor: float = 0.1  # adaptive: the smallest class robust error a class quota uses
     final_full_epochs: int = 0  # the last N epochs train on all data (every method but full)
+    params: Any = plugin_params(METHODS, by="method")  # the method's own (adaptive: its shares)
 
     def __post_init__(self) -> None:
-        _check(self.method in METHODS, "method", f"must be one of {', '.join(METHODS)}; got {self.method!r}")
+        self.params = entry_params(METHODS, self.method, self.params, key="method")
         _check(0.0 < self.fraction <= 1.0, "fraction", f"must be in (0, 1], got {self.fraction}")
         _check(self.every >= 1, "every", f"must be >= 1, got {self.every}")
         _check(self.warmup_epochs >= 0, "warmup_epochs", f"must be >= 0, got {self.warmup_epochs}")
         _check(self.selection_steps >= 0, "selection_steps", f"must be >= 0, got {self.selection_steps}")
-        _in_unit(self.uniform_share, "uniform_share")
-        _in_unit(self.class_floor, "class_floor")
         _check(self.final_full_epochs >= 0, "final_full_epochs", f"must be >= 0, got {self.final_full_epochs}")
 
 
@@ -220,25 +201,22 @@ class EvalConfig:
         _check(self.autoattack_n >= 1, "autoattack_n", f"must be >= 1, got {self.autoattack_n}")
 
 
-OBJECTIVE_NORM = {"pgd_linf": "linf", "fgsm_rs": "linf", "trades": "linf", "pgd_l2": "l2", "pat": "lpips"}
-INPUT_SIZE = {"fashion_mnist": 784, "mnist": 784, "cifar10": 3072, "cifar100": 3072, "svhn": 3072}  # C*H*W
-
-
 def check_radius(key: str, norm: str, eps: float, dataset: str) -> None:
     """An epsilon's range depends on its norm: l-inf radii are pixel units in [0, 1]; an l2
     radius can exceed 1 (3.0 on ImageNet is common) but not sqrt(C*H*W), the l2 distance
     between a black and a white image, past which the ball holds every image."""
     if norm == "linf":
         _check(eps <= 1, key, f"an l-inf radius in pixel units must be in [0, 1], got {eps}")
-    elif norm == "l2" and dataset in INPUT_SIZE:
-        bound = INPUT_SIZE[dataset] ** 0.5
+    elif norm == "l2" and (size := get_dataset(dataset).input_size) is not None:
+        bound = size**0.5
         _check(eps < bound, key, f"an l2 radius on {dataset} must be below sqrt(C*H*W) = {bound:.1f} "
                                  f"(the ball would hold every image), got {eps}")
 
 
 def eval_threat(cfg: "JobConfig") -> tuple[str, float]:
-    """(norm, epsilon in pixel units) of the robust evaluation for this job."""
-    norm = cfg.eval.norm if cfg.eval.norm != "auto" else ("l2" if cfg.objective.name == "pgd_l2" else "linf")
+    """(norm, epsilon in pixel units) of the robust evaluation for this job: ``eval.norm``, or
+    the objective's own pixel norm (its registry entry's)."""
+    norm = cfg.eval.norm if cfg.eval.norm != "auto" else get_objective(cfg.objective.name).norm
     eps = cfg.eval.epsilon if cfg.eval.epsilon is not None else cfg.objective.epsilon
     return norm, eps
 
@@ -265,6 +243,14 @@ class SelectionConfig:
 # keys that moved to another section: loading one is a one-line error that names the new key
 MOVED_KEYS = {f"ray.{key}": f"selection.{key}" for key in ("num_shards", "merge", "merge_memory_gb",
                                                            "greedi_oversample")}
+# a plug-in's own parameters moved from its section into the section's params (specs/, methods.py)
+MOVED_KEYS.update({
+    "objective.beta": "objective.params.beta", "objective.pat_lambda": "objective.params.lam",
+    "objective.lpips_weights": "objective.params.lpips_weights",
+    "model.depth": "model.params.depth", "model.width": "model.params.width",
+    "coreset.uniform_share": "coreset.params.uniform_share", "coreset.class_floor": "coreset.params.class_floor",
+    "data.image_column": "data.params.image_column", "data.label_column": "data.params.label_column",
+})
 
 
 def moved_key_message(dotted: str) -> str | None:
@@ -331,10 +317,11 @@ class JobConfig:
 
     def __post_init__(self) -> None:
         _check(self.seed >= 0, "seed", f"must be >= 0, got {self.seed}")
-        check_radius("objective.epsilon", OBJECTIVE_NORM[self.objective.name], self.objective.epsilon, self.data.name)
-        if self.objective.name == "pat":  # its epsilon is in LPIPS units, not pixels
+        objective = get_objective(self.objective.name)
+        check_radius("objective.epsilon", objective.norm, self.objective.epsilon, self.data.name)
+        if not objective.pixel_norm:  # pat: its epsilon is in LPIPS units, not pixels
             _check(self.eval.norm != "auto" and self.eval.epsilon is not None, "eval.norm",
-                   "objective pat needs eval.norm (linf or l2) and eval.epsilon (pixel units)")
+                   f"objective {objective.name} needs eval.norm (linf or l2) and eval.epsilon (pixel units)")
         norm, eps = eval_threat(self)
         check_radius("eval.epsilon" if self.eval.epsilon is not None else "objective.epsilon", norm, eps,
                      self.data.name)
@@ -362,7 +349,7 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(value: Any, tp: Any, key: str) -> Any:
+def _coerce(value: Any, tp: Any, key: str, partial: bool) -> Any:
     """Return ``value`` checked against the annotation ``tp`` (ints widen to floats only)."""
     origin = get_origin(tp)
     if origin in (typing.Union, types.UnionType):
@@ -373,7 +360,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         errors = []
         for option in (o for o in options if o is not type(None)):
             try:
-                return _coerce(value, option, key)
+                return _coerce(value, option, key, partial)
             except ConfigError as err:
                 errors.append(err)
         raise errors[0]
@@ -386,13 +373,13 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if origin is list or tp is list:
         _check(isinstance(value, (list, tuple)), key, f"must be a list, got {value!r}")
         (item,) = get_args(tp) or (Any,)
-        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+        return [_coerce(v, item, f"{key}[{i}]", partial) for i, v in enumerate(value)]
     if origin is dict:
         _check(isinstance(value, dict), key, f"must be a mapping, got {value!r}")
         _, item = get_args(tp)
-        return {str(k): _coerce(v, item, f"{key}.{k}") for k, v in value.items()}
+        return {str(k): _coerce(v, item, f"{key}.{k}", partial) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return _build(tp, value, key)
+        return walk(tp, value, key, partial=partial)
     if tp is bool:
         _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
         return value
@@ -411,21 +398,64 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     raise ConfigError(key, f"unsupported annotation {_type_name(tp)}")
 
 
-def _build(cls: type, raw: Any, prefix: str = "") -> Any:
+def walk(cls: type, raw: Any, prefix: str = "", *, partial: bool = False, entry: str = "") -> Any:
+    """The one walk of a mapping against a dataclass schema: a job config, one of its sections,
+    a plug-in's parameters, a sweep file.
+
+    Every key must be a field (a key that moved names its new place, :data:`MOVED_KEYS`), every
+    value must have its field's type (ints widen to floats only, nested dataclasses are walked
+    in turn), and a :func:`plugin_params` field is walked against the parameter class of the
+    registry entry its sibling names.
+
+    Args:
+        cls: the dataclass.
+        raw: the parsed YAML mapping.
+        prefix: the dotted key of ``raw`` itself, for the messages.
+        partial: check only the keys and values present and build nothing: for overrides of a
+            config not at hand yet (:func:`check_overrides`). Ranges, cross-field rules and the
+            ``params`` of an entry the overrides do not name are checked once the whole config
+            is built.
+        entry: the registry entry ``cls`` is the parameters of, for the unknown-key message.
+
+    Returns:
+        The ``cls`` built from ``raw`` (its defaults for absent keys, its ``__post_init__``
+        checks run), or ``None`` when ``partial``.
+
+    Raises:
+        ConfigError: one line naming the dotted key.
+    """
     _check(isinstance(raw, dict), prefix, f"must be a mapping, got {type(raw).__name__}")
     hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in raw:
-        if key not in names:
-            dotted = f"{prefix}.{key}" if prefix else str(key)
-            raise ConfigError(dotted, moved_key_message(dotted) or f"unknown key (valid: {', '.join(names)})")
-    kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    kwargs = {}
+    for key, value in raw.items():
+        dotted = f"{prefix}.{key}" if prefix else str(key)
+        if key not in fields:
+            valid = f"valid for {entry}: {', '.join(fields) or 'none'}" if entry else f"valid: {', '.join(fields)}"
+            raise ConfigError(dotted, moved_key_message(dotted) or f"unknown key ({valid})")
+        if "registry" in fields[key].metadata:
+            kwargs[key] = _walk_params(fields, raw, key, prefix, partial)
+        else:
+            kwargs[key] = _coerce(value, hints[key], dotted, partial)
+    if partial:
+        return None
     try:
         return cls(**kwargs)
     except ConfigError as err:  # re-raise with the section prefix
         if prefix and not err.key.startswith(prefix + "."):
-            raise ConfigError(f"{prefix}.{err.key}", str(err).split(": ", 1)[1]) from None
+            raise ConfigError(f"{prefix}.{err.key}" if err.key else prefix, err.message) from None
         raise
+
+
+def _walk_params(fields: dict[str, dataclasses.Field], raw: dict, key: str, prefix: str, partial: bool) -> Any:
+    """``raw[key]`` walked against the parameter class of the entry ``raw``'s ``by`` field names."""
+    registry, by = fields[key].metadata["registry"], fields[key].metadata["by"]
+    if partial and by not in raw:
+        return None  # which entry is not known before the whole config is
+    name = raw.get(by, fields[by].default)
+    spec = lookup(registry, name, f"{prefix}.{by}" if prefix else by)
+    dotted = f"{prefix}.{key}" if prefix else key
+    return None if raw[key] is None else walk(spec.params, raw[key], dotted, partial=partial, entry=str(name))
 
 
 def apply_override(raw: dict, assignment: str) -> None:
@@ -455,7 +485,7 @@ def config_from_dict(raw: dict | None, overrides: typing.Sequence[str] = ()) -> 
     raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy, plain types
     for assignment in overrides:
         apply_override(raw, assignment)
-    return _build(JobConfig, raw)
+    return walk(JobConfig, raw)
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
@@ -486,20 +516,7 @@ def check_overrides(overrides: typing.Sequence[str]) -> None:
     raw: dict = {}
     for assignment in overrides:
         apply_override(raw, assignment)
-
-    def walk(cls: type, node: dict, prefix: str) -> None:
-        hints = typing.get_type_hints(cls)
-        names = [f.name for f in dataclasses.fields(cls)]
-        for key, value in node.items():
-            dotted = f"{prefix}{key}"
-            _check(key in names, dotted, moved_key_message(dotted) or f"unknown key (valid: {', '.join(names)})")
-            if dataclasses.is_dataclass(hints[key]):
-                _check(isinstance(value, dict), dotted, f"must be a mapping, got {value!r}")
-                walk(hints[key], value, dotted + ".")
-            else:
-                _coerce(value, hints[key], dotted)
-
-    walk(JobConfig, raw, "")
+    walk(JobConfig, raw, partial=True)
 
 
 def to_dict(cfg: Any) -> dict:

@@ -23,14 +23,27 @@ Fields of :class:`MethodSpec`:
   example's adversarial loss, and the validation split's robust error per class); its
   selector is then ``fn(scores [n], labels [n], budget, *, class_error, uniform, floor, seed)
   -> Coreset``. It runs in the training process (rank 0), with no attack and no actors.
+- ``params``: the dataclass of the method's own parameters (``coreset.params``), validated by
+  the config; ``adaptive`` reads its shares from it.
 """
 
 from __future__ import annotations
 
-import importlib
 from dataclasses import dataclass
-from functools import lru_cache
 from typing import Any, Callable
+
+from .errors import check_unit
+from .specs import NoParams, resolve
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class AdaptiveParams:
+    uniform_share: float = 0.5  # the uniform part of the loss-proportional sampling mixture
+    class_floor: float = 0.1  # the smallest class robust error a class quota uses
+
+    def __post_init__(self) -> None:
+        check_unit(self.uniform_share, "uniform_share")
+        check_unit(self.class_floor, "class_floor")
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -45,6 +58,7 @@ class MethodSpec:
     # "module:attribute" of peak_bytes(n, k, d): the selector's own allocation for one group of
     # n embeddings of d floats and a budget k (the merge budgets memory with it); None: O(n d)
     peak_bytes: str | None = None
+    params: type = NoParams
 
     @property
     def needs_selection_attack(self) -> bool:
@@ -63,23 +77,17 @@ class MethodSpec:
         return self.second_round is not None
 
     def select_fn(self) -> Callable[..., Any]:
-        return _resolve(self.selector)
+        return resolve(self.selector)
 
     def selection_bytes(self, n: int, k: int, d: int) -> int:
         """Bytes one greedy over ``n`` embeddings of ``d`` floats allocates (embeddings included)."""
-        own = _resolve(self.peak_bytes)(n, k, d) if self.peak_bytes else 0
+        own = resolve(self.peak_bytes)(n, k, d) if self.peak_bytes else 0
         return 4 * n * d + own
 
     def second_round_fn(self) -> Callable[..., Any]:
         if self.second_round is None:
             raise ValueError(f"coreset method {self.name!r} has no two-round merge; use ray.merge: exact")
-        return _resolve(self.second_round)
-
-
-@lru_cache(maxsize=None)
-def _resolve(ref: str) -> Callable[..., Any]:
-    module, _, attr = ref.partition(":")
-    return getattr(importlib.import_module(module), attr)
+        return resolve(self.second_round)
 
 
 METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
@@ -96,7 +104,8 @@ METHODS: dict[str, MethodSpec] = {spec.name: spec for spec in (
                second_round="distributed_adcs.coreset.greedi:gradmatch_second_round",
                peak_bytes="distributed_adcs.coreset.gradmatch:gradmatch_peak_bytes"),
     MethodSpec(name="adaptive", summary="sampled from the recorded adversarial losses, class quotas by robust error",
-               selector="distributed_adcs.coreset.adaptive:adaptive", needs_records=True),
+               selector="distributed_adcs.coreset.adaptive:adaptive", needs_records=True,
+               params=AdaptiveParams),
 )}
 
 

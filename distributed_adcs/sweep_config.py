@@ -26,7 +26,8 @@ from typing import Any, Literal
 
 import yaml
 
-from .config import ConfigError, JobConfig, _build, _check, config_from_dict, read_yaml
+from .config import ConfigError, JobConfig, config_from_dict, read_yaml, walk
+from .errors import check
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 
@@ -47,19 +48,19 @@ class SweepConfig:
     name: str = "sweep"
 
     def __post_init__(self) -> None:
-        _check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
-        _check(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
-        _check(self.grace_period >= 1, "grace_period", "must be >= 1")
-        _check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
-        _check(self.trial_cpus > 0, "trial_cpus", f"must be > 0, got {self.trial_cpus}")
-        _check(bool(self.search), "search", "must name at least one key to search")
+        check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
+        check(self.max_concurrent_trials >= 1, "max_concurrent_trials", "must be >= 1")
+        check(self.grace_period >= 1, "grace_period", "must be >= 1")
+        check(self.reduction_factor >= 2, "reduction_factor", "must be >= 2")
+        check(self.trial_cpus > 0, "trial_cpus", f"must be > 0, got {self.trial_cpus}")
+        check(bool(self.search), "search", "must name at least one key to search")
         for key, spec in self.search.items():
-            _check(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS,
+            check(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS,
                    f"search.{key}", f"must be one mapping {{kind: values}} with kind in {', '.join(KINDS)}")
             kind, values = next(iter(spec.items()))
-            _check(isinstance(values, list) and values, f"search.{key}.{kind}", "must be a non-empty list")
+            check(isinstance(values, list) and values, f"search.{key}.{kind}", "must be a non-empty list")
             if kind in ("uniform", "loguniform", "randint"):
-                _check(len(values) == 2 and values[0] < values[1], f"search.{key}.{kind}", "must be [low, high]")
+                check(len(values) == 2 and values[0] < values[1], f"search.{key}.{kind}", "must be [low, high]")
 
 
 def trial_config(base: dict, fixed: dict[str, Any], params: dict[str, Any]) -> JobConfig:
@@ -73,14 +74,14 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
     """Read and check a sweep file; returns it with the raw base job mapping."""
     path = Path(path)
     raw = read_yaml(path, "sweep file")
-    _check(isinstance(raw, dict), "", f"{path}: the top level must be a mapping (base, search, ...), "
+    check(isinstance(raw, dict), "", f"{path}: the top level must be a mapping (base, search, ...), "
                                       f"got {type(raw).__name__}")
-    sweep: SweepConfig = _build(SweepConfig, raw)
+    sweep: SweepConfig = walk(SweepConfig, raw)
     base_path = (path.parent / sweep.base).resolve()
     if not base_path.is_file():
         raise ConfigError("base", f"base config not found: {base_path}")
     base = read_yaml(base_path, "base config")
-    _check(base is None or isinstance(base, dict), "base", f"{base_path}: the top level must be a mapping")
+    check(base is None or isinstance(base, dict), "base", f"{base_path}: the top level must be a mapping")
     base = base or {}
     for key, spec in sweep.search.items():  # every value (or both bounds) must make a valid job
         kind, values = next(iter(spec.items()))

@@ -240,6 +240,8 @@ CASES = [
     Case("unknown-objective", _train("objective.name=pgd_l3"), "objective.name", fast=True),
     Case("unknown-model", _train("model.name=vgg99"), "model.name", fast=True),
     Case("unknown-dataset", _train("data.name=imagenet"), "data.name", fast=True),
+    Case("moved-plugin-key", _train("objective.beta=3"), "objective.beta: moved to objective.params.beta", fast=True),
+    Case("param-of-another-entry", _train("objective.params.beta=3"), "objective.params.beta: unknown key", fast=True),
     # configs: types
     Case("type-str-for-int", _train("train.epochs=many"), "train.epochs", fast=True),
     Case("type-list-for-float", _train("train.lr=[1, 2]"), "train.lr", fast=True),

@@ -1,5 +1,6 @@
 """Typed config: unknown keys, wrong types and bad ranges fail early, naming the key."""
 
+import re
 import typing
 
 import pytest
@@ -60,9 +61,11 @@ def test_required_keys_exist_with_meanings():
     for key in ["data.name", "data.limit", "objective.name", "objective.epsilon", "train.epochs",
                 "mlflow.tracking_uri", "mlflow.experiment", "seed", "coreset.method", "coreset.fraction",
                 "coreset.every", "coreset.warmup_epochs", "coreset.per_class", "ray.num_workers",
-                "ray.num_actors", "ray.use_gpu", "ray.address", "train.lr", "objective.beta"]:
+                "ray.num_actors", "ray.use_gpu", "ray.address", "train.lr"]:
         assert key in flat, key
     assert flat["data.name"] == "fashion_mnist"
+    trades = flatten(load_config(None, ["objective.name=trades"]))
+    assert trades["objective.params.beta"] == 6.0  # a plug-in's own parameters, under its section
 
 
 def test_every_shipped_config_loads():
@@ -75,19 +78,82 @@ def test_every_shipped_config_loads():
             load_config(f)
 
 
-def test_literals_match_registries():
-    """The names the schema accepts are exactly the registered ones."""
+def test_names_are_the_registries():
+    """The names the schema accepts are exactly the registered ones, and the code that builds an
+    entry reads the same registry the config validates against (there is one per kind)."""
     from typing import get_args
 
-    from distributed_adcs.data import DATASETS
+    from distributed_adcs import data, models, objectives
     from distributed_adcs.embeddings import EMBEDDING_KINDS
-    from distributed_adcs.models import MODELS
-    from distributed_adcs.objectives import OBJECTIVES
+    from distributed_adcs.specs.datasets import DATASETS
+    from distributed_adcs.specs.models import MODELS
+    from distributed_adcs.specs.objectives import OBJECTIVES
 
-    assert set(get_args(C.DatasetName)) == set(DATASETS)
-    assert set(get_args(C.ModelName)) == set(MODELS)
-    assert set(get_args(C.ObjectiveName)) == set(OBJECTIVES)
+    assert (data.DATASETS, models.MODELS, objectives.OBJECTIVES) == (DATASETS, MODELS, OBJECTIVES)
+    assert data.DATASETS is DATASETS and models.MODELS is MODELS and objectives.OBJECTIVES is OBJECTIVES
+    for key, registry in [("data.name", DATASETS), ("model.name", MODELS), ("objective.name", OBJECTIVES)]:
+        for name in registry:
+            extra = ["eval.norm=linf", "eval.epsilon=0.1"] if name == "pat" else []
+            assert flatten(load_config(None, [f"{key}={name}", *extra]))[key] == name
+        with pytest.raises(ConfigError, match=rf"^{key}: must be one of {', '.join(registry)}; got 'nope'$"):
+            load_config(None, [f"{key}=nope"])
     assert set(get_args(typing.get_type_hints(C.CoresetConfig)["embedding"])) == set(EMBEDDING_KINDS)
+
+
+@pytest.mark.parametrize("overrides, key, fragment", [
+    (["objective.beta=3"], "objective.beta", "moved to objective.params.beta"),
+    (["objective.pat_lambda=3"], "objective.pat_lambda", "moved to objective.params.lam"),
+    (["model.depth=34"], "model.depth", "moved to model.params.depth"),
+    (["coreset.uniform_share=0.2"], "coreset.uniform_share", "moved to coreset.params.uniform_share"),
+    (["data.image_column=img"], "data.image_column", "moved to data.params.image_column"),
+    (["objective.params.beta=3"], "objective.params.beta", "unknown key (valid for pgd_linf: none)"),
+    (["objective.name=trades", "objective.params.betta=3"], "objective.params.betta", "valid for trades: beta"),
+    (["objective.name=trades", "objective.params.beta=-1"], "objective.params.beta", "must be >= 0"),
+    (["objective.name=trades", "objective.params.beta=big"], "objective.params.beta", "must be a number"),
+    (["objective.name=trades", "objective.params=3"], "objective.params", "must be a mapping"),
+    (["model.name=wide_resnet", "model.params.depth=12"], "model.params.depth", "6n+4"),
+    (["coreset.method=adaptive", "coreset.params.class_floor=2"], "coreset.params.class_floor", "[0, 1]"),
+    (["coreset.method=craig", "coreset.params.uniform_share=0.2"], "coreset.params.uniform_share", "valid for craig"),
+    (["data.name=parquet", "data.params.image_column=7"], "data.params.image_column", "must be a string"),
+])
+def test_plugin_params_are_checked_against_the_chosen_entry(overrides, key, fragment):
+    with pytest.raises(ConfigError) as err:
+        load_config(None, overrides)
+    assert str(err.value).startswith(f"{key}: ") and fragment in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_plugin_params_load_and_round_trip():
+    from distributed_adcs.methods import AdaptiveParams
+    from distributed_adcs.specs.datasets import ParquetParams
+    from distributed_adcs.specs.models import WideResNetParams
+    from distributed_adcs.specs.objectives import TradesParams
+
+    cfg = config_from_dict({"data": {"name": "parquet", "root": "x", "params": {"label_column": "y"}},
+                            "model": {"name": "wide_resnet", "params": {"depth": 16}},
+                            "objective": {"name": "trades", "params": {"beta": 3}},
+                            "coreset": {"method": "adaptive", "params": {"uniform_share": 0.25}}})
+    assert cfg.data.params == ParquetParams(label_column="y")
+    assert cfg.model.params == WideResNetParams(depth=16, width=10)
+    assert cfg.objective.params == TradesParams(beta=3.0) and isinstance(cfg.objective.params.beta, float)
+    assert cfg.coreset.params == AdaptiveParams(uniform_share=0.25, class_floor=0.1)
+    assert config_from_dict(C.to_dict(cfg)) == cfg  # what a checkpoint or a Ray payload carries
+    assert load_config(None, ["objective.name=trades"]).objective.params == TradesParams()  # defaults
+    # built in Python, a section holds the same rules: the entry's own params class, or its defaults
+    assert C.ObjectiveConfig(name="trades").params == TradesParams()
+    with pytest.raises(ConfigError, match="^params: must be TradesParams for trades, got WideResNetParams$"):
+        C.ObjectiveConfig(name="trades", params=WideResNetParams())
+
+
+def test_check_overrides_walks_params_of_the_entry_it_names():
+    C.check_overrides(["objective.name=trades", "objective.params.beta=2"])
+    C.check_overrides(["objective.params.beta=2"])  # the checkpoint's objective decides, once it is read
+    for overrides, fragment in [(["objective.name=pgd_l2", "objective.params.beta=2"], "valid for pgd_l2"),
+                                (["objective.name=trades", "objective.params.beta=x"], "must be a number"),
+                                (["objective.name=nope", "objective.params.beta=2"], "objective.name: must be one of"),
+                                (["model.width=2"], "moved to model.params.width")]:
+        with pytest.raises(ConfigError, match=re.escape(fragment)):
+            C.check_overrides(overrides)
 
 
 def test_coreset_method_is_checked_against_the_method_registry():

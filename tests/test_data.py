@@ -384,17 +384,17 @@ def test_parquet_with_limit_reads_only_the_row_groups_it_needs(tmp_path: Path) -
     """40 rows in 2 files of 20, row groups of 8 (so 0-7, 8-15, 16-19 | 20-27, 28-35, 36-39);
     limit 5 and val 4 need rows 0..4 and 36..39: the first and the last row group (12 rows),
     and the splits equal those of a full read."""
-    from distributed_adcs.data.parquet import load_parquet
+    from distributed_adcs.data.splits import load_raw
 
     _row_grouped_set(tmp_path / "pq")
-    raw = load_parquet(str(tmp_path / "pq"), False, limit=5, val_size=4)
+    raw = load_raw("parquet", str(tmp_path / "pq"), False, limit=5, val_size=4)
     assert raw.num_train == 40 and raw.train_positions.tolist() == [*range(0, 8), *range(36, 40)]
     part = load_splits("parquet", root=str(tmp_path / "pq"), limit=5, val_size=4)
     whole = load_splits("parquet", root=str(tmp_path / "pq"), val_size=4)
     assert part.train.indices.tolist() == [0, 1, 2, 3, 4] and part.val.indices.tolist() == [36, 37, 38, 39]
     assert torch.equal(part.train.images, whole.train.images[:5]) and torch.equal(part.val.images, whole.val.images)
     assert torch.equal(part.val.labels, whole.val.labels) and torch.equal(part.test.images, whole.test.images)
-    full = load_parquet(str(tmp_path / "pq"), False)  # no limit: every row, no positions
+    full = load_raw("parquet", str(tmp_path / "pq"), False)  # no limit: every row, no positions
     assert full.train_positions is None and full.train_labels.numel() == 40
 
 

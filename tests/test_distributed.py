@@ -42,11 +42,11 @@ def selection_setup(tmp_path_factory):
 def _selector(cfg, splits, num_actors, merge="exact"):
     from dataclasses import replace
 
-    from distributed_adcs.distributed.actors import ActorPoolSelector, start_actors
+    from distributed_adcs.distributed.actors import actor_pool_selector, start_actors
 
     cfg = replace(cfg, ray=replace(cfg.ray, num_actors=num_actors), selection=replace(cfg.selection, merge=merge))
     actors = start_actors(cfg, splits)
-    return ActorPoolSelector(cfg, actors, splits.train, splits.num_classes), actors
+    return actor_pool_selector(cfg, actors, splits.train), actors
 
 
 def _same(a, b):
@@ -120,7 +120,7 @@ def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_pa
 
 
 def test_training_worker_killed_resumes_from_last_checkpoint(ray_session, tmp_path, mlflow_uri, monkeypatch):
-    from distributed_adcs.distributed.trainer import FAULT_ENV
+    from distributed_adcs.distributed.worker_sink import FAULT_ENV
     from distributed_adcs.run import train
 
     marker = tmp_path / "worker-died"

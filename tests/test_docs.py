@@ -81,8 +81,27 @@ def test_tests_named_in_docs_exist():
         assert re.search(rf"def {test}\b", source.read_text()), f"{file}::{test} (named in the docs) does not exist"
 
 
+def _plugin_param_keys() -> set[str]:
+    """``objective.params.beta`` and the like: every registered entry's own parameters, found
+    through the schema's params fields (a default config holds only its default entries')."""
+    import dataclasses
+    import typing
+
+    from distributed_adcs.config import JobConfig
+
+    keys = set()
+    for section, cls in typing.get_type_hints(JobConfig).items():
+        for field in dataclasses.fields(cls) if dataclasses.is_dataclass(cls) else ():
+            if "registry" in field.metadata:
+                keys.add(f"{section}.{field.name}")
+                keys |= {f"{section}.{field.name}.{p.name}" for spec in field.metadata["registry"].values()
+                         for p in dataclasses.fields(spec.params)}
+    return keys
+
+
 def test_readme_config_table_names_real_keys_and_values():
-    keys = set(flatten(load_config(None)))
+    keys = set(flatten(load_config(None))) | _plugin_param_keys()
+    assert {"objective.params.beta", "model.params.depth", "coreset.params.uniform_share"} <= keys
     text = _text(ROOT / "README.md")
     table = text[text.index("| key | default | meaning |"):]
     table = table[:table.index("\n\n")]

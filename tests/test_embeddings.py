@@ -51,7 +51,8 @@ def _autograd_embedding(model, objective, x, x_adv, y, kind):
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_closed_form_matches_autograd(name, kind):
     model = _model()
-    objective = build_objective(ObjectiveConfig(name=name, epsilon=EPS.get(name, 0.1), steps=2, beta=3.0))
+    params = OBJECTIVES[name].params(**({"beta": 3.0} if name == "trades" else {}))
+    objective = build_objective(ObjectiveConfig(name=name, epsilon=EPS.get(name, 0.1), steps=2, params=params))
     x, y = torch.rand(6, 1, 28, 28), torch.randint(0, 10, (6,))
     g = torch.Generator().manual_seed(1)
     emb = embed_batch(model, objective, x, y, kind=kind, generator=g)

@@ -78,7 +78,7 @@ def test_in_process_job(method, tmp_path, mlflow_uri):
     _check_job(train(cfg), mlflow_uri, cfg)
 
 
-@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.uses_actors])
+@pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.needs_embeddings])
 def test_in_process_job_with_embedding_actors(method, ray_session, tmp_path, mlflow_uri):
     cfg = _cfg(method, tmp_path, mlflow_uri, "ray.num_actors=2", "ray.cpus_per_actor=1")
     assert (JobPlan.of(cfg).where, JobPlan.of(cfg).selection) == ("process", "actors")
@@ -96,7 +96,7 @@ def model_and_splits():
 
 @pytest.mark.parametrize("method", NAMES)
 def test_actor_path_with_exact_and_two_round_merge(method, ray_session, model_and_splits):
-    from distributed_adcs.distributed.actors import ActorPoolSelector, start_actors
+    from distributed_adcs.distributed.actors import actor_pool_selector, start_actors
 
     model, splits = model_and_splits
     spec = METHODS[method]
@@ -108,24 +108,24 @@ def test_actor_path_with_exact_and_two_round_merge(method, ray_session, model_an
     if spec.needs_records:  # drawn by the Job from what training recorded: no actors, no attack
         assert plan.selection == "records"
         return
+    merged = {m: replace(cfg, selection=replace(cfg.selection, merge=m)) for m in ("exact", "two_round")}
     here = local_selector(cfg, splits, torch.device("cpu"))(model, 1)
-    if not spec.uses_actors:
+    if not spec.needs_embeddings:
         assert plan.selection == "process"  # no actors are started for a method without embeddings
         for merge in ("exact", "two_round"):  # and the merge setting is moot
-            got = ActorPoolSelector(replace(cfg, selection=replace(cfg.selection, merge=merge)), [], splits.train,
-                                    splits.num_classes)(model, 1)
+            got = actor_pool_selector(merged[merge], [], splits.train)(model, 1)
             assert torch.equal(got.positions, here.positions) and torch.equal(got.weights, here.weights)
         return
     assert plan.selection == "actors"
     actors = start_actors(cfg, splits)
     try:
-        exact = ActorPoolSelector(replace(cfg, selection=replace(cfg.selection, merge="exact")), actors, splits.train,
-                                  splits.num_classes)(model, 1)
-        two = ActorPoolSelector(replace(cfg, selection=replace(cfg.selection, merge="two_round")), actors, splits.train,
-                                splits.num_classes)(model, 1)
+        exact = actor_pool_selector(merged["exact"], actors, splits.train)(model, 1)
+        two = actor_pool_selector(merged["two_round"], actors, splits.train)(model, 1)
     finally:
         actors.kill()
     assert torch.equal(exact.positions, here.positions) and torch.allclose(exact.weights, here.weights)
+    here_two = local_selector(merged["two_round"], splits, torch.device("cpu"))(model, 1)  # the same merge in-process
+    assert torch.equal(two.positions, here_two.positions) and torch.allclose(two.weights, here_two.weights)
     budget = round(FRACTION * len(splits.train))
     labels = splits.train.labels
     for got in (exact, two):

@@ -20,11 +20,12 @@ NUM_CLASSES = 7  # not 10, so a hard-coded class count would show
 BATCH = 3
 
 
-def make(name: str, shape: str = "rgb32", **sizes: int) -> AdcsModel:
+def make(name: str, shape: str = "rgb32", **params: int) -> AdcsModel:
     channels, image_size, mean, std = SHAPES[shape]
-    sizes = {"depth": 10, "width": 1} | sizes  # a tiny Wide ResNet unless asked otherwise
+    if name == "wide_resnet":
+        params = {"depth": 10, "width": 1} | params  # a tiny Wide ResNet unless asked otherwise
     return build_model(name, num_classes=NUM_CLASSES, in_channels=channels, image_size=image_size,
-                       mean=mean, std=std, **sizes)
+                       mean=mean, std=std, **params)
 
 
 def images(shape: str = "rgb32", batch: int = BATCH) -> torch.Tensor:
@@ -158,6 +159,11 @@ def test_unknown_name_lists_valid_names() -> None:
     with pytest.raises(ValueError) as info:
         make("resnet9000")
     assert all(name in str(info.value) for name in MODELS)
+
+
+def test_parameters_belong_to_their_model() -> None:
+    with pytest.raises(ValueError, match="depth"):  # small_cnn has no depth of its own
+        make("small_cnn", depth=10)
 
 
 @pytest.mark.parametrize(("mean", "std"), [([0.5], [0.2, 0.2, 0.2]), ([0.5] * 3, [0.2, 0.0, 0.2])])

@@ -15,14 +15,15 @@ from distributed_adcs.attacks import PerceptualDistance, fast_lpa, load_backbone
 from distributed_adcs.config import ObjectiveConfig
 from distributed_adcs.objectives import OBJECTIVES, build_objective
 from distributed_adcs.objectives.base import cross_entropy_attack_loss, margin_attack_loss
+from distributed_adcs.specs.objectives import PatParams
 
 # Pixel-unit budgets for the norm objectives; LPIPS units (self features) for pat.
 EPSILON = {"pgd_linf": 8 / 255, "pgd_l2": 0.5, "fgsm_rs": 8 / 255, "trades": 8 / 255, "pat": 0.5}
 
 
-def _spec(name: str, **kw: object) -> ObjectiveConfig:
-    steps = kw.pop("steps", 3)
-    return ObjectiveConfig(name=name, epsilon=EPSILON[name], steps=steps, **kw)  # type: ignore[arg-type]
+def _spec(name: str, steps: int = 3, **params: object) -> ObjectiveConfig:
+    """``params``: the entry's own (trades: beta; pat: lam, lpips_weights)."""
+    return ObjectiveConfig(name=name, epsilon=EPSILON[name], steps=steps, params=OBJECTIVES[name].params(**params))
 
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
@@ -49,7 +50,7 @@ def test_perturb_restores_previous_mode(name: str) -> None:
 
 @pytest.mark.parametrize("name", sorted(OBJECTIVES))
 def test_closed_form_logit_grads_match_autograd(name: str) -> None:
-    obj = build_objective(_spec(name, beta=2.5))
+    obj = build_objective(_spec(name, **({"beta": 2.5} if name == "trades" else {})))
     g = torch.Generator().manual_seed(1)
     logits_clean = (3 * torch.randn(7, 10, generator=g, dtype=torch.float64)).requires_grad_(True)
     logits_adv = (3 * torch.randn(7, 10, generator=g, dtype=torch.float64)).requires_grad_(True)
@@ -110,7 +111,7 @@ def test_trades_training_step_uses_batch_statistics() -> None:
     twin = copy.deepcopy(model)
     x_adv = obj.perturb(twin, x, y, torch.Generator().manual_seed(0))  # the loop's attack, replayed
     with torch.no_grad():
-        train_loss = _trades_by_hand(twin, x, x_adv, y, obj.spec.beta).mean()
+        train_loss = _trades_by_hand(twin, x, x_adv, y, obj.spec.params.beta).mean()
         frozen_bn = copy.deepcopy(model).eval()
         eval_loss = obj.loss_from_logits(frozen_bn(x), frozen_bn(x_adv), y).mean()
     assert abs(float(train_loss - eval_loss)) > 1e-3  # the two modes are distinguishable here
@@ -151,12 +152,12 @@ def test_fgsm_rs_delta_within_eps_and_default_alpha() -> None:
 
 
 def test_pgd_default_step_size_and_with_attack() -> None:
-    obj = build_objective(ObjectiveConfig(name="pgd_linf", epsilon=0.03, steps=10, beta=3.0))
+    obj = build_objective(ObjectiveConfig(name="pgd_linf", epsilon=0.03, steps=10))
     assert obj.step_size == pytest.approx(2.5 * 0.03 / 10)
     cheap = obj.with_attack(steps=2)
     assert type(cheap) is type(obj) and cheap.spec.steps == 2
     assert cheap.step_size == pytest.approx(2.5 * 0.03 / 2)  # default follows the new steps
-    for field in ("name", "epsilon", "step_size", "random_start", "beta", "bn_mode", "lpips_weights", "pat_lambda"):
+    for field in ("name", "epsilon", "step_size", "random_start", "bn_mode", "params"):
         assert getattr(cheap.spec, field) == getattr(obj.spec, field)
     assert obj.spec.steps == 10  # the original is untouched
     assert obj.with_attack(step_size=0.5).step_size == 0.5
@@ -205,10 +206,10 @@ def test_margin_attack_loss_by_hand() -> None:
 
 def test_pat_attacks_the_margin_with_the_papers_lambda() -> None:
     # Laidlaw et al.'s training attack: margin loss (kappa = inf), lam 10 (grown from 1), step = eps
-    assert ObjectiveConfig().pat_lambda == 10.0
+    assert PatParams().lam == 10.0
     model = make_model().eval()
     x, y = make_data(8)
-    spec = _spec("pat", steps=4, pat_lambda=3.0)
+    spec = _spec("pat", steps=4, lam=3.0)
     got = build_objective(spec).perturb(model, x, y, torch.Generator().manual_seed(0))
     model.eval()
     want = fast_lpa(model, x, margin_attack_loss(y), PerceptualDistance.from_model(model), epsilon=spec.epsilon,
@@ -225,7 +226,7 @@ def test_pat_with_external_backbone_file(tmp_path: Path) -> None:
     torch.save(torchvision.models.alexnet(weights=None).features.state_dict(), path)
     model = make_model().eval()
     x, y = make_data(4, size=32)
-    spec = ObjectiveConfig(name="pat", epsilon=0.2, steps=3, lpips_weights=str(path))
+    spec = ObjectiveConfig(name="pat", epsilon=0.2, steps=3, params=PatParams(lpips_weights=str(path)))
     obj = build_objective(spec)
     x_adv = obj.perturb(model, x, y, torch.Generator().manual_seed(0))
     backbone = load_backbone(path)

@@ -41,7 +41,7 @@ def test_sweep_spec_is_checked_before_any_trial(tmp_path, mlflow_uri):
     proc = run_adcs("sweep", "--config", str(bad))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     ok = _write_sweep(tmp_path, mlflow_uri, {"coreset.fraction": {"grid": [0.2, 0.4]},
-                                              "train.lr": {"grid": [0.01, 0.05]}, "objective.beta": {"uniform": [1, 6]}})
+                                              "train.lr": {"grid": [0.01, 0.05]}, "objective.epsilon": {"uniform": [0.05, 0.1]}})
     assert grid_size(load_sweep(ok)[0]) == 4
     assert grid_size(load_sweep(ROOT / "configs" / "sweep_quickstart.yaml")[0]) == 8
 

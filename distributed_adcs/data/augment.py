@@ -13,6 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from distributed_adcs.specs.datasets import get_dataset
+
 Augmentation = Callable[[Tensor, "torch.Generator | None"], Tensor]
 
 CROP_PADDING = 4  # pixels of zero padding around each image before the random crop
@@ -67,27 +69,20 @@ def crop_flip(x: Tensor, generator: torch.Generator | None = None, padding: int 
 
 AUGMENTATIONS: dict[str, Augmentation] = {"none": no_augment, "crop_flip": crop_flip}
 
-# Standard practice: crop+flip for natural images; none for digits (a flip changes a digit)
-# and for the small centred Fashion-MNIST images.
-_DATASET_DEFAULTS: dict[str, str] = {
-    "cifar10": "crop_flip",
-    "cifar100": "crop_flip",
-    "mnist": "none",
-    "fashion_mnist": "none",
-    "svhn": "none",
-}
-
 
 def default_augmentation(name: str) -> str:
-    """The usual augmentation name for a dataset ("none" for datasets without a default).
+    """The usual augmentation of a dataset: its registry entry's ``augment``.
 
     Args:
         name: dataset registry name.
 
     Returns:
         A key of :data:`AUGMENTATIONS`.
+
+    Raises:
+        ValueError: an unknown dataset.
     """
-    return _DATASET_DEFAULTS.get(name, "none")
+    return get_dataset(name).augment
 
 
 def get_augmentation(choice: str, dataset: str | None = None) -> Augmentation:
@@ -101,9 +96,9 @@ def get_augmentation(choice: str, dataset: str | None = None) -> Augmentation:
         The augmentation function.
 
     Raises:
-        ValueError: unknown choice (the message lists the valid ones).
+        ValueError: unknown choice (the message lists the valid ones), or "auto" for an unknown dataset.
     """
-    key = default_augmentation(dataset or "") if choice == "auto" else choice
+    key = default_augmentation(dataset) if choice == "auto" else choice
     try:
         return AUGMENTATIONS[key]
     except KeyError:

@@ -25,7 +25,7 @@ from distributed_adcs.data.parquet import (
     META_STD,
     parquet_files,
 )
-from distributed_adcs.data.splits import get_loader
+from distributed_adcs.data.splits import load_raw
 from distributed_adcs.data.types import RawDataset
 
 
@@ -129,7 +129,7 @@ def export_parquet(
     if existing and not overwrite:
         names = [p.rsplit("/", 1)[-1] for p in existing]
         raise FileExistsError(f"{out_dir} already holds {names}; pass overwrite=True to replace them")
-    raw = get_loader(name)(root, download)
+    raw = load_raw(name, root, download)
     fs.create_dir(out, recursive=True)
     for path in existing:
         fs.delete_file(path)

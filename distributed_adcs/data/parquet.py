@@ -263,7 +263,7 @@ def _split_files(root: str | None) -> tuple[pafs.FileSystem, dict[str, list[str]
     return fs, files
 
 
-def describe_parquet(root: str | None, *, image_column: str = "image", label_column: str = "label") -> tuple[int, int]:
+def describe_parquet(root: str | None, *, image_column: str, label_column: str) -> tuple[int, int]:
     """``(training rows, classes)`` of a Parquet set from its footers alone: no image is read
     (the label column only where the schema metadata has no class count).
 
@@ -286,16 +286,16 @@ def describe_parquet(root: str | None, *, image_column: str = "image", label_col
 
 
 def load_parquet(
-    root: str | None, download: bool, *, image_column: str = "image", label_column: str = "label",
-    limit: int | None = None, val_size: int = 0, test_limit: int | None = None, **_opts: object
+    root: str | None, download: bool, *, image_column: str, label_column: str, limit: int | None = None,
+    val_size: int = 0, test_limit: int | None = None,
 ) -> RawDataset:
     """Load a Parquet image set laid out as described in this module's docstring.
 
     Args:
         root: directory (path or URI) with ``train*.parquet`` and ``test*.parquet`` (required).
         download: ignored; Parquet sets are never downloaded.
-        image_column: name of the image column.
-        label_column: name of the integer label column.
+        image_column, label_column: the columns of the images and of the integer labels
+            (``data.params``; their defaults are ``ParquetParams``', specs/datasets.py).
         limit, val_size: the job's split (``split_raw``): when ``limit`` is set, only the
             training row groups holding the first ``limit`` or the last ``val_size`` rows are read.
         test_limit: when set, only the test row groups holding the first ``test_limit`` rows

@@ -1,37 +1,37 @@
-"""The dataset registry and the train / validation / test split every job uses."""
+"""The train / validation / test split every job uses, of a registered dataset.
+
+The registry (``DATASETS``, one :class:`~distributed_adcs.specs.datasets.DatasetSpec` per name,
+and what a new entry must provide) lives in ``distributed_adcs/specs/datasets.py``, where the
+config reads it without importing torch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 
-from distributed_adcs.data.parquet import describe_parquet, load_parquet
 from distributed_adcs.data.types import DataSummary, ImageSet, RawDataset, Splits
-from distributed_adcs.data.vision import load_cifar10, load_cifar100, load_fashion_mnist, load_mnist, load_svhn
+from distributed_adcs.specs import checked_params
+from distributed_adcs.specs.datasets import DATASETS, get_dataset
 
-# name -> loader(root, download, **opts) returning the full source splits.
-Loader = Callable[..., RawDataset]
-DATASETS: dict[str, Loader] = {
-    "fashion_mnist": load_fashion_mnist,
-    "mnist": load_mnist,
-    "cifar10": load_cifar10,
-    "cifar100": load_cifar100,
-    "svhn": load_svhn,
-    "parquet": load_parquet,
-}
+__all__ = ["DATASETS", "describe_splits", "load_raw", "load_splits", "split_raw"]
 
 
-def get_loader(name: str) -> Loader:
-    """The registered loader for ``name``.
+def load_raw(name: str, root: str | None, download: bool, *, limit: int | None = None, val_size: int = 0,
+             test_limit: int | None = None, **params: object) -> RawDataset:
+    """The source splits of a registered dataset, as its loader reads them (``limit``, ``val_size``
+    and ``test_limit``: the rows the caller will use; None: all of them).
 
     Raises:
-        ValueError: unknown name; the message lists the valid ones.
+        ValueError: unknown name or parameter, or images of another shape than the registry
+            entry's (the message lists the valid names).
     """
-    try:
-        return DATASETS[name]
-    except KeyError:
-        raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(DATASETS))}") from None
+    spec = get_dataset(name)
+    kwargs = checked_params(DATASETS, name, "data", params)
+    raw = spec.loader_fn()(root, download, limit=limit, val_size=val_size, test_limit=test_limit, **kwargs)
+    if spec.image_shape is not None and tuple(raw.image_shape) != spec.image_shape:
+        raise ValueError(f"{name}: the loader read images of shape {tuple(raw.image_shape)}, but its registry "
+                         f"entry declares {spec.image_shape}")
+    return raw
 
 
 def _part(images: torch.Tensor, labels: torch.Tensor, start: int, stop: int) -> ImageSet:
@@ -117,9 +117,8 @@ def load_splits(
     download: bool = False,
     limit: int | None = None,
     val_size: int = 1000,
-    image_column: str = "image",
-    label_column: str = "label",
     test_limit: int | None = None,
+    **params: object,
 ) -> Splits:
     """Load a registered dataset and split it (see :func:`split_raw`).
 
@@ -129,23 +128,23 @@ def load_splits(
         download: let torchvision download missing files.
         limit: number of training examples, all when None.
         val_size: examples held out from the end of the source training split.
-        image_column: parquet only: name of the image column.
-        label_column: parquet only: name of the label column.
         test_limit: the first ``test_limit`` test examples (all when None; 0: none, for a
             process that never evaluates); parquet reads only their row groups.
+        **params: the dataset's own parameters (parquet: ``image_column``, ``label_column``),
+            checked by its registry entry's params class; absent ones take its defaults.
 
     Returns:
         The train / validation / test splits with class count, mean/std and image shape.
 
     Raises:
-        ValueError: unknown name or bad ``limit`` / ``val_size``.
+        ValueError: unknown name, parameter or bad ``limit`` / ``val_size``, or images of
+            another shape than the registry entry's.
         FileNotFoundError: files missing and ``download`` false.
     """
-    loader = get_loader(name)
-    _check_counts(limit, val_size, test_limit)  # before reading any file
+    get_dataset(name)  # an unknown name first, then bad counts, before reading any file
+    _check_counts(limit, val_size, test_limit)
     # a loader that can read part of a set (parquet) reads only these rows; the others ignore them
-    raw = loader(root, download, image_column=image_column, label_column=label_column, limit=limit, val_size=val_size,
-                 test_limit=test_limit)
+    raw = load_raw(name, root, download, limit=limit, val_size=val_size, test_limit=test_limit, **params)
     return split_raw(name, raw, limit=limit, val_size=val_size, test_limit=test_limit)
 
 
@@ -156,17 +155,19 @@ def describe_splits(
     download: bool = False,
     limit: int | None = None,
     val_size: int = 1000,
-    image_column: str = "image",
-    label_column: str = "label",
+    **params: object,
 ) -> DataSummary:
     """The training count and class count :func:`load_splits` would give, with the same errors,
-    for a process that needs no image: a Parquet set (the one a cluster shares) is described
-    from its footers without reading a row group; the other sets are loaded (local and small).
+    for a process that needs no image: a set whose registry entry has a ``describe`` (Parquet,
+    the one a cluster shares) is described from its footers without reading a row group; the
+    other sets are loaded (local and small).
     """
-    if name != "parquet":
-        splits = load_splits(name, root=root, download=download, limit=limit, val_size=val_size, test_limit=0)
+    describe = get_dataset(name).describe_fn()
+    if describe is None:
+        splits = load_splits(name, root=root, download=download, limit=limit, val_size=val_size, test_limit=0,
+                             **params)
         return DataSummary(name, splits.num_train, splits.num_classes)
-    get_loader(name)
+    kwargs = checked_params(DATASETS, name, "data", params)
     _check_counts(limit, val_size, None)
-    total, classes = describe_parquet(root, image_column=image_column, label_column=label_column)
+    total, classes = describe(root, **kwargs)
     return DataSummary(name, _train_count(name, total, limit, val_size), classes)

@@ -11,7 +11,6 @@ same result, so the coreset is the same as without the failure.
 from __future__ import annotations
 
 import os
-import time
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
@@ -23,12 +22,10 @@ import torch
 from ..config import JobConfig, config_from_dict, to_dict
 from ..data import ImageSet, Splits
 from ..engine.build import make_model, make_objective
-from ..engine.checkpoint import unwrap
-from ..engine.job import Selection
+from ..engine.merge import shard_result
 from ..engine.runtime import resolve_device
-from ..engine.merge import merge_and_choose, merge_mode, merge_shards, shard_result
-from ..engine.shards import ShardEmbeddings, placeholder_shards, shard_bounds
-from ..methods import get_method
+from ..engine.selection import ShardSelector
+from ..engine.shards import ShardEmbeddings
 from ..progress import progress
 from .sched import compute_section
 
@@ -108,35 +105,33 @@ def start_actors(cfg: JobConfig, splits: Splits) -> ActorPool:
     return pool
 
 
-class ActorPoolSelector:
-    """``selector(model, epoch) -> Selection`` that farms shards out to embedding actors."""
+class ActorShards:
+    """The shard strategy of :class:`~distributed_adcs.engine.selection.ShardSelector` on
+    embedding actors: round-robin, the current weights put in the object store once."""
 
-    def __init__(self, cfg: JobConfig, actors: list, train: ImageSet, num_classes: int):
-        self.cfg, self.actors, self.train = cfg, actors, train
+    merges = True
+
+    def __init__(self, actors: list, train: ImageSet):
+        self.actors, self.train = actors, train
         self.data_ref = getattr(actors, "data_ref", None)  # an ActorPool's; else put on first use
-        self.bounds = shard_bounds(len(train), cfg.selection.num_shards)
-        self.num_classes = num_classes
 
-    def __call__(self, model: torch.nn.Module, epoch: int) -> Selection:
-        t0 = time.perf_counter()
-        bare = unwrap(model)
-        if not get_method(self.cfg.coreset.method).uses_actors:
-            selection = merge_and_choose(self.cfg, placeholder_shards(self.train, self.bounds), epoch)
-        else:
-            mode = merge_mode(self.cfg, self.train.labels, bare)
-            weights = ray.put({k: v.detach().cpu() for k, v in bare.state_dict().items()})
-            if self.data_ref is None:
-                self.data_ref = ray.put(self.train)
-            refs = [self.actors[i % len(self.actors)].embed.remote([self.data_ref], weights, epoch, epoch, i, b, mode)
-                    for i, b in enumerate(self.bounds)]
-            shards = [ray.get(r) for r in progress(refs, desc=f"selection epoch {epoch}", total=len(refs))]
-            selection = merge_shards(self.cfg, shards, epoch, mode, self.train.labels)
-        selection.timings["total"] = time.perf_counter() - t0
-        return selection
+    def compute(self, model: torch.nn.Module, epoch: int, bounds: list[tuple[int, int]],
+                mode: str) -> list[ShardEmbeddings]:
+        weights = ray.put({k: v.detach().cpu() for k, v in model.state_dict().items()})
+        if self.data_ref is None:
+            self.data_ref = ray.put(self.train)
+        refs = [self.actors[i % len(self.actors)].embed.remote([self.data_ref], weights, epoch, epoch, i, b, mode)
+                for i, b in enumerate(bounds)]
+        return [ray.get(r) for r in progress(refs, desc=f"selection epoch {epoch}", total=len(refs))]
+
+
+def actor_pool_selector(cfg: JobConfig, actors: list, train: ImageSet) -> ShardSelector:
+    """``selector(model, epoch) -> Selection`` that farms shards out to embedding actors."""
+    return ShardSelector(cfg, train, ActorShards(actors, train))
 
 
 @contextmanager
-def actor_selector(cfg: JobConfig, splits: Splits) -> Iterator[ActorPoolSelector]:
+def actor_selector(cfg: JobConfig, splits: Splits) -> Iterator[ShardSelector]:
     """A selector on ``ray.num_actors`` embedding actors for a job trained in this process;
     the actors (and a Ray started here) are released on exit."""
     from .cluster import connect
@@ -147,7 +142,7 @@ def actor_selector(cfg: JobConfig, splits: Splits) -> Iterator[ActorPoolSelector
         check_cluster(cfg)
         actors = start_actors(cfg, splits)
         try:
-            yield ActorPoolSelector(cfg, actors, splits.train, splits.num_classes)
+            yield actor_pool_selector(cfg, actors, splits.train)
         finally:
             actors.kill()
     finally:

@@ -4,7 +4,7 @@ A job holds one set of resources for its whole life, the same in every phase:
 
 - a Ray Train job (``ray.num_workers >= 1``): ``num_workers`` bundles of
   ``{CPU: cpus_per_worker, GPU: 1 if use_gpu}``. Selection runs on those workers
-  (``trainer.RankShardSelector``), so it needs nothing more;
+  (``rank_shards.py``), so it needs nothing more;
 - an in-process job with embedding actors: ``num_actors`` bundles of
   ``{CPU: cpus_per_actor, GPU: gpus_per_actor if use_gpu}`` (the driver holds none).
 

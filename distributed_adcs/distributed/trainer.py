@@ -4,7 +4,7 @@ Why one trainer for the whole job: starting a Ray Train worker group costs about
 2 cores, more than a coreset epoch of small models. So instead of a ``fit()`` per training
 phase, the trainer stays up.
 
-Selection runs on the training workers themselves (:class:`RankShardSelector`): rank ``r``
+Selection runs on the training workers themselves (``rank_shards.py``): rank ``r``
 attacks and embeds shards ``r, r + W, ...``, rank 0 gathers the results, merges them into the
 coreset and broadcasts it. The workers hold the job's CPUs and GPUs anyway and would otherwise
 sit idle while a selection runs, so the job needs the training phase's resources and nothing
@@ -36,15 +36,13 @@ import torch
 import torch.distributed as dist
 
 from ..config import JobConfig, config_from_dict
-from ..engine.build import load_job_splits, make_objective
-from ..engine.checkpoint import load_checkpoint, load_checkpoint_bytes, save_checkpoint, state_digest, unwrap
+from ..engine.build import load_job_splits
+from ..engine.checkpoint import load_checkpoint, load_checkpoint_bytes, save_checkpoint, state_digest
 from ..engine.job import Job, Selection
 from ..engine.runtime import generator, seed_everything
-from ..engine.merge import merge_and_choose, merge_mode, merge_shards, shard_result
-from ..engine.shards import placeholder_shards, shard_bounds
 from ..methods import get_method
-from ..progress import progress
 from ..tracking.artifacts import write_selection
+from .rank_shards import rank_shard_selector
 from .sched import compute_thread
 
 CHECKPOINT_FILE = "last.pt"
@@ -117,46 +115,6 @@ class DDPBackend:
             dist.broadcast(buf.data, src=0)
 
 
-class RankShardSelector:
-    """Selection sharded over the DDP ranks: every rank calls it at a selection epoch.
-
-    Returns the selection on rank 0 and ``None`` elsewhere (``Job`` broadcasts rank 0's).
-    A method without embeddings selects from labels on rank 0 alone.
-    """
-
-    def __init__(self, cfg: JobConfig, splits, device: torch.device, rank: int, world_size: int):
-        self.cfg, self.train, self.device = cfg, splits.train, device
-        self.rank, self.world_size = rank, world_size
-        self.bounds = shard_bounds(len(splits.train), cfg.selection.num_shards)
-        self.objective = make_objective(cfg.objective, steps=cfg.coreset.selection_steps)
-
-    def __call__(self, model: torch.nn.Module, epoch: int) -> Selection | None:
-        t0 = time.perf_counter()
-        if not get_method(self.cfg.coreset.method).needs_embeddings:
-            if self.rank != 0:
-                return None
-            selection = merge_and_choose(self.cfg, placeholder_shards(self.train, self.bounds), epoch)
-        else:
-            bare = unwrap(model)
-            mode = merge_mode(self.cfg, self.train.labels, bare)
-            mine = [(i, b) for i, b in enumerate(self.bounds) if i % self.world_size == self.rank]
-            results = [shard_result(self.cfg, bare, self.train, i, b, epoch, self.device, self.objective, mode)
-                       for i, b in progress(mine, desc=f"selection epoch {epoch}")]
-            gathered = self._gather(results)
-            if self.rank != 0:
-                return None
-            selection = merge_shards(self.cfg, [r for part in gathered for r in part], epoch, mode, self.train.labels)
-        selection.timings["total"] = time.perf_counter() - t0
-        return selection
-
-    def _gather(self, results: list) -> list[list]:
-        if self.world_size == 1:
-            return [results]
-        box = [None] * self.world_size if self.rank == 0 else None
-        dist.gather_object(results, box, dst=0)
-        return box or []
-
-
 def _maybe_inject_fault(epoch: int, rank: int) -> None:
     spec = os.environ.get(FAULT_ENV)
     if not spec:
@@ -192,7 +150,7 @@ def train_loop_per_worker(config: dict) -> None:
     startup = {"trainer_startup_s": started - config["fit_called_at"], "worker_setup_s": time.time() - started}
     method = get_method(cfg.coreset.method)  # records-based methods select inside the Job itself
     selector = (None if method.trains_on_all or method.needs_records
-                else RankShardSelector(cfg, splits, device, rank, world))
+                else rank_shard_selector(cfg, splits, device, rank, world))
     job = Job(cfg, splits, device, backend=DDPBackend(rank, world, cfg.seed, cfg.ray.selection_wait_s), selector=selector,
               wrap_model=ray.train.torch.prepare_model)
     # a first start counts from the job's submission; a restart of the worker group from its own start

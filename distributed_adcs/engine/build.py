@@ -8,9 +8,10 @@ import torch
 
 from ..config import JobConfig, ObjectiveConfig
 from ..data import DataSummary, Splits, describe_splits, load_splits
-from ..data.augment import AUGMENTATIONS, default_augmentation
+from ..data.augment import get_augmentation
 from ..models import build_model
 from ..objectives import build_objective
+from ..specs import params_kwargs
 from .schedule import EpochSchedule
 
 
@@ -19,21 +20,20 @@ def load_job_splits(cfg: JobConfig, *, evaluates: bool = True) -> Splits:
     for a process that never evaluates (a Train rank other than 0, a Ray Train job's driver)."""
     d = cfg.data
     return load_splits(d.name, root=d.root, download=d.download, limit=d.limit, val_size=d.val_size,
-                       image_column=d.image_column, label_column=d.label_column,
-                       test_limit=cfg.eval.test_limit if evaluates else 0)
+                       test_limit=cfg.eval.test_limit if evaluates else 0, **params_kwargs(d.params))
 
 
 def describe_job_data(cfg: JobConfig) -> DataSummary:
     """The job's training and class counts, read without its images (see ``describe_splits``)."""
     d = cfg.data
     return describe_splits(d.name, root=d.root, download=d.download, limit=d.limit, val_size=d.val_size,
-                           image_column=d.image_column, label_column=d.label_column)
+                           **params_kwargs(d.params))
 
 
 def make_model(cfg: JobConfig, splits: Splits) -> torch.nn.Module:
     c, h, w = splits.image_shape
     return build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=c, image_size=h,
-                       mean=splits.mean, std=splits.std, depth=cfg.model.depth, width=cfg.model.width)
+                       mean=splits.mean, std=splits.std, **params_kwargs(cfg.model.params))
 
 
 def make_objective(cfg: ObjectiveConfig, *, steps: int | None = None):
@@ -54,8 +54,7 @@ def make_objective(cfg: ObjectiveConfig, *, steps: int | None = None):
 
 
 def make_augment(cfg: JobConfig):
-    name = default_augmentation(cfg.data.name) if cfg.data.augment == "auto" else cfg.data.augment
-    return AUGMENTATIONS[name]
+    return get_augmentation(cfg.data.augment, cfg.data.name)
 
 
 def make_optimizer(cfg: JobConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, EpochSchedule]:

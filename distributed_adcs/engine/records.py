@@ -45,8 +45,9 @@ class TrainingRecords:
         t0 = time.perf_counter()
         c = cfg.coreset
         budget, seed = budget_and_seed(cfg, labels.numel(), epoch)
-        core = method.select_fn()(self.scores, labels, budget, class_error=self.class_error, uniform=c.uniform_share,
-                                  floor=c.class_floor, seed=seed)
+        share, floor = c.params.uniform_share, c.params.class_floor  # AdaptiveParams (methods.py)
+        core = method.select_fn()(self.scores, labels, budget, class_error=self.class_error, uniform=share,
+                                  floor=floor, seed=seed)
         return core.indices, core.weights, {"greedy": time.perf_counter() - t0}
 
     def state_dict(self) -> dict:

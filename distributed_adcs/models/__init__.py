@@ -9,7 +9,7 @@ Usage::
         model(images)  # acts: one output per perceptual module
 """
 
-from distributed_adcs.models.base import PRECISIONS, AdcsModel, ModelSpec, Normalize, set_precision
+from distributed_adcs.models.base import PRECISIONS, AdcsModel, ModelShape, Normalize, set_precision
 from distributed_adcs.models.capture import PenultimateFeatures, capture_activations, capture_penultimate
 from distributed_adcs.models.counting import PassCounter
 from distributed_adcs.models.registry import MODELS, build_model
@@ -18,7 +18,7 @@ __all__ = [
     "MODELS",
     "PRECISIONS",
     "AdcsModel",
-    "ModelSpec",
+    "ModelShape",
     "Normalize",
     "PassCounter",
     "PenultimateFeatures",

@@ -18,8 +18,9 @@ from torch import Tensor, nn
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class ModelSpec:
-    """Everything a builder needs to know about the data and the model size.
+class ModelShape:
+    """What a builder needs to know about the data: its input and its classes. The
+    architecture's own sizes are its registry entry's params (specs/models.py).
 
     Attributes:
         num_classes: number of output logits.
@@ -28,8 +29,6 @@ class ModelSpec:
             adaptively, so this only matters for validation.
         mean: per-channel mean of the [0, 1] pixels, length ``in_channels``.
         std: per-channel standard deviation, length ``in_channels``, all > 0.
-        depth: total depth, used by ``wide_resnet`` only (6n+4).
-        width: widening factor, used by ``wide_resnet`` only.
     """
 
     num_classes: int
@@ -37,11 +36,9 @@ class ModelSpec:
     image_size: int
     mean: tuple[float, ...]
     std: tuple[float, ...]
-    depth: int = 28
-    width: int = 10
 
     def __post_init__(self) -> None:
-        for key in ("num_classes", "in_channels", "image_size", "depth", "width"):
+        for key in ("num_classes", "in_channels", "image_size"):
             if getattr(self, key) < 1:
                 raise ValueError(f"{key} must be >= 1, got {getattr(self, key)}")
         for key in ("mean", "std"):
@@ -91,9 +88,9 @@ class AdcsModel(nn.Module, ABC):
     autocast_dtype: torch.dtype | None = None
     channels_last: bool = False  # set_precision: inputs are made channels_last (the weights are)
 
-    def __init__(self, spec: ModelSpec) -> None:
+    def __init__(self, shape: ModelShape) -> None:
         super().__init__()
-        self.normalize = Normalize(spec.mean, spec.std)
+        self.normalize = Normalize(shape.mean, shape.std)
 
     @abstractmethod
     def forward_features(self, x: Tensor) -> Tensor:

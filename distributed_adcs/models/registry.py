@@ -1,19 +1,19 @@
-"""The model registry: a plain dict from name to builder, and ``build_model``."""
+"""``build_model``: a registered model for the data it will see.
+
+The registry itself (``MODELS``, one :class:`~distributed_adcs.specs.models.ModelSpec` per name,
+and what a new entry must provide) lives in ``distributed_adcs/specs/models.py``, where the
+config reads it without importing torch.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from distributed_adcs.models.base import AdcsModel, ModelSpec
-from distributed_adcs.models.resnet import preact_resnet18, resnet18, wide_resnet
-from distributed_adcs.models.small_cnn import small_cnn
+from distributed_adcs.models.base import AdcsModel, ModelShape
+from distributed_adcs.specs import checked_params
+from distributed_adcs.specs.models import MODELS, get_model
 
-MODELS: dict[str, Callable[[ModelSpec], AdcsModel]] = {
-    "small_cnn": small_cnn,
-    "resnet18": resnet18,
-    "preact_resnet18": preact_resnet18,
-    "wide_resnet": wide_resnet,
-}
+__all__ = ["MODELS", "build_model"]
 
 
 def build_model(
@@ -24,8 +24,7 @@ def build_model(
     image_size: int,
     mean: Sequence[float],
     std: Sequence[float],
-    depth: int = 28,
-    width: int = 10,
+    **params: object,
 ) -> AdcsModel:
     """Build a registered model on the current default device, in train mode.
 
@@ -36,24 +35,21 @@ def build_model(
         image_size: side of the square input in pixels.
         mean: per-channel mean of [0, 1] pixels, applied inside the model.
         std: per-channel standard deviation, applied inside the model.
-        depth: Wide ResNet depth (6n+4); ignored by the other models.
-        width: Wide ResNet widening factor; ignored by the other models.
+        **params: the entry's own parameters (``wide_resnet``: ``depth``, ``width``), checked
+            by its params class; absent ones take its defaults.
 
     Returns:
         The model; it expects float images in [0, 1], NCHW.
 
     Raises:
-        ValueError: for an unknown name or invalid sizes.
+        ValueError: for an unknown name, an unknown or invalid parameter, or invalid sizes.
     """
-    if name not in MODELS:
-        raise ValueError(f"unknown model {name!r}; valid names: {', '.join(sorted(MODELS))}")
-    spec = ModelSpec(
+    kwargs = checked_params(MODELS, name, "model", params)
+    shape = ModelShape(
         num_classes=num_classes,
         in_channels=in_channels,
         image_size=image_size,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
-        depth=depth,
-        width=width,
     )
-    return MODELS[name](spec)
+    return get_model(name).build_fn()(shape, **kwargs)

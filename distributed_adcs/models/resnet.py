@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor, nn
 
-from distributed_adcs.models.base import AdcsModel, ModelSpec, init_weights
+from distributed_adcs.models.base import AdcsModel, ModelShape, init_weights
 
 
 def conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -91,7 +91,7 @@ class ResNet(AdcsModel):
     """stem -> stages -> post -> global average pool -> head.
 
     Args:
-        spec: data description (classes, channels, normalisation).
+        shape: data description (classes, channels, normalisation).
         stem: maps normalised images to ``stages[0]``'s input.
         stages: residual stages, run in order; also the perceptual modules.
         post: applied after the last stage (BN+ReLU for pre-activation nets).
@@ -99,14 +99,14 @@ class ResNet(AdcsModel):
     """
 
     def __init__(
-        self, spec: ModelSpec, stem: nn.Module, stages: nn.ModuleList, post: nn.Module, features: int
+        self, shape: ModelShape, stem: nn.Module, stages: nn.ModuleList, post: nn.Module, features: int
     ) -> None:
-        super().__init__(spec)
+        super().__init__(shape)
         self.stem = stem
         self.stages = stages
         self.post = post
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
-        self.head = nn.Linear(features, spec.num_classes)
+        self.head = nn.Linear(features, shape.num_classes)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -128,28 +128,23 @@ RESNET18_DEPTHS = (2, 2, 2, 2)
 RESNET18_STRIDES = (1, 2, 2, 2)
 
 
-def resnet18(spec: ModelSpec) -> ResNet:
-    """ResNet-18 with a 3x3 stride-1 stem and no max-pool; ``depth``/``width`` are ignored."""
-    stem = nn.Sequential(conv3x3(spec.in_channels, 64), bn_relu(64))
+def resnet18(shape: ModelShape) -> ResNet:
+    """ResNet-18 with a 3x3 stride-1 stem and no max-pool."""
+    stem = nn.Sequential(conv3x3(shape.in_channels, 64), bn_relu(64))
     stages = make_stages(BasicBlock, 64, RESNET18_WIDTHS, RESNET18_DEPTHS, RESNET18_STRIDES)
-    return ResNet(spec, stem, stages, nn.Identity(), RESNET18_WIDTHS[-1])
+    return ResNet(shape, stem, stages, nn.Identity(), RESNET18_WIDTHS[-1])
 
 
-def preact_resnet18(spec: ModelSpec) -> ResNet:
-    """Pre-activation ResNet-18; ``depth``/``width`` are ignored."""
+def preact_resnet18(shape: ModelShape) -> ResNet:
+    """Pre-activation ResNet-18."""
     stages = make_stages(PreActBlock, 64, RESNET18_WIDTHS, RESNET18_DEPTHS, RESNET18_STRIDES)
-    return ResNet(spec, conv3x3(spec.in_channels, 64), stages, bn_relu(RESNET18_WIDTHS[-1]), RESNET18_WIDTHS[-1])
+    return ResNet(shape, conv3x3(shape.in_channels, 64), stages, bn_relu(RESNET18_WIDTHS[-1]), RESNET18_WIDTHS[-1])
 
 
-def wide_resnet(spec: ModelSpec) -> ResNet:
-    """WRN-``depth``-``width``: three pre-activation stages of (depth - 4) / 6 blocks.
-
-    Raises:
-        ValueError: if ``depth`` is not of the form 6n + 4 with n >= 1.
-    """
-    if spec.depth < 10 or (spec.depth - 4) % 6 != 0:
-        raise ValueError(f"wide_resnet depth must be 6n+4 with n >= 1 (10, 16, 22, 28, 34, ...), got {spec.depth}")
-    n = (spec.depth - 4) // 6
-    widths = tuple(c * spec.width for c in (16, 32, 64))
+def wide_resnet(shape: ModelShape, *, depth: int, width: int) -> ResNet:
+    """WRN-``depth``-``width``: three pre-activation stages of (depth - 4) / 6 blocks; ``depth``
+    and ``width`` are a ``WideResNetParams`` (specs/models.py), which checks depth = 6n + 4."""
+    n = (depth - 4) // 6
+    widths = tuple(c * width for c in (16, 32, 64))
     stages = make_stages(PreActBlock, 16, widths, (n, n, n), (1, 2, 2))
-    return ResNet(spec, conv3x3(spec.in_channels, 16), stages, bn_relu(widths[-1]), widths[-1])
+    return ResNet(shape, conv3x3(shape.in_channels, 16), stages, bn_relu(widths[-1]), widths[-1])

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from distributed_adcs.models.base import AdcsModel, ModelSpec, init_weights
+from distributed_adcs.models.base import AdcsModel, ModelShape, init_weights
 
 
 def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
@@ -32,7 +32,7 @@ class SmallCNN(AdcsModel):
     """Stride-2 conv-BN-ReLU blocks, adaptive pooling to a fixed grid, a one-layer MLP, a linear head.
 
     Args:
-        spec: data and size description; ``depth``/``width`` are ignored.
+        shape: the data it is built for (classes, channels, normalisation).
         channels: output channels of each conv block.
         pooled_size: side of the grid the last block is average-pooled to,
             so every image size gives the same flat size.
@@ -41,13 +41,13 @@ class SmallCNN(AdcsModel):
 
     def __init__(
         self,
-        spec: ModelSpec,
+        shape: ModelShape,
         channels: Sequence[int] = (32, 64),
         pooled_size: int = 4,
         hidden: int = 128,
     ) -> None:
-        super().__init__(spec)
-        widths = [spec.in_channels, *channels]
+        super().__init__(shape)
+        widths = [shape.in_channels, *channels]
         self.blocks = nn.ModuleList(conv_bn_relu(a, b) for a, b in zip(widths, widths[1:]))
         self.pool = nn.AdaptiveAvgPool2d(pooled_size)
         self.mlp = nn.Sequential(
@@ -56,7 +56,7 @@ class SmallCNN(AdcsModel):
             nn.BatchNorm1d(hidden),
             nn.ReLU(inplace=True),
         )
-        self.head = nn.Linear(hidden, spec.num_classes)
+        self.head = nn.Linear(hidden, shape.num_classes)
         init_weights(self)
 
     def forward_features(self, x: Tensor) -> Tensor:
@@ -68,6 +68,6 @@ class SmallCNN(AdcsModel):
         return list(self.blocks)
 
 
-def small_cnn(spec: ModelSpec) -> SmallCNN:
+def small_cnn(shape: ModelShape) -> SmallCNN:
     """Registry builder for ``SmallCNN`` with its default widths."""
-    return SmallCNN(spec)
+    return SmallCNN(shape)

@@ -6,7 +6,7 @@ from distributed_adcs.objectives.base import (
     cross_entropy_logit_grad,
 )
 from distributed_adcs.objectives.pat import PAT, PAT_DEFAULT_EPSILON
-from distributed_adcs.objectives.pgd import FGSMRS, PGDL2, PGDLinf, PGDObjective
+from distributed_adcs.objectives.pgd import FGSMRS, PGDObjective
 from distributed_adcs.objectives.registry import OBJECTIVES, build_objective
 from distributed_adcs.objectives.trades import Trades
 
@@ -15,9 +15,7 @@ __all__ = [
     "OBJECTIVES",
     "PAT",
     "PAT_DEFAULT_EPSILON",
-    "PGDL2",
     "Objective",
-    "PGDLinf",
     "PGDObjective",
     "Trades",
     "build_objective",

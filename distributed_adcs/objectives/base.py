@@ -18,6 +18,7 @@ from torch import Tensor, nn
 
 from distributed_adcs.attacks import AttackLoss, bn_mode
 from distributed_adcs.config import ObjectiveConfig
+from distributed_adcs.specs.objectives import get_objective
 
 
 def cross_entropy_attack_loss(y: Tensor) -> AttackLoss:
@@ -49,17 +50,21 @@ def cross_entropy_logit_grad(logits: Tensor, y: Tensor) -> Tensor:
 class Objective:
     """Base objective: cross-entropy on an adversarial example found by ``_inner_max``.
 
-    Subclasses set ``name`` and implement ``_inner_max``; TRADES also
-    overrides the loss and its logit gradients.
+    Subclasses implement ``_inner_max``; TRADES also overrides the loss and its logit
+    gradients. What a registered objective must provide: ``distributed_adcs/specs/objectives.py``.
+
+    Attributes:
+        spec: the job's objective settings; ``spec.params`` holds the entry's own parameters.
+        norm: the ball ``spec.epsilon`` bounds, from the objective's registry entry.
     """
 
-    name: ClassVar[str] = ""
     needs_clean_logits: ClassVar[bool] = False
 
     def __init__(self, spec: ObjectiveConfig) -> None:
         if spec.epsilon < 0 or spec.steps < 0:
             raise ValueError(f"epsilon and steps must be >= 0, got {spec.epsilon}, {spec.steps}")
         self.spec = spec
+        self.norm = get_objective(spec.name).norm
 
     def default_step_size(self) -> float:
         """Madry et al.'s rule ``2.5 * epsilon / steps``: enough to cross the ball."""

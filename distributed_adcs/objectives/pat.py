@@ -7,7 +7,7 @@ docs/objectives.md, "PAT against the paper".
 ``spec.epsilon`` is a bound on an LPIPS-style distance, not on pixels: with
 the model's own features (the default, "PAT-self") the paper's CIFAR-10
 value is :data:`PAT_DEFAULT_EPSILON` = 0.5. With an external backbone
-(``spec.lpips_weights``) the scale of the distance is that backbone's.
+(``spec.params.lpips_weights``) the scale of the distance is that backbone's.
 This is the slowest objective: each attack step costs a forward/backward
 plus one extra forward for the finite-difference step-size estimate, and
 the final projection costs ``bisection_steps`` more forwards.
@@ -26,9 +26,8 @@ PAT_DEFAULT_EPSILON = 0.5
 
 
 class PAT(Objective):
-    """CE on the fast Lagrangian perceptual attack's (margin-loss) adversarial example."""
-
-    name = "pat"
+    """CE on the fast Lagrangian perceptual attack's (margin-loss) adversarial example;
+    ``spec.params`` is a ``PatParams`` (``lam``, ``lpips_weights``)."""
 
     def __init__(self, spec: ObjectiveConfig) -> None:
         super().__init__(spec)
@@ -40,10 +39,11 @@ class PAT(Objective):
 
     def distance(self, model: nn.Module, device: torch.device) -> PerceptualDistance:
         """The perceptual distance: an external backbone if configured, else the model's features."""
-        if self.spec.lpips_weights is None:
+        weights = self.spec.params.lpips_weights
+        if weights is None:
             return PerceptualDistance.from_model(model)
         if self._backbone is None:
-            self._backbone = load_backbone(self.spec.lpips_weights)
+            self._backbone = load_backbone(weights)
         backbone = self._backbone.to(device)
         return PerceptualDistance(backbone, backbone.perceptual_modules())
 
@@ -58,6 +58,6 @@ class PAT(Objective):
             epsilon=self.spec.epsilon,
             steps=self.spec.steps,
             step_size=self.step_size,
-            lam=self.spec.pat_lambda,
+            lam=self.spec.params.lam,
             generator=generator,
         )

@@ -12,9 +12,9 @@ from distributed_adcs.objectives.base import Objective, cross_entropy_attack_los
 
 
 class PGDObjective(Objective):
-    """Madry et al. (2018): CE on a PGD adversarial example in the ``geometry`` ball."""
+    """Madry et al. (2018): CE on a PGD adversarial example in the registry entry's ``norm``
+    ball (``pgd_linf``: l-inf, ``pgd_l2``: l2)."""
 
-    geometry: ClassVar[str] = ""
     fixed_steps: ClassVar[int | None] = None  # set: always this many steps from a random start
 
     def _inner_max(
@@ -25,7 +25,7 @@ class PGDObjective(Objective):
             model,
             x,
             cross_entropy_attack_loss(y),
-            geometry=self.geometry,
+            geometry=self.norm,
             epsilon=self.spec.epsilon,
             step_size=self.step_size,
             steps=self.fixed_steps if fixed else self.spec.steps,
@@ -34,31 +34,15 @@ class PGDObjective(Objective):
         )
 
 
-class PGDLinf(PGDObjective):
-    """l-inf PGD adversarial training."""
-
-    name = "pgd_linf"
-    geometry = "linf"
-
-
-class PGDL2(PGDObjective):
-    """l2 PGD adversarial training."""
-
-    name = "pgd_l2"
-    geometry = "l2"
-
-
 class FGSMRS(PGDObjective):
     """Wong, Rice & Kolter (2020), "Fast is better than free": FGSM with random start.
 
     delta ~ U[-eps, eps], one signed-gradient step of ``alpha = 1.25 * eps``
     (``spec.step_size`` overrides alpha), delta clamped back to [-eps, eps]
     and ``x + delta`` to [0, 1]; CE on the result. ``spec.steps`` and
-    ``spec.random_start`` are ignored.
+    ``spec.random_start`` are ignored. The ball is the registry entry's (l-inf).
     """
 
-    name = "fgsm_rs"
-    geometry = "linf"
     fixed_steps = 1
 
     def default_step_size(self) -> float:

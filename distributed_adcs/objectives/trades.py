@@ -7,6 +7,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from distributed_adcs.attacks import GaussianStartLinfGeometry, attack
+from distributed_adcs.config import ObjectiveConfig
 from distributed_adcs.objectives.base import Objective, cross_entropy_logit_grad
 
 # TRADES starts its inner maximisation at x + 0.001 * N(0, 1): at x itself the
@@ -30,10 +31,15 @@ class Trades(Objective):
     Inner maximisation: l-inf PGD on the KL from a Gaussian start
     (``spec.random_start`` is ignored). Clean probabilities for the attack
     are computed once, without gradient, in the attack's BN mode.
+    ``spec.params`` is a ``TradesParams`` (``beta``).
     """
 
-    name = "trades"
     needs_clean_logits = True
+
+    def __init__(self, spec: ObjectiveConfig) -> None:
+        super().__init__(spec)
+        if self.norm != "linf":  # the Gaussian start below wraps the l-inf ball only
+            raise ValueError(f"TRADES attacks in the l-inf ball; its registry entry says {self.norm}")
 
     def _inner_max(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
@@ -66,7 +72,7 @@ class Trades(Objective):
             raise ValueError("TRADES needs the clean logits")
         ce = F.cross_entropy(logits_clean, y, reduction="none")
         kl = _kl_clean_adv(F.log_softmax(logits_clean, dim=1), F.log_softmax(logits_adv, dim=1))
-        return ce + self.spec.beta * kl
+        return ce + self.spec.params.beta * kl
 
     def logit_grads(
         self, logits_clean: Tensor | None, logits_adv: Tensor, y: Tensor
@@ -84,6 +90,6 @@ class Trades(Objective):
         log_pa = F.log_softmax(logits_adv.detach(), dim=1)
         p_c, p_a = log_pc.exp(), log_pa.exp()
         kl = _kl_clean_adv(log_pc, log_pa).unsqueeze(1)
-        beta = self.spec.beta
+        beta = self.spec.params.beta
         grad_clean = cross_entropy_logit_grad(logits_clean, y) + beta * p_c * ((log_pc - log_pa) - kl)
         return grad_clean, beta * (p_a - p_c)
