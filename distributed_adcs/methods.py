@@ -12,11 +12,13 @@ Fields of :class:`MethodSpec`:
 
 - ``selector``: the per-group selector, ``fn(embeddings [n, d], budget, *, generator, mass)
   -> (local indices, weights in example units)`` (``coreset/types.py``).
-- ``needs_embeddings``: selection runs the selection attack and computes per-example gradient
-  embeddings; on Ray these run on embedding actors (``ray.num_actors``). A method without
-  them selects from labels alone on the driver and starts no actors.
-- ``second_round``: how shard results merge when the embeddings do not fit on the driver
-  (``ray.merge: two_round``, GreeDi): ``fn(candidate embeddings, candidate weights, k, seed)
+- ``needs_embeddings``: selection runs the selection attack (it exists only to produce
+  embeddings of adversarial examples) and computes per-example gradient embeddings, over the
+  shards: in the training process, on embedding actors (``ray.num_actors``) or on the Ray
+  Train ranks. A method without them selects from labels alone where the shards merge: no
+  attack, and no actors are started.
+- ``second_round``: how shard results merge when the embeddings do not fit where they merge
+  (``selection.merge: two_round``, GreeDi): ``fn(candidate embeddings, candidate weights, k, seed)
   -> (indices, weights)``. ``None``: only the exact merge (all embeddings gathered) applies.
 - ``trains_on_all``: the method never selects; every epoch trains on the whole set.
 - ``needs_records``: the method selects from what training records anyway (every visited
@@ -61,19 +63,9 @@ class MethodSpec:
     params: type = NoParams
 
     @property
-    def needs_selection_attack(self) -> bool:
-        """The selection attack exists only to produce embeddings of adversarial examples."""
-        return self.needs_embeddings
-
-    @property
-    def uses_actors(self) -> bool:
-        """Embedding actors compute embeddings; a method without embeddings needs none."""
-        return self.needs_embeddings
-
-    @property
     def has_two_round_merge(self) -> bool:
-        """Whether ``ray.merge: two_round`` can apply (a method without embeddings selects from
-        labels on the driver: there is nothing large to gather, so the merge setting is moot)."""
+        """Whether ``selection.merge: two_round`` can apply (a method without embeddings selects
+        from labels: there is nothing large to gather, so the merge setting is moot)."""
         return self.second_round is not None
 
     def select_fn(self) -> Callable[..., Any]:
@@ -86,7 +78,7 @@ class MethodSpec:
 
     def second_round_fn(self) -> Callable[..., Any]:
         if self.second_round is None:
-            raise ValueError(f"coreset method {self.name!r} has no two-round merge; use ray.merge: exact")
+            raise ValueError(f"coreset method {self.name!r} has no two-round merge; use selection.merge: exact")
         return resolve(self.second_round)
 
 

@@ -46,7 +46,7 @@ class JobPlan:
         method = get_method(cfg.coreset.method)
         where: Where = "ray_train" if cfg.ray.num_workers > 0 else "process"
         site: SelectionSite = ("none" if method.trains_on_all else "records" if method.needs_records else
-                               "actors" if method.uses_actors and cfg.ray.num_actors > 0 else "process")
+                               "actors" if method.needs_embeddings and cfg.ray.num_actors > 0 else "process")
         return cls(cfg, method, where, site)
 
 

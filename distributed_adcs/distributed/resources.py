@@ -37,7 +37,7 @@ def job_bundles(cfg: JobConfig) -> list[Bundle]:
     if r.num_workers > 0:
         bundle = {"CPU": r.cpus_per_worker, **({"GPU": 1.0} if r.use_gpu else {})}
         return [dict(bundle) for _ in range(r.num_workers)]
-    if r.num_actors > 0 and get_method(cfg.coreset.method).uses_actors:
+    if r.num_actors > 0 and get_method(cfg.coreset.method).needs_embeddings:
         bundle = {"CPU": r.cpus_per_actor, **({"GPU": r.gpus_per_actor} if r.use_gpu else {})}
         return [dict(bundle) for _ in range(r.num_actors)]
     return []
