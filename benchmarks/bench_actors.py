@@ -5,15 +5,12 @@
 Each actor holds 1 CPU and runs torch with 1 thread; the single-actor baseline runs the same
 4 shards serially. The selection phase is timed from the driver (weights to the object store,
 4 shard tasks, exact merge and CRAIG greedy), excluding actor start-up (once per job). The
-coresets of both runs are compared and must be identical. Ray's processes (the actors too)
-run at the normal policy, as in a local Ray that ``adcs`` starts; ``BATCH=1`` in the environment runs
-them under SCHED_BATCH, as ``ray.batch_scheduling: true`` does.
+coresets of both runs are compared and must be identical.
 """
 
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -26,7 +23,6 @@ from common import header, median_time, table  # noqa: E402
 
 from distributed_adcs.config import load_config  # noqa: E402
 from distributed_adcs.distributed.actors import actor_pool_selector, start_actors  # noqa: E402
-from distributed_adcs.distributed.sched import batch_children  # noqa: E402
 from distributed_adcs.engine.build import load_job_splits, make_model  # noqa: E402
 
 
@@ -40,8 +36,7 @@ def main() -> None:
     splits = load_job_splits(cfg)
     torch.manual_seed(0)
     model = make_model(cfg, splits)
-    with batch_children(os.environ.get("BATCH", "0") == "1"):  # Ray's processes as adcs starts them: SCHED_BATCH (sched.py)
-        ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=2, include_dashboard=False, log_to_driver=False)
     rows, results = [], {}
     for actors in (1, 2):
         c = replace(cfg, ray=replace(cfg.ray, num_actors=actors))

@@ -1,11 +1,11 @@
 """Epoch time through Ray Train (1 worker) against the plain in-process loop, and start-up cost.
 
-    .venv/bin/python benchmarks/bench_ray_train.py [--n 4000] [--epochs 5] [--repeats 2] [--paths default,batch]
+    .venv/bin/python benchmarks/bench_ray_train.py [--n 4000] [--epochs 5] [--repeats 2]
 
-Three paths train the same job (small_cnn, PGD-10, full data, 2 torch threads; the Ray worker
-holds 2 CPUs): the in-process loop (the baseline, no Ray at all), Ray Train as shipped, and
-Ray Train with ``ray.batch_scheduling=true`` (Ray's processes under SCHED_BATCH, see
-``distributed_adcs/distributed/sched.py``). The paths alternate, ``--repeats`` rounds, so that
+Two paths train the same job (small_cnn, PGD-10, full data, 2 torch threads; the Ray worker
+holds 2 CPUs): the in-process loop (the baseline, no Ray at all) and Ray Train as shipped. (A
+third path, Ray's processes under SCHED_BATCH, halved the preemptions but gained no epoch time,
+docs/measurements.md; the option was deleted.) The paths alternate, ``--repeats`` rounds, so that
 a noisy neighbour hurts all of them alike. Epoch time is ``train_time_s`` as each run logs it
 to MLflow (the training loop alone); the first epoch of every run is dropped (lazy set-up, and
 Ray's daemons still starting), and the table gives the median of the rest. ``preempt/s`` is
@@ -15,7 +15,6 @@ Start-up is ``trainer_startup_s`` (``TorchTrainer.fit()`` until the worker's fun
 paid once per job because one trainer runs the whole job. ``round_ratios`` divides each round's
 median epoch by the in-process median of the same round: runs minutes apart share the same
 neighbours' load, so the median of these paired ratios is the steadier figure on a shared machine.
-``--paths`` picks which Ray paths run (the in-process baseline always does).
 """
 
 from __future__ import annotations
@@ -39,11 +38,9 @@ from distributed_adcs.config import load_config  # noqa: E402
 from distributed_adcs.run import train  # noqa: E402
 
 BASELINE = "in-process loop"
-PATHS = {  # --paths name: (label, config overrides)
+PATHS = {  # name: (label, config overrides)
     "baseline": (BASELINE, ["ray.num_workers=0"]),
     "default": ("Ray Train (default)", ["ray.num_workers=1", "ray.cpus_per_worker=2"]),
-    "batch": ("Ray Train, batch_scheduling=true",
-              ["ray.num_workers=1", "ray.cpus_per_worker=2", "ray.batch_scheduling=true"]),
 }
 
 
@@ -87,13 +84,8 @@ def main() -> None:
     ap.add_argument("--n", type=int, default=4000)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--repeats", type=int, default=2)
-    ap.add_argument("--paths", default="default,batch",
-                    help="Ray paths to run, comma-separated: default, batch (the baseline always runs)")
     args = ap.parse_args()
-    wanted = set(args.paths.split(","))
-    if unknown := wanted - (set(PATHS) - {"baseline"}):
-        ap.error(f"unknown --paths {sorted(unknown)}; choose from default, batch")
-    paths = dict(PATHS[name] for name in PATHS if name == "baseline" or name in wanted)
+    paths = dict(PATHS.values())
     if args.epochs < 2:
         ap.error("--epochs must be >= 2 (the first epoch of every run is dropped)")
     tmp = Path(tempfile.mkdtemp())

@@ -125,13 +125,11 @@ def header_line(plan: JobPlan, splits, run) -> str:
 
 
 def _in_process(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
-    from .distributed.sched import compute_thread
     from .engine.job import Job
     from .engine.loop import final_evaluation, run_epochs
     from .engine.runtime import resolve_device
     from .engine.selection import local_selector
 
-    compute_thread()  # a Tune trial's thread inherits Ray's SCHED_BATCH: train at normal policy
     device = resolve_device(plan.cfg.train.device)
     job = Job(plan.cfg, splits, device)
     job.started_at = plan.started_at

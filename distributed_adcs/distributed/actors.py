@@ -27,7 +27,6 @@ from ..engine.runtime import resolve_device
 from ..engine.selection import ShardSelector
 from ..engine.shards import ShardEmbeddings
 from ..progress import progress
-from .sched import compute_section
 
 FAULT_ENV = "ADCS_FAULT_ACTOR_EXIT_ONCE"  # tests: path of a marker; the first actor call to see no marker dies
 
@@ -61,9 +60,7 @@ class EmbeddingWorker:
         if version != self.version:
             self.model.load_state_dict(weights)
             self.version = version
-        with compute_section():  # a local Ray's actors are batch-scheduled between selections
-            return shard_result(self.cfg, self.model, self.train, shard, bounds, epoch, self.device, self.objective,
-                                mode)
+        return shard_result(self.cfg, self.model, self.train, shard, bounds, epoch, self.device, self.objective, mode)
 
 
 EmbeddingActor = ray.remote(EmbeddingWorker)

@@ -10,7 +10,6 @@ from ..config import JobConfig, UsageError
 from .. import console
 from ..engine.runtime import raise_on_sigterm
 from .resources import job_bundles, total
-from .sched import batch_children
 
 
 def attach_console() -> None:
@@ -80,11 +79,8 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
     # its own process anyway), and Ray Train's preemption watcher (no autoscaler drains a node).
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    # with ray.batch_scheduling, Ray's processes, started from this thread, inherit SCHED_BATCH:
-    # they keep their CPU share but stop preempting the training threads (sched.py)
-    with batch_children(cfg.batch_scheduling):
-        ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
-                 dashboard_host="127.0.0.1", log_to_driver=True)
+    ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
+             dashboard_host="127.0.0.1", log_to_driver=True)
     attach_console()  # our lines from Ray's processes to the console, the rest to the job's log
     # ray.init replaces the job's SIGTERM handler with its own (sys.exit, and the core worker's
     # stack-dump handler that ends in SIGABRT): a SIGTERM must mark the run KILLED like Ctrl-C

@@ -43,7 +43,6 @@ from ..engine.runtime import generator, seed_everything
 from ..methods import get_method
 from ..tracking.artifacts import write_selection
 from .rank_shards import rank_shard_selector
-from .sched import compute_thread
 
 CHECKPOINT_FILE = "last.pt"
 FAULT_ENV = "ADCS_FAULT_WORKER_EXIT_AT_EPOCH"  # tests: "EPOCH:MARKER" kills rank 1 (or 0) once
@@ -137,7 +136,6 @@ def _report(job: Job, epoch: int, metrics: dict[str, float], selection: Selectio
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's per-worker function: the whole job, from the last checkpoint if any."""
     started = time.time()
-    compute_thread()  # before OpenMP starts its threads from this one: they inherit the policy
     cfg: JobConfig = config_from_dict(config["cfg"])
     if config.get("fault"):
         os.environ[FAULT_ENV] = config["fault"]
