@@ -33,7 +33,7 @@ def _rank(rank: int, port: int, use_store: bool, out: dict) -> None:
             else:
                 obj = None
             if use_store:
-                got = backend.broadcast(obj)
+                got = backend.share_from_rank0(obj)
             else:  # what the trainer did before: a collective that times out
                 box = [obj]
                 dist.broadcast_object_list(box, src=0)
@@ -61,7 +61,7 @@ def test_ranks_wait_for_a_merge_longer_than_the_collective_timeout():
 
 
 def test_a_collective_broadcast_times_out_there():
-    """The failure the store broadcast avoids (so the test above is not passing by accident)."""
+    """The failure sharing through the store avoids (so the test above is not passing by accident)."""
     try:
         out = _run(use_store=False)
     except Exception:  # noqa: BLE001 - a rank died of the timeout
@@ -85,7 +85,7 @@ def _give_up(rank: int, port: int, out: dict) -> None:
             time.sleep(3)
             out[0] = "ok"
         else:
-            backend.broadcast(None)
+            backend.share_from_rank0(None)
             out[1] = "no timeout"
     except TimeoutError as err:
         out[rank] = f"TimeoutError: {err}"

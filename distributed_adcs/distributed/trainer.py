@@ -6,7 +6,7 @@ phase, the trainer stays up.
 
 Selection runs on the training workers themselves (``rank_shards.py``): rank ``r``
 attacks and embeds shards ``r, r + W, ...``, rank 0 gathers the results, merges them into the
-coreset and broadcasts it. The workers hold the job's CPUs and GPUs anyway and would otherwise
+coreset and shares it with the other ranks. The workers hold the job's CPUs and GPUs anyway and would otherwise
 sit idle while a selection runs, so the job needs the training phase's resources and nothing
 more: no second set of actors that would have to fit beside the workers (on a cluster sized
 for one phase, that deadlocked). Shard randomness depends on the shard, never on the rank, so
@@ -49,11 +49,11 @@ FAULT_ENV = "ADCS_FAULT_WORKER_EXIT_AT_EPOCH"  # tests: "EPOCH:MARKER" kills ran
 
 
 class DDPBackend:
-    """Each rank trains its share of the (sub)set; rank 0's selection is broadcast."""
+    """Each rank trains its share of the (sub)set; rank 0's selection is shared with every rank."""
 
     def __init__(self, rank: int, world_size: int, seed: int, wait_s: float = 86_400.0, poll_s: float = 30.0):
         self.rank, self.world_size, self.seed = rank, world_size, seed
-        self.wait_s, self.poll_s = wait_s, poll_s  # how long a rank waits for rank 0's broadcast
+        self.wait_s, self.poll_s = wait_s, poll_s  # how long a rank waits for rank 0's selection
         self._sent = 0
 
     def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int):
@@ -66,22 +66,22 @@ class DDPBackend:
         mine = perm[self.rank::self.world_size]
         return positions[mine], weights[mine]
 
-    def broadcast(self, obj: Any) -> Any:
-        """Rank 0's ``obj`` on every rank, through the process group's key-value store, not a
-        collective. The other ranks wait here while rank 0 merges a selection, which at scale
+    def share_from_rank0(self, obj: Any) -> Any:
+        """Rank 0's ``obj`` on every rank, through the process group's key-value store: a store
+        poll, not a collective broadcast. The other ranks wait here while rank 0 merges a selection, which at scale
         outlasts the collective timeout (30 min by default; NCCL's watchdog would then abort the
         job): they poll the store every ``poll_s`` for up to ``wait_s`` (``ray.selection_wait_s``)."""
         if self.world_size == 1:
             return obj
         store = dist.distributed_c10d._get_default_store()
         self._sent += 1
-        key = f"adcs/broadcast/{self._sent}"
+        key = f"adcs/from-rank0/{self._sent}"
         if self.rank == 0:
             buffer = io.BytesIO()
             torch.save(obj, buffer)  # tensors keep their device type; every rank loads to the CPU
             store.set(key, buffer.getvalue())
             if self._sent > 2:  # every rank has read it: training collectives ran since
-                store.delete_key(f"adcs/broadcast/{self._sent - 2}")
+                store.delete_key(f"adcs/from-rank0/{self._sent - 2}")
             return obj
         waited = 0.0
         while True:

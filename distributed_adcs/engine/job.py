@@ -2,7 +2,7 @@
 
 ``Job`` owns the model, optimiser, schedule and current coreset. What differs between a
 single process and a DDP worker is behind ``backend`` (which share of the data this process
-trains, how objects are broadcast); how a coreset is selected is behind ``selector``.
+trains, how rank 0's selection reaches the other ranks); how a coreset is selected is behind ``selector``.
 """
 
 from __future__ import annotations
@@ -46,7 +46,7 @@ class Backend(Protocol):
     world_size: int
 
     def shard(self, positions: torch.Tensor, weights: torch.Tensor, epoch: int) -> tuple[torch.Tensor, torch.Tensor]: ...
-    def broadcast(self, obj: Any) -> Any: ...
+    def share_from_rank0(self, obj: Any) -> Any: ...  # rank 0's obj, on every rank
     def gather(self, obj: Any) -> list[Any]: ...  # every rank's obj, in rank order, on every rank
     def end_epoch(self, model: torch.nn.Module) -> None: ...
 
@@ -67,7 +67,7 @@ class LocalBackend:
     def shard(self, positions, weights, epoch):
         return at_least_two(positions, weights)
 
-    def broadcast(self, obj):
+    def share_from_rank0(self, obj):
         return obj
 
     def gather(self, obj):
@@ -140,7 +140,7 @@ class Job:
         phase = epoch_phase(epoch, self.cfg.coreset, self.cfg.train.epochs)
         selection = None
         if phase == "select":  # rank 0's selection is what every rank trains on
-            selection = self.backend.broadcast(self._select(epoch))
+            selection = self.backend.share_from_rank0(self._select(epoch))
             s.coreset_positions, s.coreset_weights, s.coreset_epoch = (
                 selection.positions, selection.weights, selection.epoch)
         if phase == "full":
