@@ -21,10 +21,14 @@ from .tracking import RunTracker
 
 
 def _checkpoint_from_run(tracker: RunTracker, run_id: str, tmp: str) -> Path:
-    try:
-        return Path(tracker.client.download_artifacts(run_id, "checkpoints/last.pt", tmp))
-    except Exception as err:
-        raise UsageError(f"run {run_id}: no checkpoints/last.pt artifact in {tracker.uri} ({type(err).__name__})") from None
+    """The run's last recorded checkpoint (``tracking/epochs.py``: where it is)."""
+    from .tracking.epochs import CHECKPOINT_ARTIFACT, CHECKPOINT_TAG, find_checkpoint
+
+    found = find_checkpoint(tracker.client, run_id, Path(tmp))
+    if found is None:
+        raise UsageError(f"run {run_id}: no checkpoint where its {CHECKPOINT_TAG} tag says nor a {CHECKPOINT_ARTIFACT} "
+                         f"artifact in {tracker.uri}")
+    return found
 
 
 def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracking_uri: str | None = None,

@@ -51,14 +51,15 @@ class JobPlan:
 
 
 def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
-          on_epoch: Callable[[int, dict], None] | None = None, train_callbacks: Sequence = ()) -> str:
+          callbacks: Sequence = ()) -> str:
     """Run a whole training job and return its MLflow run id.
 
     Args:
         resume: an MLflow run id or a checkpoint path to continue from.
         parent_run_id: nest this job's run under another (a sweep).
-        on_epoch: ``on_epoch(epoch, metrics)`` after every in-process epoch (Tune reporting).
-        train_callbacks: extra Ray Train callbacks for the ``ray_train`` path (Tune reporting).
+        callbacks: objects with ``on_epoch(epoch, metrics)``, called after each epoch's metrics
+            are recorded, wherever the job runs (``tracking.epochs.EpochHook``: on the Ray
+            Train path they run in its controller, so they must pickle).
     """
     from .tracking.stores import check_tracking_uri, resolve_tracking_uri, store_warnings
     from .tracking.job_run import JobRun
@@ -82,9 +83,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             check_address(cfg.ray.address)
         # a Ray Train job's driver trains on no image: it reads the data's description only
         splits = load_job_splits(cfg) if plan.where == "process" else describe_job_data(cfg)
-        # a Ray Train job may resume from Ray's own storage, so only the in-process path needs the file
-        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id,
-                          require_local_checkpoint=plan.where == "process")
+        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     with run.tracker:
@@ -93,7 +92,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
         try:
             run.log_config()
             with console.epoch_bar(cfg.train.epochs):
-                RUNNERS[plan.where](plan, splits, run, on_epoch=on_epoch, callbacks=train_callbacks)
+                RUNNERS[plan.where](plan, splits, run, run.recorder(splits.num_classes, callbacks))
             run.finish_job()
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (raise_on_sigterm): the run is KILLED
             raise Interrupted(getattr(err, "signum", signal.SIGINT), run.interrupted_message(err)) from None
@@ -124,9 +123,10 @@ def header_line(plan: JobPlan, splits, run) -> str:
             f"MLflow {verb} run {run.tracker.run_id} (experiment '{cfg.mlflow.experiment}', {run.tracker.uri})")
 
 
-def _in_process(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
+def _in_process(plan: JobPlan, splits, run, recorder) -> None:
+    from .engine.checkpoint import load_checkpoint
     from .engine.job import Job
-    from .engine.loop import final_evaluation, run_epochs
+    from .engine.loop import run_epochs
     from .engine.runtime import resolve_device
     from .engine.selection import local_selector
 
@@ -140,15 +140,18 @@ def _in_process(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
             job.selector = stack.enter_context(actor_selector(plan.cfg, splits))
         elif plan.selection == "process":
             job.selector = local_selector(plan.cfg, splits, device)
-        run_epochs(job, run, run.last_checkpoint, resume_from=run.resume_checkpoint, on_epoch=on_epoch)
-    final_evaluation(job, run)  # after the actors are released
+        if run.resume_checkpoint is not None:
+            job.restore(load_checkpoint(run.resume_checkpoint))  # on the CPU: restore() moves what it loads
+        run_epochs(job, run.process_sink(recorder, splits.train))
+    recorder.final(job.final_evaluation())  # after the actors are released
 
 
-def _on_ray_train(plan: JobPlan, splits, run, *, on_epoch, callbacks) -> None:
+def _on_ray_train(plan: JobPlan, splits, run, recorder) -> None:
     from .distributed.driver import run_trainer
 
-    run_trainer(plan.cfg, splits, run.tracker, run.ray_storage, run.last_checkpoint, callbacks=callbacks,
-                resume_from=run.resume_checkpoint, started_at=plan.started_at, checkpoint_uri=run.checkpoint_uri)
+    # a local copy of the last checkpoint where the run's directory is on this machine
+    run_trainer(plan.cfg, recorder, run.ray_storage, None if run.checkpoint_uri else run.last_checkpoint,
+                resume_from=run.resume_checkpoint, started_at=plan.started_at)
 
 
 RUNNERS: dict[Where, Callable[..., None]] = {"process": _in_process, "ray_train": _on_ray_train}

@@ -67,6 +67,19 @@ def list_files(location: str | os.PathLike, prefix: str = "", suffix: str = "") 
                   and i.base_name.endswith(suffix))
 
 
+def list_dirs(location: str | os.PathLike) -> list[str]:
+    """The names of the directories directly in ``location``, in order; empty when it does not exist."""
+    fs, root = filesystem(location)
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True, recursive=False))
+    return sorted(i.base_name for i in infos if i.type == pafs.FileType.Directory)
+
+
+def delete_dir(location: str | os.PathLike) -> None:
+    """Delete the directory ``location`` and everything in it."""
+    fs, path = filesystem(location)
+    fs.delete_dir(path)
+
+
 def exists(location: str | os.PathLike) -> bool:
     fs, path = filesystem(location)
     return fs.get_file_info(path).type != pafs.FileType.NotFound

@@ -1,11 +1,13 @@
 """Paths that may be URIs (``distributed_adcs.storage``), and checkpoints that outlive the
-machine that wrote them: a job killed on one node resumes from another working directory,
-with the first node's disk gone, from the run's MLflow artifact, and ends as if never stopped."""
+machine that wrote them: a job killed between the steps that record an epoch (coreset,
+checkpoint, metrics: ``tracking/epochs.py``), on one node and then on another, resumes each
+time from another working directory, with the first node's disk gone, and ends as if never
+stopped; on both execution paths."""
 
 from __future__ import annotations
 
+import os
 import shutil
-import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -46,10 +48,18 @@ def test_upload_download_list_through_pyarrow(tmp_path):
 
 
 def _run_and_kill_then_resume_elsewhere(tmp_path, extra: list[str]):
-    """An uninterrupted run (a), and a run (b) SIGKILLed after its second epoch whose node
-    then loses its disk (its checkpoint directory is deleted); b is resumed by run id from
-    another working directory with another ``train.output_dir``; returns both outcomes."""
-    from test_distributed import _wait_for_epoch
+    """An uninterrupted run (a), and a run (b) of the same job, killed twice by a real SIGKILL of
+    the process that records it (this one, or a Ray Train job's controller):
+
+    1. after epoch 1's coreset is recorded and before its checkpoint; b's node then loses its
+       disk, and b is resumed by run id from another working directory with another
+       ``train.output_dir``: from the run's MLflow copy of epoch 0's checkpoint, so epoch 1 is
+       trained again;
+    2. there, after epoch 2's checkpoint is recorded and before its metrics; resumed again, b
+       records epoch 2's metrics from that checkpoint and trains no epoch.
+
+    Returns both outcomes."""
+    from distributed_adcs.tracking.epochs import KILL_ENV
 
     sets = [*TINY, "train.epochs=3", "coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1",
             "deterministic=true", *extra]
@@ -63,26 +73,39 @@ def _run_and_kill_then_resume_elsewhere(tmp_path, extra: list[str]):
     a, b, elsewhere = tmp_path / "a", tmp_path / "b", tmp_path / "another-node"
     for d in (a, b, elsewhere):
         d.mkdir()
-    done = subprocess.run([*cmd, *args(a / "mlflow.db", str(a / "runs"))], cwd=ROOT, capture_output=True,
-                          text=True, timeout=900, stdin=subprocess.DEVNULL)
+    def job(where: Path, *how: str, kill: str | None = None) -> subprocess.CompletedProcess:
+        env = {**os.environ, KILL_ENV: f"{kill}:{tmp_path / kill.replace(':', '-')}"} if kill else None
+        return subprocess.run([*cmd, *how], cwd=where, env=env, capture_output=True, text=True, timeout=900,
+                              stdin=subprocess.DEVNULL)
+
+    done = job(ROOT, *args(a / "mlflow.db", str(a / "runs")))
     assert done.returncode == 0, done.stderr[-3000:]
-    proc = subprocess.Popen([*cmd, *args(b / "mlflow.db", str(b / "runs"))], cwd=ROOT, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, stdin=subprocess.DEVNULL)
     client_b = MlflowClient(f"sqlite:///{b / 'mlflow.db'}")
-    run_b = _wait_for_epoch(client_b, b / "mlflow.db", 1, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    killed = job(ROOT, *args(b / "mlflow.db", str(b / "runs")), kill="1:coreset")
+    assert killed.returncode != 0 and (tmp_path / "1-coreset").exists(), killed.stderr[-3000:]
+    run_b = _only_run(b)
+    assert _steps(client_b, run_b) == [0] and _coresets(client_b, run_b) == ["coresets/coreset_epoch001.parquet"]
     tagged = client_b.get_run(run_b).data.tags["adcs.checkpoint_dir"]
     assert Path(tagged).parent == b / "runs"
     shutil.rmtree(b / "runs")  # that node's disk: gone
-    resumed = subprocess.run([*cmd, "--resume", run_b, *args(b / "mlflow.db", "runs")], cwd=elsewhere,
-                             capture_output=True, text=True, timeout=900, stdin=subprocess.DEVNULL)
+    killed = job(elsewhere, "--resume", run_b, *args(b / "mlflow.db", "runs"), kill="2:checkpoint")
+    assert killed.returncode != 0 and (tmp_path / "2-checkpoint").exists(), killed.stderr[-3000:]
+    assert _steps(client_b, run_b) == [0, 1]  # epoch 2's checkpoint is recorded, its metrics are not
+    resumed = job(elsewhere, "--resume", run_b, *args(b / "mlflow.db", "runs"))
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     run = client_b.get_run(run_b)
     assert run.info.status == "FINISHED"
     assert Path(run.data.tags["adcs.checkpoint_dir"]) == elsewhere / "runs" / run_b  # where it wrote since
     assert (elsewhere / "runs" / run_b / "last.pt").is_file()
     return _outcome(a, _only_run(a)), _outcome(b, run_b)
+
+
+def _steps(client: MlflowClient, run_id: str) -> list[int]:
+    return sorted(m.step for m in client.get_metric_history(run_id, "train_loss"))
+
+
+def _coresets(client: MlflowClient, run_id: str) -> list[str]:
+    return [a.path for a in client.list_artifacts(run_id, "coresets")]
 
 
 def _only_run(where: Path) -> str:
@@ -95,12 +118,14 @@ def _outcome(where: Path, run_id: str):
     coresets = {a.path: pq.read_table(client.download_artifacts(run_id, a.path, str(where))).to_pydict()
                 for a in client.list_artifacts(run_id, "coresets")}
     keys = ("train_loss", "train_adv_acc", "train_examples", "val_robust_acc", "lr", "test_clean_acc", "test_pgd3_acc")
-    history = {k: {m.step: m.value for m in client.get_metric_history(run_id, k)} for k in keys}
+    history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
+    assert all(len({s for s, _ in h}) == len(h) for h in history.values()), history  # each epoch once
+    history = {k: dict(h) for k, h in history.items()}
     assert [a.path for a in client.list_artifacts(run_id, "checkpoints")] == ["checkpoints/last.pt"]
     return coresets, history
 
 
-def test_in_process_job_resumes_on_another_node_from_mlflow(tmp_path):
+def test_in_process_job_killed_inside_epochs_resumes_on_another_node(tmp_path):
     (coresets_a, history_a), (coresets_b, history_b) = _run_and_kill_then_resume_elsewhere(
         tmp_path, ["ray.num_workers=0", "ray.num_actors=0"])
     assert list(coresets_a) == ["coresets/coreset_epoch001.parquet", "coresets/coreset_epoch002.parquet"]
@@ -108,8 +133,9 @@ def test_in_process_job_resumes_on_another_node_from_mlflow(tmp_path):
 
 
 @pytest.mark.ray
-def test_ray_train_job_resumes_on_another_node_from_mlflow(ray_session, tmp_path):
-    """The checkpoint reaches the Train worker through the object store, not a driver path."""
+def test_ray_train_job_killed_inside_epochs_resumes_on_another_node(ray_session, tmp_path):
+    """The kills are of the Train controller, which records the epochs; the checkpoint reaches
+    the Train worker through the object store, not a driver path."""
     gcs = ray_session.get_runtime_context().gcs_address
     (coresets_a, history_a), (coresets_b, history_b) = _run_and_kill_then_resume_elsewhere(
         tmp_path, ["ray.num_workers=1", "ray.cpus_per_worker=1", f"ray.address={gcs}"])
@@ -125,7 +151,9 @@ def test_resume_with_no_checkpoint_anywhere_fails_and_says_where_it_looked(tmp_p
     run = client.create_run(exp, tags={"adcs.checkpoint_dir": str(tmp_path / "gone")})
     cfg = load_config("configs/quickstart.yaml", [*TINY, f"mlflow.tracking_uri={mlflow_uri}",
                                                   f"train.output_dir={tmp_path / 'runs'}"])
-    with pytest.raises(UsageError, match=rf"^--resume {run.info.run_id}: no checkpoint in the run's directory "
-                                         rf"\({tmp_path / 'gone'}\) nor in its MLflow artifacts \(checkpoints/last.pt\)"):
+    client.set_tag(run.info.run_id, "adcs.checkpoint", str(tmp_path / "gone" / "last.pt"))
+    with pytest.raises(UsageError, match=rf"^--resume {run.info.run_id}: no recorded checkpoint, neither where the "
+                                         rf"run's adcs.checkpoint tag says \({tmp_path / 'gone' / 'last.pt'}\) nor in "
+                                         rf"its MLflow artifacts \(checkpoints/last.pt\)"):
         train(cfg, resume=run.info.run_id)
     assert client.get_run(run.info.run_id).info.status == "RUNNING"  # untouched: not restarted at epoch 0

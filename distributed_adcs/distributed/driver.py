@@ -3,11 +3,16 @@
 The driver opens the MLflow run, connects to Ray, checks that the cluster can hold the job's
 workers (``resources.py``: a request that can never fit is one clear error, not an endless
 wait), and runs one ``TorchTrainer`` for the whole job; its workers also run the selections
-(see ``trainer.py``). ``--resume`` reruns the trainer with the same ``RunConfig(name,
-storage_path)``, which makes Ray Train hand every worker the job's last checkpoint; a
-checkpoint found elsewhere (a file, the run's MLflow artifact) goes to the workers through the
-object store, so no worker needs the driver's disk. ``storage_path`` may be a URI (``s3://``):
-what a multi-node Train job needs, since every worker writes its checkpoints there.
+(see ``trainer.py``). ``storage_path`` may be a URI (``s3://``): what a multi-node Train job
+needs, since every worker writes its checkpoints there.
+
+Each ``fit`` has a trainer name of its own (``adcs-<run id>-<fit>``), so Ray Train never hands
+a fit a checkpoint of an earlier one: that may be one the run never recorded (Ray Train stored
+it, and the job died before the run named it; ``tracking/epochs.py``). Within a fit, a worker
+group that fails restarts from the fit's last checkpoint (``ray.max_failures``). ``--resume``
+starts from the run's last recorded checkpoint, which goes to the workers through the object
+store, so no worker needs the driver's disk; once the fit ends, the earlier fits' directories
+are deleted.
 """
 
 from __future__ import annotations
@@ -16,33 +21,33 @@ import os
 import shutil
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import ray
 from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
 
+from .. import storage
 from ..config import JobConfig, to_dict
-from ..data import DataSummary, Splits
-from ..tracking import RunTracker
+from ..tracking.epochs import CHECKPOINT_FILE, EpochRecorder
 from .cluster import connect
 from .reporter import MlflowReporter
 from .resources import check_cluster, job_bundles
-from .trainer import CHECKPOINT_FILE, FAULT_ENV, train_loop_per_worker
-
-STORAGE_TAG = "adcs.ray_storage"
-
-
-def trainer_name(run_id: str) -> str:
-    return f"adcs-{run_id}"  # stable across resumes: no timestamps
+from .trainer import train_loop_per_worker
+from .worker_sink import FAULT_ENV
 
 
-def run_trainer(cfg: JobConfig, splits: Splits | DataSummary, tracker: RunTracker, storage: str, last: Path, *,
-                resume_from: Path | None = None, callbacks=(), started_at: float | None = None,
-                checkpoint_uri: str | None = None) -> bool:
-    """Run the job's trainer (``storage``: Ray Train's ``storage_path``, a path or URI) and copy
-    its last checkpoint to the local file ``last``; return whether there was one.
-    ``checkpoint_uri``: the run's remote directory, which gets ``last.pt`` after every epoch."""
+def trainer_name(run_id: str, fit: str) -> str:
+    return f"adcs-{run_id}-{fit}"
+
+
+def run_trainer(cfg: JobConfig, recorder: EpochRecorder, storage_path: str, last: Path | None, *,
+                resume_from: Path | None = None, started_at: float | None = None) -> bool:
+    """Run the job's trainer (``storage_path``: Ray Train's, a path or URI), recording its epochs
+    with ``recorder``, and copy its last checkpoint to the local file ``last`` (if not None);
+    return whether there was one."""
+    name = trainer_name(recorder.run_id, uuid.uuid4().hex[:8])
     started = connect(cfg)
     try:
         check_cluster(cfg)
@@ -56,25 +61,35 @@ def run_trainer(cfg: JobConfig, splits: Splits | DataSummary, tracker: RunTracke
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,
                                          resources_per_worker=dict(resources)),
             torch_config=TorchConfig(backend="nccl" if cfg.ray.use_gpu else "gloo"),
-            run_config=RunConfig(name=trainer_name(tracker.run_id), storage_path=storage,
+            run_config=RunConfig(name=name, storage_path=storage_path,
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  # a worker group that cannot start within Ray's 60 s is retried
                                  # a bounded number of times (Ray's default: forever)
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures,
                                                               controller_failure_limit=cfg.ray.startup_retries),
-                                 callbacks=[MlflowReporter(tracker.uri, cfg.mlflow.experiment, tracker.run_id, splits.num_classes,
-                                                           cfg.train.epochs, checkpoint_uri=checkpoint_uri),
-                                            *callbacks]))
+                                 callbacks=[MlflowReporter(recorder, storage_path, name)]))
         result = _fit(trainer)
-        if result.checkpoint is None:
-            return False
-        with result.checkpoint.as_directory() as d:  # a local copy when the storage is remote
-            last.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(Path(d) / CHECKPOINT_FILE, last)
+        if result.checkpoint is None:  # no epoch left to train: the run's checkpoint is the one it resumed from
+            if last is not None and resume_from is not None and resume_from.resolve() != last.resolve():
+                last.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(resume_from, last)
+            return resume_from is not None
+        _forget_other_fits(storage_path, name)
+        if last is not None:
+            with result.checkpoint.as_directory() as d:
+                last.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(Path(d) / CHECKPOINT_FILE, last)
         return True
     finally:
         if started:
             ray.shutdown()
+
+
+def _forget_other_fits(storage_path: str, name: str) -> None:
+    """Delete the directories of the run's earlier fits: the run's checkpoint is now this fit's."""
+    for other in storage.list_dirs(storage_path):
+        if other.startswith(name.rsplit("-", 1)[0] + "-") and other != name:
+            storage.delete_dir(storage.join(storage_path, other))
 
 
 def _fit(trainer: TorchTrainer):
@@ -106,4 +121,4 @@ def _fit(trainer: TorchTrainer):
     return outcome["result"]
 
 
-__all__ = ["run_trainer", "trainer_name", "STORAGE_TAG"]
+__all__ = ["run_trainer", "trainer_name"]

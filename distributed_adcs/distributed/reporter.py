@@ -1,18 +1,23 @@
-"""Controller-side MLflow logging for Ray Train (runs in the Train controller, not in workers)."""
+"""Controller-side recording of a Ray Train job (runs in the Train controller, not in workers).
+
+Each epoch rank 0 reports a checkpoint directory (``worker_sink.py``) that Ray Train has
+already persisted to the job's storage. The reporter records the epoch with the job's
+``EpochRecorder`` (``tracking/epochs.py``: coreset, checkpoint, metrics, then the job's epoch
+hooks): it reads only the coreset file back, and records the checkpoint where Ray Train put
+it, so the checkpoint is written once per epoch (plus the MLflow copy when the storage is a
+directory of this machine).
+"""
 
 from __future__ import annotations
 
-import glob
+import tempfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ray.train import UserCallback
 
-if TYPE_CHECKING:
-    from ..tracking import RunTracker
-
-from ..console import say
-from ..progress import epoch_line, final_line
+from .. import storage
+from ..tracking.epochs import CHECKPOINT_FILE, EpochRecorder
 
 # MLflow (and the plots' matplotlib) load on the first report, not when the controller
 # unpickles this callback: the controller starts the worker group only after that, so an
@@ -20,49 +25,27 @@ from ..progress import epoch_line, final_line
 
 
 class MlflowReporter(UserCallback):
-    """Logs rank 0's per-epoch metrics (``step=epoch``), coresets and the final evaluation, and
-    copies each epoch's ``last.pt`` to the run's MLflow artifacts and to ``checkpoint_uri`` (the
-    run's remote directory, as the in-process loop does), so a resume finds it in either."""
+    """Records rank 0's epochs (coreset, checkpoint, metrics at ``step=epoch``) and the final
+    evaluation in the job's run; ``storage``/``trainer``: the trainer's ``storage_path`` and name,
+    under which its checkpoints are."""
 
-    def __init__(self, tracking_uri: str, experiment: str, run_id: str, num_classes: int, epochs: int,
-                 checkpoint_uri: str | None = None):
-        self.tracking_uri, self.experiment, self.run_id = tracking_uri, experiment, run_id
-        self.num_classes, self.epochs, self.checkpoint_uri = num_classes, epochs, checkpoint_uri
-        self._tracker = None
-
-    @property
-    def tracker(self) -> "RunTracker":
-        if self._tracker is None:
-            from ..tracking import RunTracker
-
-            self._tracker = RunTracker(self.tracking_uri, self.experiment, run_id=self.run_id)
-        return self._tracker
+    def __init__(self, recorder: EpochRecorder, storage_path: str, trainer: str):
+        self.recorder, self.storage_path, self.trainer = recorder, storage_path, trainer
 
     def after_report(self, run_context, metrics: list[dict[str, Any]], checkpoint) -> None:
         head = dict(metrics[0])
         kind, step = head.pop("kind", "epoch"), int(head.pop("epoch", 0))
         numeric = {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
-        # the epoch's artifacts first, its metrics last: a run that holds an epoch's metrics holds
-        # its coreset and checkpoint too, wherever the driver dies (a resume starts after that epoch)
-        if checkpoint is not None:
-            with checkpoint.as_directory() as d:
-                for path in sorted(glob.glob(str(Path(d) / "coreset_epoch*.parquet"))):
-                    from ..tracking.plots import log_coreset
-
-                    log_coreset(self.tracker, path, self.num_classes)
-                # the run's checkpoints/last.pt: what a resume on another node starts from
-                last = Path(d) / "last.pt"
-                if last.is_file():
-                    if self.checkpoint_uri:
-                        from .. import storage
-
-                        storage.upload(last, storage.join(self.checkpoint_uri, "last.pt"))
-                    self.tracker.log_artifact(last, "checkpoints")
         if kind == "final":
             digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
-            self.tracker.log_json(digests, "ddp/final_state_digests.json")
-        self.tracker.log_metrics(numeric, step=step)
-        if kind == "epoch":
-            say(epoch_line(step, self.epochs, numeric), epoch=True)
-        else:
-            say(final_line(numeric))
+            self.recorder.tracker.log_json(digests, "ddp/final_state_digests.json")
+            self.recorder.final(numeric)
+            return
+        where = storage.join(self.storage_path, self.trainer, Path(checkpoint.path).name)
+        with tempfile.TemporaryDirectory() as tmp:
+            coreset = None
+            for found in storage.list_files(where, prefix="coreset_epoch", suffix=".parquet"):
+                name = Path(found).name  # (a path of the storage's filesystem)
+                coreset = storage.download(storage.join(where, name), Path(tmp) / name)
+            self.recorder.record(step, numeric, coreset=coreset,
+                                 checkpoint=lambda: storage.join(where, CHECKPOINT_FILE))

@@ -51,13 +51,33 @@ def _trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_run
     cfg.mlflow.tracking_uri, cfg.train.output_dir = uri, output_dir  # trial actors change directory
     cfg.mlflow.run_name = f"{run_name(cfg)}-{tune.get_context().get_trial_id()}"
     cfg.ray.address = None  # already inside the sweep's Ray
-    if cfg.ray.num_workers > 0:
+    torch.set_num_threads(max(1, int(trial_cpus)))  # (a Ray Train trial computes nothing in this process)
+    train(cfg, parent_run_id=parent_run_id, callbacks=[TuneEpochReport()])
+
+
+class TuneEpochReport:
+    """The trials' epoch hook: each epoch's metrics to the Tune trial that runs the job.
+
+    An in-process job calls it in the trial itself. A Ray Train job calls it in the Train
+    controller, another process, which reaches the trial through the queue that Tune's own
+    ``TuneReportCallback`` holds: that callback is made (in the trial, where it must be) when
+    this hook is pickled for the controller, so an in-process trial starts no queue actor.
+    """
+
+    def __init__(self):
+        self._queue = None
+
+    def __getstate__(self) -> dict:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        train(cfg, parent_run_id=parent_run_id, train_callbacks=[TuneReportCallback()])
-    else:
-        torch.set_num_threads(max(1, int(trial_cpus)))
-        train(cfg, parent_run_id=parent_run_id, on_epoch=lambda epoch, m: tune.report({**m, "epoch": epoch}))
+        return {"_queue": self._queue or TuneReportCallback()}
+
+    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+        row = {**metrics, "epoch": epoch}
+        if self._queue is None:
+            tune.report(row)
+        else:
+            self._queue.after_report(None, [row], None)
 
 
 def run_sweep(path: str | Path, train: TrainJob) -> str:

@@ -12,19 +12,18 @@ more: no second set of actors that would have to fit beside the workers (on a cl
 for one phase, that deadlocked). Shard randomness depends on the shard, never on the rank, so
 1 and 2 workers select the same coreset.
 
-Every epoch, rank 0 reports metrics and a checkpoint (model, optimiser, schedule, epoch,
-coreset, RNG states); other ranks report metrics only. A failed worker group restarts from
-the last checkpoint (``ray.max_failures``). The controller-side ``MlflowReporter`` logs to
-the job's MLflow run, so exactly one process writes metrics (no duplicate rows).
+The epochs are ``engine.loop.run_epochs``, as in-process, with a sink that reports to Ray
+Train (``worker_sink.py``): every epoch rank 0 reports metrics and a checkpoint (model,
+optimiser, schedule, epoch, coreset, RNG states, the epoch's metrics); other ranks report
+nothing. A failed worker group restarts from the fit's last checkpoint (``ray.max_failures``).
+The controller-side ``MlflowReporter`` records each epoch in the job's MLflow run, so exactly
+one process writes metrics (no duplicate rows).
 """
 
 from __future__ import annotations
 
 import datetime
 import io
-import os
-import signal
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -37,15 +36,13 @@ import torch.distributed as dist
 
 from ..config import JobConfig, config_from_dict
 from ..engine.build import load_job_splits
-from ..engine.checkpoint import load_checkpoint, load_checkpoint_bytes, save_checkpoint, state_digest
-from ..engine.job import Job, Selection
+from ..engine.checkpoint import load_checkpoint, load_checkpoint_bytes, state_digest
+from ..engine.job import Job
+from ..engine.loop import run_epochs
 from ..engine.runtime import generator, seed_everything
 from ..methods import get_method
-from ..tracking.artifacts import write_selection
 from .rank_shards import rank_shard_selector
-
-CHECKPOINT_FILE = "last.pt"
-FAULT_ENV = "ADCS_FAULT_WORKER_EXIT_AT_EPOCH"  # tests: "EPOCH:MARKER" kills rank 1 (or 0) once
+from .worker_sink import CHECKPOINT_FILE, ReportSink
 
 
 class DDPBackend:
@@ -114,31 +111,10 @@ class DDPBackend:
             dist.broadcast(buf.data, src=0)
 
 
-def _maybe_inject_fault(epoch: int, rank: int) -> None:
-    spec = os.environ.get(FAULT_ENV)
-    if not spec:
-        return
-    at, marker = spec.split(":", 1)
-    if int(at) == epoch and rank == ray.train.get_context().get_world_size() - 1 and not Path(marker).exists():
-        Path(marker).write_text(str(os.getpid()))
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-def _report(job: Job, epoch: int, metrics: dict[str, float], selection: Selection | None) -> None:
-    with tempfile.TemporaryDirectory() as tmp:
-        save_checkpoint(Path(tmp) / CHECKPOINT_FILE, job.payload())
-        if selection is not None:
-            write_selection(Path(tmp) / f"coreset_epoch{epoch:03d}.parquet", job.splits.train, selection)
-        ray.train.report({**metrics, "epoch": epoch, "kind": "epoch"},
-                         checkpoint=ray.train.Checkpoint.from_directory(tmp))
-
-
 def train_loop_per_worker(config: dict) -> None:
     """Ray Train's per-worker function: the whole job, from the last checkpoint if any."""
     started = time.time()
     cfg: JobConfig = config_from_dict(config["cfg"])
-    if config.get("fault"):
-        os.environ[FAULT_ENV] = config["fault"]
     ctx = ray.train.get_context()
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
@@ -153,23 +129,14 @@ def train_loop_per_worker(config: dict) -> None:
               wrap_model=ray.train.torch.prepare_model)
     # a first start counts from the job's submission; a restart of the worker group from its own start
     job.started_at = config.get("job_started_at") or started
-    checkpoint = ray.train.get_checkpoint()
+    checkpoint = ray.train.get_checkpoint()  # (this fit's: its worker group restarted; driver.py)
     if checkpoint is not None:
         job.started_at = started
         with checkpoint.as_directory() as d:
             job.restore(load_checkpoint(Path(d) / CHECKPOINT_FILE))
     elif config.get("resume") is not None:
         job.restore(load_checkpoint_bytes(ray.get(config["resume"])))
-    for epoch in range(job.state.epoch, cfg.train.epochs):
-        _maybe_inject_fault(epoch, rank)
-        metrics, selection = job.run_epoch(epoch)
-        if rank == 0:
-            metrics.update(job.validate_if_due(epoch))
-            metrics.update(startup)
-            startup = {}
-            _report(job, epoch, metrics, selection)
-        else:
-            ray.train.report({"epoch": epoch, "kind": "epoch"}, checkpoint=None)
+    run_epochs(job, ReportSink(rank, world, splits.train, config.get("fault")), first_metrics=startup)
     final = job.final_evaluation() if rank == 0 else {}
     ray.train.report({**final, "epoch": cfg.train.epochs, "kind": "final", "state_digest": state_digest(job.model)},
                      checkpoint=None)

@@ -2,7 +2,8 @@
 
 Layout (a dict): ``model``, ``optimizer``, ``schedule`` (state dicts), ``epoch`` (the number of
 epochs completed), ``coreset`` (``{"indices", "weights", "epoch"}`` global indices or None),
-``rng`` (torch/CUDA generator states), ``config`` (the job's YAML text).
+``rng`` (torch/CUDA generator states), ``config`` (the job's YAML text), ``metrics`` (those the
+run records for the last epoch completed: a resume records them when the job died before it had).
 Writes are atomic (temporary file, then rename) so a crash never leaves half a checkpoint.
 """
 

@@ -105,7 +105,9 @@ class Job:
         return unwrap(self.state.model)
 
     # -- checkpoints -----------------------------------------------------------------------
-    def payload(self) -> dict[str, Any]:
+    def payload(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
+        """What a checkpoint holds (``engine/checkpoint.py``); ``metrics``: those of the epoch
+        just trained, which a resume records if the run lacks them (``tracking/epochs.py``)."""
         s = self.state
         coreset = None
         if s.coreset_positions is not None:
@@ -115,7 +117,8 @@ class Job:
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
                 "time_split": dict(s.time_split), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
                 "records": None if self.records is None else self.records.state_dict(),
-                "scaler": None if self.scaler is None else self.scaler.state_dict()}  # fp16's loss scale
+                "scaler": None if self.scaler is None else self.scaler.state_dict(),  # fp16's loss scale
+                "metrics": dict(metrics or {})}
 
     def restore(self, payload: dict[str, Any]) -> None:
         s = self.state

@@ -1,51 +1,45 @@
-"""The in-process job: every epoch in this process, recorded through a ``Recorder``.
+"""The epoch driver of every job: :func:`run_epochs`, in this process or on each Ray Train worker.
 
-Ray Train workers run the same ``Job`` with their own loop (``distributed/trainer.py``); this
-one is for ``ray.num_workers: 0``. The recorder is the tracking layer's object (an MLflow run),
-passed in so that the engine never imports it.
+What differs between the two is only where an epoch's results go, the ``sink``:
+
+- in-process (``ray.num_workers: 0``): ``tracking.epochs.ProcessSink`` records them in the
+  job's MLflow run;
+- on a Ray Train worker: ``distributed.worker_sink.ReportSink`` reports them to Ray Train,
+  whose controller records them in the run (``distributed.reporter.MlflowReporter``).
+
+Both end in ``tracking.epochs.EpochRecorder.record``, which records an epoch in one order:
+its coreset, then its checkpoint (which carries the epoch's metrics), then its metrics. That
+module says why; ``docs/checkpoints.md`` says what a crash between two steps leaves. The
+sinks are the tracking and distributed layers' objects, passed in so that the engine imports
+neither.
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Protocol
 
-from ..console import say
-from ..progress import epoch_line, final_line
-from .checkpoint import load_checkpoint, save_checkpoint
 from .job import Job, Selection
 
 
-class Recorder(Protocol):
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None: ...
-    def log_selection(self, train, num_classes: int, selection: Selection) -> None: ...
-    def log_checkpoint(self, path: Path) -> None: ...  # a copy that outlives this machine
+class EpochSink(Protocol):
+    def epoch(self, epoch: int, metrics: dict[str, float], selection: Selection | None,
+              payload: dict[str, Any] | None) -> None:
+        """Persist one trained epoch: its metrics, the coreset it selected (or None) and its
+        checkpoint ``payload`` (``Job.payload``). On DDP ranks other than 0 the metrics are empty
+        and there is no payload: those ranks record nothing, they only keep pace."""
 
 
-def run_epochs(job: Job, recorder: Recorder, checkpoint: Path, *, resume_from: Path | None = None,
-               on_epoch: Callable[[int, dict], None] | None = None) -> None:
-    """Train the remaining epochs (after ``resume_from``), checkpointing to ``checkpoint`` after each."""
-    cfg = job.cfg
-    if resume_from is not None:
-        job.restore(load_checkpoint(resume_from))  # on the CPU: restore() moves what it loads
-    for epoch in range(job.state.epoch, cfg.train.epochs):
+def run_epochs(job: Job, sink: EpochSink, *, first_metrics: dict[str, float] | None = None) -> None:
+    """Train the job's remaining epochs (from ``job.state.epoch``: restore a checkpoint first to
+    resume) and hand each to ``sink``. Rank 0 validates when due; ``first_metrics`` are added to
+    the first epoch's metrics (a Ray Train job's start-up times)."""
+    extra = dict(first_metrics or {})
+    for epoch in range(job.state.epoch, job.cfg.train.epochs):
         metrics, selection = job.run_epoch(epoch)
+        if job.backend.rank != 0:  # rank 0 holds the validation data and records the epoch
+            sink.epoch(epoch, {}, None, None)
+            continue
         metrics.update(job.validate_if_due(epoch))
-        # the coreset before the metrics, the checkpoint last: an epoch whose metrics are recorded
-        # has its coreset recorded, and one that is not checkpointed is run again on resume
-        if selection is not None:
-            recorder.log_selection(job.splits.train, job.splits.num_classes, selection)
-        recorder.log_metrics(metrics, step=epoch)
-        save_checkpoint(checkpoint, job.payload())
-        recorder.log_checkpoint(checkpoint)
-        if on_epoch is not None:
-            on_epoch(epoch, metrics)
-        say(epoch_line(epoch, cfg.train.epochs, metrics), epoch=True)
-
-
-def final_evaluation(job: Job, recorder: Recorder) -> dict[str, float]:
-    """The test evaluation, recorded at ``step = train.epochs``."""
-    final = job.final_evaluation()
-    recorder.log_metrics(final, step=job.cfg.train.epochs)
-    say(final_line(final))
-    return final
+        metrics.update(extra)
+        extra = {}
+        sink.epoch(epoch, metrics, selection, job.payload(metrics))

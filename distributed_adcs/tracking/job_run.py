@@ -1,13 +1,13 @@
-"""The MLflow side of one training job: its run's name, tags and description, where its
-checkpoints live (a run tag), resuming a run, and logging its coresets and final plots.
+"""The MLflow side of one training job: its run's name, tags and description, its directory,
+resuming a run, and its config and final plots.
 
-Checkpoints: ``last.pt`` is written to a local directory after every epoch, and copied to
-``train.output_dir/<run id>/`` when that is a remote URI (``s3://``, ``gs://``, ...), and to
-the run's MLflow artifacts (``checkpoints/last.pt``). The run's ``adcs.checkpoint_dir`` tag
-names where. ``--resume <run id>`` takes the first that holds a checkpoint: the tagged local
-directory, the tagged URI, the MLflow artifact; so a run resumes from another working
-directory or another node. A run none of them holds fails to resume, with the three places
-named, rather than start again at epoch 0.
+A run's directory (its ``adcs.checkpoint_dir`` tag) is ``train.output_dir/<run id>``, a local
+directory or a URI (``s3://``, ``gs://``, ...); a resumed run keeps writing there when this
+machine reaches it. Each epoch's checkpoint is recorded once (``tracking/epochs.py``: where,
+and in what order); ``--resume <run id>`` continues from the last recorded one, found by
+``epochs.find_checkpoint``, so a run resumes from another working directory or another node.
+A run with no recorded checkpoint fails to resume, naming where it looked, rather than start
+again at epoch 0.
 
 These are tracking facts, kept here so that the entry point (``run.py``) only decides where
 the job runs.
@@ -25,17 +25,17 @@ from ..config import JobConfig, UsageError, dump_yaml, flatten
 from ..engine.checkpoint import check_fits, load_checkpoint
 from ..engine.plan import selection_epochs, warmup_epochs
 from ..methods import get_method
-from .artifacts import write_selection
+from .epochs import (CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, CHECKPOINT_TAG, EpochRecorder, ProcessSink, find_checkpoint,
+                     record_missing_metrics)
 from .mlflow_run import RunTracker
-from .plots import log_accuracy_plot, log_coreset
+from .plots import log_accuracy_plot
 
-CHECKPOINT_TAG = "adcs.checkpoint_dir"
-CHECKPOINT_ARTIFACT = "checkpoints/last.pt"
+HOME_TAG = "adcs.checkpoint_dir"  # the run's directory: where it writes its checkpoints
 
 
 def local_checkpoint_dir(output_dir: str, run_id: str) -> Path:
     """Where this process writes ``last.pt``: ``output_dir/<run id>`` when that is local, else a
-    directory of this machine's temporary space (the URI gets a copy every epoch)."""
+    directory of this machine's temporary space (the staging of its upload to the URI)."""
     if storage.is_local(output_dir):
         return storage.local_path(output_dir) / run_id
     return Path(tempfile.gettempdir()) / "adcs-checkpoints" / run_id
@@ -67,11 +67,11 @@ def run_description(cfg: JobConfig) -> str:
 
 
 def _resume_target(tracker: RunTracker, resume: str, output_dir: str) -> tuple[str | None, str | None, Path | None]:
-    """``(run id or None, the run's tagged checkpoint location or None, local checkpoint file
-    or None)`` of ``--resume``: a checkpoint file, a checkpoint directory, or an MLflow run id.
+    """``(run id or None, the run's directory (tag) or None, local checkpoint file or None)`` of
+    ``--resume``: a checkpoint file, a checkpoint directory, or an MLflow run id.
 
-    For a run id the checkpoint is found as the module docstring says (a copy from a URI or from
-    MLflow lands in this machine's checkpoint directory of the run); None when nowhere holds one.
+    For a run id, its last recorded checkpoint (``epochs.find_checkpoint``; a copy from a URI or
+    from MLflow lands in this machine's directory of the run); None when nowhere holds one.
     """
     path = Path(resume)
     if path.is_dir():
@@ -82,20 +82,12 @@ def _resume_target(tracker: RunTracker, resume: str, output_dir: str) -> tuple[s
         run = tracker.client.get_run(resume)
     except Exception:
         raise FileNotFoundError(f"--resume {resume}: neither a checkpoint file nor a run in {tracker.uri}") from None
-    tagged = run.data.tags.get(CHECKPOINT_TAG)
-    if tagged and storage.is_local(tagged) and (storage.local_path(tagged) / "last.pt").is_file():
-        return resume, tagged, storage.local_path(tagged) / "last.pt"
+    tagged = run.data.tags.get(HOME_TAG)
     if _reachable_home(tagged) and storage.is_local(tagged):  # this machine holds the run's directory
         here = storage.local_path(tagged)
     else:
         here = local_checkpoint_dir(tagged if tagged and not storage.is_local(tagged) else output_dir, resume)
-    if tagged and not storage.is_local(tagged) and storage.exists(storage.join(tagged, "last.pt")):
-        return resume, tagged, storage.download(storage.join(tagged, "last.pt"), here / "last.pt")
-    try:
-        got = tracker.client.download_artifacts(resume, CHECKPOINT_ARTIFACT, str(here))
-        return resume, tagged, Path(got)
-    except Exception:  # no such artifact (or an artifact store this machine cannot read)
-        return resume, tagged, None
+    return resume, tagged, find_checkpoint(tracker.client, resume, here)
 
 
 def _reachable_home(tagged: str | None) -> bool:
@@ -104,9 +96,10 @@ def _reachable_home(tagged: str | None) -> bool:
     return bool(tagged) and (not storage.is_local(tagged) or storage.local_path(tagged).is_dir())
 
 
-def _nowhere(resume: str, tagged: str | None) -> str:
-    return (f"--resume {resume}: no checkpoint in the run's directory ({tagged or 'no ' + CHECKPOINT_TAG + ' tag'}) "
-            f"nor in its MLflow artifacts ({CHECKPOINT_ARTIFACT}); it cannot continue")
+def _nowhere(tracker: RunTracker, resume: str) -> str:
+    named = tracker.client.get_run(resume).data.tags.get(CHECKPOINT_TAG)
+    return (f"--resume {resume}: no recorded checkpoint, neither where the run's {CHECKPOINT_TAG} tag says "
+            f"({named or 'no such tag'}) nor in its MLflow artifacts ({CHECKPOINT_ARTIFACT}); it cannot continue")
 
 
 class NothingToResume(UsageError):
@@ -121,14 +114,14 @@ class JobRun:
 
     cfg: JobConfig
     tracker: RunTracker
-    checkpoint_dir: Path  # local: last.pt after every epoch
+    checkpoint_dir: Path  # local: last.pt after every epoch (the staging of its upload when checkpoint_uri)
     resume_checkpoint: Path | None  # a checkpoint file to continue from, when it exists here
-    checkpoint_uri: str | None = None  # remote train.output_dir/<run id>: a copy of last.pt every epoch
+    checkpoint_uri: str | None = None  # remote train.output_dir/<run id>: where the checkpoints go
 
     @classmethod
-    def open(cls, cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
-             require_local_checkpoint: bool = True) -> "JobRun":
-        """Create the run (or reopen the run named by ``resume``).
+    def open(cls, cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None) -> "JobRun":
+        """Create the run (or reopen the run named by ``resume``; it first records the metrics its
+        checkpoint carries if the run lacks them, see ``epochs.record_missing_metrics``).
 
         Raises:
             FileNotFoundError: ``resume`` names nothing (neither a checkpoint file nor a run).
@@ -136,17 +129,18 @@ class JobRun:
             Both are raised before any run is created or changed.
         """
         tracker = RunTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
-        run_id = tagged = ckpt = None
+        run_id = tagged = ckpt = payload = None
         output = cfg.train.output_dir
         if resume:
             run_id, tagged, ckpt = _resume_target(tracker, resume, output)
-            if require_local_checkpoint and ckpt is None:
-                raise NothingToResume(_nowhere(resume, tagged))
-            if ckpt is not None:  # a file that is no checkpoint, or another job's, fails before the run opens
-                check_fits(load_checkpoint(ckpt), dump_yaml(cfg), f"--resume {resume}")
+            if ckpt is None:
+                raise NothingToResume(_nowhere(tracker, resume))
+            payload = load_checkpoint(ckpt)  # a file that is no checkpoint, or another job's, fails before the run opens
+            check_fits(payload, dump_yaml(cfg), f"--resume {resume}")
         if run_id:
             tracker.run_id = run_id
             tracker.resume()
+            record_missing_metrics(tracker, payload)
         else:
             tracker.start(run_name(cfg), flatten(cfg), run_tags(cfg), run_description(cfg),
                           parent_run_id=parent_run_id)
@@ -157,42 +151,32 @@ class JobRun:
                     else str(local_checkpoint_dir(output, tracker.run_id)))
         remote = None if storage.is_local(home) else home
         ckpt_dir = local_checkpoint_dir(remote, tracker.run_id) if remote else storage.local_path(home)
-        tracker.set_tags({CHECKPOINT_TAG: home})
-        return cls(cfg, tracker, ckpt_dir, ckpt if ckpt is not None and ckpt.is_file() else None, remote)
+        tracker.set_tags({HOME_TAG: home})
+        return cls(cfg, tracker, ckpt_dir, ckpt, remote)
 
     @property
     def last_checkpoint(self) -> Path:
-        return self.checkpoint_dir / "last.pt"
+        return self.checkpoint_dir / CHECKPOINT_FILE
 
     @property
     def ray_storage(self) -> str:
         """Ray Train's ``storage_path`` for this run: shared by every node when it is a URI."""
         return storage.join(self.checkpoint_uri, "ray") if self.checkpoint_uri else str(self.checkpoint_dir / "ray")
 
-    def log_checkpoint(self, path: Path | None = None) -> None:
-        """Copy ``last.pt`` (after an epoch) to the remote checkpoint directory, if any, and to
-        the run's MLflow artifacts, so that a resume elsewhere finds it."""
-        path = path or self.last_checkpoint
-        if self.checkpoint_uri:
-            storage.upload(path, storage.join(self.checkpoint_uri, "last.pt"))
-        self.tracker.log_artifact(path, "checkpoints")
+    def recorder(self, num_classes: int, hooks=()) -> EpochRecorder:
+        """What records this job's epochs (in this process, or a copy in a Ray Train controller)."""
+        return EpochRecorder(self.tracker.uri, self.tracker.run_id, num_classes, self.cfg.train.epochs, hooks,
+                             tracker=self.tracker)
 
-    # the engine's Recorder protocol (engine/loop.py)
-    def log_metrics(self, metrics: dict[str, float], step: int) -> None:
-        self.tracker.log_metrics(metrics, step=step)
-
-    def log_selection(self, train, num_classes: int, selection) -> None:
-        """The coreset as ``coresets/coreset_epochNNN.parquet`` and its class histogram."""
-        with tempfile.TemporaryDirectory() as tmp:
-            path = write_selection(Path(tmp) / f"coreset_epoch{selection.epoch:03d}.parquet", train, selection)
-            log_coreset(self.tracker, path, num_classes)
+    def process_sink(self, recorder: EpochRecorder, train) -> ProcessSink:
+        """``engine.loop.run_epochs``' sink for a job that trains in this process."""
+        return ProcessSink(recorder, train, self.last_checkpoint, self.checkpoint_uri)
 
     def log_config(self) -> None:
         self.tracker.log_text(dump_yaml(self.cfg), "config.yaml")
 
     def finish_job(self) -> None:
-        """Log the last checkpoint and the accuracy plot (the run is closed by the tracker)."""
-        self.log_checkpoint()
+        """Log the accuracy plot (the last epoch recorded its checkpoint; the tracker closes the run)."""
         log_accuracy_plot(self.tracker, selection_epochs=selection_epochs(self.cfg.train.epochs, self.cfg.coreset),
                           warmup_epochs=warmup_epochs(self.cfg.coreset))
 
