@@ -75,16 +75,16 @@ class ObjectiveConfig:
             LPIPS units for ``pat`` (0.5 is the paper's value with the model's own features on
             CIFAR-10).
         step_size: attack step; ``None`` picks each objective's default (``2.5 * epsilon / steps``
-            for PGD and TRADES, ``1.25 * epsilon`` for fgsm_rs, ``epsilon`` (LPIPS units per
-            step) for pat).
-        steps: attack iterations (ignored by fgsm_rs, which takes one).
-        random_start: random start for PGD (fgsm_rs always starts randomly, TRADES always uses
-            its Gaussian start, pat a small Gaussian one).
+            for PGD and TRADES, ``1.25 * epsilon`` for fgsm_rs, ``epsilon`` for n_fgsm,
+            ``epsilon`` (LPIPS units per step) for pat).
+        steps: attack iterations (ignored by fgsm_rs and n_fgsm, which take one).
+        random_start: random start for PGD (fgsm_rs always starts randomly, n_fgsm from its
+            U(-k eps, k eps) noise, TRADES always uses its Gaussian start, pat a small Gaussian one).
         bn_mode: model mode during the attack, ``eval`` (running BN statistics, not updated) or
             ``train`` (batch statistics; updates running statistics). The loss forward always
             runs in train mode.
-        params: the objective's own parameters (trades: ``beta``; pat: ``lam``,
-            ``lpips_weights``), declared next to its registry entry.
+        params: the objective's own parameters (trades: ``beta``; n_fgsm: ``noise_mult``; pat:
+            ``lam``, ``lpips_weights``), declared next to its registry entry.
     """
 
     name: str = "pgd_linf"

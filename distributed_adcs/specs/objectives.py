@@ -46,6 +46,16 @@ class TradesParams:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class NFGSMParams:
+    # k: the noise is U(-k eps, k eps) around x; 2 is the paper's default (3 or 4 only at their
+    # largest radii); 0 drops the noise
+    noise_mult: float = 2.0
+
+    def __post_init__(self) -> None:
+        check(self.noise_mult >= 0, "noise_mult", f"must be >= 0, got {self.noise_mult}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PatParams:
     # the penalty multiplier on max(0, d - eps), 10 as in the paper; over the attack steps it
     # grows geometrically from a tenth of it to it
@@ -82,6 +92,8 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
                   build="distributed_adcs.objectives.pgd:PGDObjective", norm="l2"),
     ObjectiveSpec(name="fgsm_rs", summary="FGSM with a random start (Wong, Rice & Kolter)",
                   build="distributed_adcs.objectives.pgd:FGSMRS", norm="linf"),
+    ObjectiveSpec(name="n_fgsm", summary="N-FGSM: one step of eps from U(-k eps, k eps) noise, unprojected (de Jorge et al.)",
+                  build="distributed_adcs.objectives.n_fgsm:NFGSM", norm="linf", params=NFGSMParams),
     ObjectiveSpec(name="trades", summary="TRADES: clean CE plus beta KL(clean || adversarial) (Zhang et al.)",
                   build="distributed_adcs.objectives.trades:Trades", norm="linf", params=TradesParams),
     ObjectiveSpec(name="pat", summary="Perceptual Adversarial Training, Fast-LPA in LPIPS units (Laidlaw et al.)",
