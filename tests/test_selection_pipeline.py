@@ -1,4 +1,5 @@
-"""The selection pipeline without Ray: an in-process job merges as ``selection:`` says.
+"""The selection pipeline without Ray: an in-process job merges as ``selection:`` says, and
+the DDP ranks' shard strategy selects what one process selects.
 
 Before the merge moved into the engine, a job with ``ray.num_workers: 0`` and
 ``ray.num_actors: 0`` always ran the exact merge, whatever ``merge`` and ``merge_memory_gb``
@@ -7,20 +8,25 @@ said; these tests fail on that code.
 
 from __future__ import annotations
 
+import os
+
 import pyarrow.parquet as pq
 import pytest
 import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
 
 from distributed_adcs.config import load_config
-from distributed_adcs.engine.build import load_job_splits, make_objective
+from distributed_adcs.engine.build import load_job_splits, make_model, make_objective
 from distributed_adcs.engine.checkpoint import save_checkpoint
 from distributed_adcs.engine.job import Job
 from distributed_adcs.engine.merge import merge_and_choose, merge_mode, shard_result, two_round_merge
+from distributed_adcs.engine.selection import local_selector
 from distributed_adcs.engine.shards import embed_shard, shard_bounds
 from distributed_adcs.run import JobPlan, train
 
-from helpers import TINY
+from helpers import TINY, free_port
 
 CPU = torch.device("cpu")
 
@@ -60,3 +66,41 @@ def test_in_process_job_honours_two_round_merge_and_memory_budget(setting, tmp_p
     got = dict(zip(table.column("index").to_pylist(), table.column("weight").to_pylist()))
     assert got.keys() == two.keys()
     assert got == pytest.approx(two)
+
+
+def _setup(merge: str):
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "coreset.method=craig", "coreset.fraction=0.25",
+                                                  "coreset.warmup_epochs=1", "selection.num_shards=4",
+                                                  f"selection.merge={merge}"])
+    splits = load_job_splits(cfg)
+    torch.manual_seed(0)
+    return cfg, splits, make_model(cfg, splits)
+
+
+def _rank_selections(rank: int, port: int, out: dict) -> None:
+    from distributed_adcs.distributed.rank_shards import rank_shard_selector
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        for merge in ("exact", "two_round"):
+            cfg, splits, model = _setup(merge)
+            got = rank_shard_selector(cfg, splits, CPU, rank, 2)(model, 1)
+            out[(rank, merge)] = None if got is None else (got.positions, got.weights)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_select_what_one_process_selects():
+    """The DDP strategy (shards strided over 2 gloo ranks, gathered on rank 0) against the
+    in-process one, with both merges: rank 0 returns the same coreset, rank 1 none."""
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_rank_selections, args=(free_port(), out), nprocs=2, join=True)
+        out = dict(out)
+    for merge in ("exact", "two_round"):
+        cfg, splits, model = _setup(merge)
+        here = local_selector(cfg, splits, CPU)(model, 1)
+        positions, weights = out[(0, merge)]
+        assert torch.equal(positions, here.positions) and torch.equal(weights, here.weights), merge
+        assert out[(1, merge)] is None
