@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -45,6 +46,22 @@ def run_adcs(*args: str, cwd: Path | None = None, env: dict | None = None, timeo
 TINY = ["data.limit=384", "data.val_size=128", "data.batch_size=64", "data.eval_batch_size=128",
         "objective.steps=2", "eval.val_pgd_steps=2", "eval.pgd_steps=3", "eval.test_limit=128",
         "train.epochs=2", "coreset.method=full", "ray.num_workers=0", "ray.num_actors=0"]
+
+
+class EpochLog:
+    """An epoch hook for ``train(callbacks=[...])`` that appends each call to a file, one JSON line
+    (epoch, train_loss, the calling process): it works in this process and in a Ray Train
+    job's controller alike."""
+
+    def __init__(self, path: Path):
+        self.path = str(path)
+
+    def on_epoch(self, epoch: int, metrics: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"epoch": epoch, "train_loss": metrics["train_loss"], "pid": os.getpid()}) + "\n")
+
+    def calls(self) -> list[dict]:
+        return [json.loads(line) for line in Path(self.path).read_text().splitlines()]
 
 
 def tiny_args(tmp_path: Path, mlflow_uri: str, *extra: str) -> list[str]:

@@ -99,15 +99,25 @@ def test_two_round_merge_with_one_shard_is_the_exact_greedy(ray_session, selecti
 def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_path, mlflow_uri):
     from distributed_adcs.run import train
 
+    import helpers
+    from helpers import EpochLog
+
+    ray_session.cloudpickle.register_pickle_by_value(helpers)  # the controller cannot import tests/
+    hook = EpochLog(tmp_path / "epochs.jsonl")
     cfg = _cfg(tmp_path, mlflow_uri, "ray.num_workers=2", "ray.num_actors=1", "ray.cpus_per_worker=1",
                "coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1", "train.epochs=3",
                "objective.name=trades")
-    run_id = train(cfg)
+    run_id = train(cfg, callbacks=[hook])
     client = MlflowClient(mlflow_uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     for metric in ("train_loss", "val_robust_acc", "epoch_time_s"):
         assert [m.step for m in client.get_metric_history(run_id, metric)] == [0, 1, 2], metric
+    # the job's epoch hook ran in the Train controller (another process), once per epoch, after the metrics
+    losses = {m.step: m.value for m in client.get_metric_history(run_id, "train_loss")}
+    calls = hook.calls()
+    assert [(c["epoch"], c["train_loss"]) for c in calls] == [(e, losses[e]) for e in range(3)]
+    assert {c["pid"] for c in calls} != {os.getpid()}
     assert len(client.get_metric_history(run_id, "selection_greedy_s")) == 2  # epochs 1 and 2
     digests = json.loads(Path(client.download_artifacts(run_id, "ddp/final_state_digests.json", str(tmp_path))).read_text())
     assert len(digests) == 2 and len(set(digests.values())) == 1

@@ -1,5 +1,6 @@
 """Schedules, the coreset epoch plan, checkpoints and seeds."""
 
+import os
 
 import pytest
 import torch
@@ -150,15 +151,19 @@ def test_val_every_validates_every_nth_epoch_and_the_last(tmp_path, mlflow_uri):
     from distributed_adcs.config import load_config
     from distributed_adcs.run import train
 
-    from helpers import TINY
+    from helpers import TINY, EpochLog
 
     cfg = load_config("configs/quickstart.yaml", [*TINY, "train.epochs=3", "eval.val_every=2", "data.limit=128",
                                                   f"mlflow.tracking_uri={mlflow_uri}", f"train.output_dir={tmp_path}"])
-    run_id = train(cfg)
+    hook = EpochLog(tmp_path / "epochs.jsonl")
+    run_id = train(cfg, callbacks=[hook])
     client = MlflowClient(mlflow_uri)
     assert [m.step for m in client.get_metric_history(run_id, "val_robust_acc")] == [1, 2]
     assert [m.step for m in client.get_metric_history(run_id, "val_time_s")] == [1, 2]
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1, 2]
+    # the job's epoch hook saw each epoch once, after its metrics were recorded, in this process
+    losses = {m.step: m.value for m in client.get_metric_history(run_id, "train_loss")}
+    assert [(c["epoch"], c["train_loss"], c["pid"]) for c in hook.calls()] == [(e, losses[e], os.getpid()) for e in range(3)]
     passes = [m.value for m in client.get_metric_history(run_id, "passes_backward")]
     assert passes[0] > 0 and passes == sorted(passes)  # cumulative
 

@@ -75,3 +75,21 @@ def test_small_sweep_end_to_end(tmp_path, mlflow_uri):
     best = load_config(client.download_artifacts(parent_id, "best_config.yaml", str(tmp_path)))
     assert best.coreset.fraction == 0.3 and best.train.lr == 0.05
     assert [a.path for a in client.list_artifacts(parent_id, "plots")] == ["plots/robust_vs_time.png"]
+
+
+def test_ray_train_trial_reports_each_epoch_to_tune_from_the_controller(tmp_path, mlflow_uri):
+    """A trial that trains with Ray Train workers: the job's one epoch hook runs in the Train
+    controller and reaches the trial's Tune session (the summary's last result is the last epoch's)."""
+    from distributed_adcs.distributed.sweep import run_sweep
+    from distributed_adcs.run import train
+
+    path = _write_sweep(tmp_path, mlflow_uri, {"train.lr": {"grid": [0.05]}}, scheduler="fifo", max_concurrent_trials=1)
+    spec = yaml.safe_load(path.read_text())
+    spec["set"].update({"ray.num_workers": 1, "ray.cpus_per_worker": 1, "train.epochs": 2})
+    path.write_text(yaml.safe_dump(spec))
+    parent_id = run_sweep(path, train)
+    client = MlflowClient(mlflow_uri)
+    (row,) = csv.DictReader(open(client.download_artifacts(parent_id, "summary.csv", str(tmp_path))))
+    assert row["status"] == "FINISHED" and row["epochs_run"] == "2", row
+    last = client.get_metric_history(row["mlflow_run_id"], "val_robust_acc")[-1]
+    assert last.step == 1 and float(row["val_robust_acc"]) == last.value
