@@ -35,6 +35,7 @@ from ..console import say  # noqa: E402
 from ..sweep_config import SweepConfig, grid_size, load_sweep, trial_config  # noqa: E402
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
 from ..tracking.job_run import run_name  # noqa: E402
+from ..tracking.plots import curve_over_time, over_time_figure  # noqa: E402
 from .cluster import connect  # noqa: E402
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
@@ -226,18 +227,9 @@ def _column_order(key: str) -> tuple:
 
 
 def _plot(parent: RunTracker, children: list, metric: str, tmp: Path) -> None:
-    fig, ax = plt.subplots(figsize=(7, 4.5), constrained_layout=True)
-    for run in children:
-        hist = {m.step: m.value for m in parent.client.get_metric_history(run.info.run_id, metric)}
-        wall = {m.step: m.value for m in parent.client.get_metric_history(run.info.run_id, "wall_time_s")}
-        steps = sorted(s for s in hist if s in wall)
-        if steps:
-            ax.plot([wall[s] / 60 for s in steps], [hist[s] for s in steps], "o-", ms=3,
-                    label=f"{run.info.run_name} ({run.info.status.lower()})")
-    ax.set_xlabel("wall-clock time of the trial (min)")
-    ax.set_ylabel(metric)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=6, ncol=2)
+    curves = [(f"{run.info.run_name} ({run.info.status.lower()})", curve_over_time(parent.client, run.info.run_id, metric))
+              for run in children]
+    fig = over_time_figure(curves, xlabel="wall-clock time of the trial (min)", ylabel=metric)
     fig.savefig(tmp / "robust_vs_time.png", dpi=110)
     plt.close(fig)
     parent.log_artifact(tmp / "robust_vs_time.png", "plots")

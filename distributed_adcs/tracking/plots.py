@@ -1,4 +1,5 @@
-"""PNG plots logged with every run: accuracy over time and epochs, coreset class histograms.
+"""PNG plots logged with every run: accuracy over time and epochs, coreset class histograms;
+and a metric of several runs against wall-clock time (a sweep's trials, bench_quality's arms).
 
 They are drawn from what the run itself logged (metric history and coreset Parquet files),
 so the in-process and the Ray Train paths get the same plots.
@@ -7,6 +8,7 @@ so the in-process and the Ray Train paths get the same plots.
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -14,6 +16,7 @@ import matplotlib
 matplotlib.use("Agg")  # no display on servers and CI
 import matplotlib.pyplot as plt  # noqa: E402
 import pyarrow.parquet as pq  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
 
 from .mlflow_run import RunTracker  # noqa: E402
 
@@ -42,6 +45,31 @@ def accuracy_figure(tracker: RunTracker, selection_epochs: list[int], warmup_epo
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
     fig.suptitle(tracker.client.get_run(tracker.run_id).info.run_name)
+    return fig
+
+
+def curve_over_time(client: MlflowClient, run_id: str, metric: str) -> list[tuple[float, float]]:
+    """``(wall-clock minutes, value)`` at every step of a run that logged both ``metric`` and
+    ``wall_time_s``, in step order."""
+    values = {m.step: m.value for m in client.get_metric_history(run_id, metric)}
+    wall = {m.step: m.value for m in client.get_metric_history(run_id, "wall_time_s")}
+    return [(wall[s] / 60, values[s]) for s in sorted(values) if s in wall]
+
+
+def over_time_figure(curves: Sequence[tuple[str, Sequence[tuple[float, float]]]], *, xlabel: str, ylabel: str,
+                     title: str | None = None):
+    """One line per ``(label, [(minutes, value), ...])``: runs (a sweep's trials, a benchmark's
+    arms) compared against wall-clock time. Empty curves are left out."""
+    fig, ax = plt.subplots(figsize=(7.5, 4.5), constrained_layout=True)
+    for label, points in curves:
+        if points:
+            ax.plot([x for x, _ in points], [y for _, y in points], "o-", ms=3, label=label)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, ncol=2)
     return fig
 
 
