@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from distributed_adcs.data.augment import Augmentation
+from distributed_adcs.data.augment import FRAMED, Augmentation, CropFlip
 from distributed_adcs.data.types import ImageSet
 
 
@@ -22,6 +22,8 @@ class Batch:
         index: int64 [B] global indices (position in the source split).
         position: int64 [B] positions into the ImageSet the batch was drawn from.
         weight: float32 [B] per-example weights (ones when none were given).
+        frame: the batch's random crops and flips, when the augmentation can say what it drew
+            (``crop_flip``): per-example tensors kept in the un-augmented frame follow it.
     """
 
     x: Tensor
@@ -29,6 +31,7 @@ class Batch:
     index: Tensor
     position: Tensor
     weight: Tensor
+    frame: CropFlip | None = None
 
     def __len__(self) -> int:
         return int(self.y.shape[0])
@@ -144,7 +147,10 @@ def _generate(
         source = chunk.to(data.images.device)
         # index_select: an order of magnitude faster than advanced indexing on CPU.
         x = data.images.index_select(0, source).to(target).to(torch.float32).div_(255.0)
-        if augment is not None:
+        frame = None
+        if augment in FRAMED:  # the same draws as augment(x, generator), kept
+            x, frame = FRAMED[augment](x, generator)
+        elif augment is not None:
             x = augment(x, generator)
         yield Batch(
             x=x,
@@ -152,4 +158,5 @@ def _generate(
             index=data.indices.index_select(0, source).to(target),
             position=chunk.to(target),
             weight=weight.to(target),
+            frame=frame,
         )

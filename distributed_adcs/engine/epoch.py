@@ -23,6 +23,7 @@ import torch
 
 from ..progress import progress
 from .checkpoint import unwrap
+from .ledger import BatchLedger, Ledger
 from .schedule import EpochSchedule
 
 
@@ -45,7 +46,7 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
                 schedule: EpochSchedule, epoch: int, num_batches: int, *,
                 generator: torch.Generator | None = None, desc: str = "train",
                 record: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-                scaler: torch.amp.GradScaler | None = None) -> EpochStats:
+                scaler: torch.amp.GradScaler | None = None, ledger: Ledger | None = None) -> EpochStats:
     """Train one epoch of adversarial training on ``batches`` (which carry ``.weight``).
 
     The attack runs on the bare model (no DDP collective for attack passes) with the BatchNorm
@@ -58,9 +59,11 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
     for i, batch in enumerate(progress(batches, desc=desc, total=num_batches)):
         schedule.set(epoch + i / max(num_batches, 1))
         t0 = time.perf_counter()
-        x_adv = objective.perturb(bare, batch.x, batch.y, generator=generator)
+        # an objective that keeps per-example state (objective.uses_ledger) gets the batch's entries
+        kw = {"state": BatchLedger(ledger, batch, epoch)} if ledger is not None and objective.uses_ledger else {}
+        x_adv = objective.perturb(bare, batch.x, batch.y, generator=generator, **kw)
         attack_s += time.perf_counter() - t0
-        losses, logits_adv = objective.update_loss(model, batch.x, x_adv, batch.y)  # train-mode BN
+        losses, logits_adv = objective.update_loss(model, batch.x, x_adv, batch.y, **kw)  # train-mode BN
         if record is not None:  # each example's adversarial loss, for records-based selection
             record(batch.position, losses.detach())
         loss = (losses * batch.weight).mean()

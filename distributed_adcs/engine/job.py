@@ -22,6 +22,7 @@ from ..progress import progress
 from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_objective, make_optimizer
 from .checkpoint import unwrap
 from .epoch import normalised_weights, train_epoch
+from .ledger import Ledger
 from .plan import epoch_phase, warmup_epochs
 from .records import TrainingRecords
 from .runtime import generator, rng_state, set_rng_state
@@ -85,7 +86,10 @@ class Job:
         self.backend = backend or LocalBackend()
         self.selector = selector
         self.method = get_method(cfg.coreset.method)
-        self.records = TrainingRecords(len(splits.train)) if self.method.needs_records else None
+        # what training keeps per example between visits (engine/ledger.py): adaptive's records,
+        # FGSM-PGI's cached perturbations; no field, no cost
+        self.ledger = Ledger(splits.train.indices, tuple(splits.train.images.shape[1:]))
+        self.records = TrainingRecords(self.ledger) if self.method.needs_records else None
         model = set_precision(make_model(cfg, splits).to(device), cfg.train.precision, device, cfg.train.channels_last)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark and not cfg.deterministic
@@ -116,7 +120,8 @@ class Job:
         return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
                 "time_split": dict(s.time_split), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
-                "records": None if self.records is None else self.records.state_dict(),
+                "records": None if self.records is None else self.records.state_dict(scores=False),
+                "ledger": self.ledger.state_dict(),  # the records' scores among its fields
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),  # fp16's loss scale
                 "metrics": dict(metrics or {})}
 
@@ -131,6 +136,8 @@ class Job:
         if core is not None:
             s.coreset_positions, s.coreset_weights = core["positions"].long(), core["weights"].float()
             s.coreset_epoch = int(core["epoch"])
+        if payload.get("ledger") is not None:
+            self.ledger.load_state_dict(payload["ledger"])
         if self.records is not None and payload.get("records") is not None:
             self.records.load_state_dict(payload["records"])
         if self.scaler is not None and payload.get("scaler"):  # (a checkpoint of another precision has none)
@@ -187,13 +194,14 @@ class Job:
                                   generator=generator(seed, "order", epoch, self.backend.rank),
                                   positions=positions, weights=weights, augment=self.augment,
                                   min_batch=2, device=self.device)
+        # the objective's per-example state (FGSM-PGI: a fresh prior every R epochs): one draw, every rank
+        self.objective.prepare_ledger(self.ledger, epoch, generator(seed, "ledger", epoch))
         stats = train_epoch(self.state.model, self.objective, batches, self.state.optimizer, self.state.schedule,
                             epoch, num_batches(len(positions), bs, min_batch=2),
                             generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
                             desc=f"epoch {epoch}", record=None if self.records is None else self.records.record,
-                            scaler=self.scaler)
-        if self.records is not None:
-            self.records.end_epoch(self.backend.gather)
+                            scaler=self.scaler, ledger=self.ledger)
+        self.ledger.end_epoch(self.backend.gather)  # every rank's entries on every rank
         self.backend.end_epoch(self.model)
         self.state.epoch = epoch + 1
         self.state.schedule.set(float(epoch + 1))

@@ -1,9 +1,10 @@
 """What training records for a records-based coreset method (``adaptive``): every visited
 example's adversarial loss, and the validation split's robust error per class.
 
-Under DDP every rank records the examples it trains; at the end of the epoch the ranks'
-records are gathered (``backend.gather``), so every rank holds the same records and rank 0's
-draw is made from all of them, whatever the number of workers.
+The losses are a field of the job's per-example ledger (engine/ledger.py, ``adaptive_loss``).
+Under DDP every rank records the examples it trains; at the end of the epoch the ledger
+exchanges the ranks' records (``backend.gather``), so every rank holds the same records and
+rank 0's draw is made from all of them, whatever the number of workers.
 """
 
 from __future__ import annotations
@@ -14,26 +15,33 @@ import torch
 
 from ..config import JobConfig
 from ..methods import MethodSpec
+from .ledger import Ledger
 from .runtime import budget_and_seed
+
+LOSS_FIELD = "adaptive_loss"  # the ledger field: last recorded adversarial loss, NaN: none yet
 
 
 class TrainingRecords:
-    def __init__(self, n: int):
-        self.scores = torch.full((n,), float("nan"))  # last recorded adversarial loss per position
+    def __init__(self, ledger: Ledger | int):
+        # the job's ledger; a number n: a ledger of its own over examples 0..n-1
+        self.ledger = ledger if isinstance(ledger, Ledger) else Ledger(torch.arange(ledger), ())
+        self.ledger.declare(LOSS_FIELD, fill=float("nan"))
         self.class_error: torch.Tensor | None = None  # validation robust error per class
-        self._epoch: list[tuple[torch.Tensor, torch.Tensor]] = []
+
+    @property
+    def scores(self) -> torch.Tensor:
+        """The last recorded adversarial loss per position into the training set (NaN: none)."""
+        return self.ledger.fields[LOSS_FIELD]
 
     def record(self, positions: torch.Tensor, losses: torch.Tensor) -> None:
         """The training loop's hook: per-example losses of one batch."""
-        self._epoch.append((positions.detach().cpu(), losses.detach().float().cpu()))
+        index = self.ledger.keys[positions.detach().cpu()]  # position -> global example index
+        self.ledger.write(LOSS_FIELD, index, losses.detach().float())
 
     def end_epoch(self, gather) -> None:
-        """Merge this epoch's records from every rank (``gather(obj) -> [obj of each rank]``)."""
-        mine = (torch.cat([p for p, _ in self._epoch]), torch.cat([v for _, v in self._epoch])) if self._epoch else (
-            torch.empty(0, dtype=torch.int64), torch.empty(0))
-        self._epoch = []
-        for positions, values in gather(mine):  # rank order: a padded duplicate keeps the last rank's
-            self.scores[positions] = values
+        """Merge this epoch's records from every rank (``gather(obj) -> [obj of each rank]``). A job
+        exchanges its whole ledger instead (``Ledger.end_epoch``), this field with the others."""
+        self.ledger.exchange(LOSS_FIELD, gather)
 
     @property
     def coverage(self) -> float:
@@ -50,9 +58,11 @@ class TrainingRecords:
                                   floor=floor, seed=seed)
         return core.indices, core.weights, {"greedy": time.perf_counter() - t0}
 
-    def state_dict(self) -> dict:
-        return {"scores": self.scores.clone(), "class_error": self.class_error}
+    def state_dict(self, scores: bool = True) -> dict:
+        """``scores=False``: without the scores, which a job checkpoints with its ledger."""
+        return {"scores": self.scores.clone() if scores else None, "class_error": self.class_error}
 
     def load_state_dict(self, state: dict) -> None:
-        self.scores = state["scores"].float().cpu()
+        if state.get("scores") is not None:  # a checkpoint from before the ledger
+            self.ledger.reset(LOSS_FIELD, state["scores"].float())
         self.class_error = None if state.get("class_error") is None else state["class_error"].float().cpu()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import replace
-from typing import ClassVar
+from typing import Any, ClassVar, Protocol
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,17 @@ def cross_entropy_logit_grad(logits: Tensor, y: Tensor) -> Tensor:
     return probs - F.one_hot(y, num_classes=logits.shape[1]).to(probs.dtype)
 
 
+class ExampleState(Protocol):
+    """What an objective with ``uses_ledger`` gets for one batch (``engine.ledger.BatchLedger``)."""
+
+    index: Tensor  # int64 [B] the batch's global example indices
+    epoch: int
+    scratch: dict[str, Any]  # handed from ``perturb`` to ``update_loss`` for the same batch
+
+    def read(self, name: str) -> Tensor: ...  # the batch's entries, in the batch's (augmented) frame
+    def write(self, name: str, values: Tensor) -> None: ...
+
+
 class Objective:
     """Base objective: cross-entropy on an adversarial example found by ``_inner_max``.
 
@@ -59,12 +70,20 @@ class Objective:
     """
 
     needs_clean_logits: ClassVar[bool] = False
+    # True: the objective keeps per-example state in the job's ledger (engine/ledger.py). The
+    # training loop then passes ``state=`` (an :class:`ExampleState`) to ``perturb`` and
+    # ``update_loss``, which it never does for the others, so their signatures stay as they are.
+    uses_ledger: ClassVar[bool] = False
 
     def __init__(self, spec: ObjectiveConfig) -> None:
         if spec.epsilon < 0 or spec.steps < 0:
             raise ValueError(f"epsilon and steps must be >= 0, got {spec.epsilon}, {spec.steps}")
         self.spec = spec
         self.norm = get_objective(spec.name).norm
+
+    def prepare_ledger(self, ledger: Any, epoch: int, generator: torch.Generator) -> None:
+        """Before each training epoch: declare (or reset) this objective's ledger fields. Called
+        on every rank with the same ``generator`` (seeded without the rank). Nothing here."""
 
     def default_step_size(self) -> float:
         """Madry et al.'s rule ``2.5 * epsilon / steps``: enough to cross the ball."""

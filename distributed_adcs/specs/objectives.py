@@ -56,6 +56,25 @@ class NFGSMParams:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class FGSMPGIParams:
+    # the label-smoothed target's weight on the true class; the rest is spread evenly over the
+    # other classes (the authors' --factor 0.6)
+    true_class_prob: float = 0.6
+    consistency: bool = True  # the lam * MSE(f(x + delta), f(x + prior)) term; False: CE only
+    lam: float = 10.0  # its weight (the authors' --lamda 10)
+    momentum_decay: float = 0.3  # mu in m <- g / ||g||_1 + mu m (the authors' --momentum_decay)
+    # a fresh random prior every R epochs: the authors reset every 40 of 110 epochs; 15 is that
+    # share (40/110) of our E = 40 schedule
+    reset_every: int = 15
+
+    def __post_init__(self) -> None:
+        check(0 < self.true_class_prob <= 1, "true_class_prob", f"must be in (0, 1], got {self.true_class_prob}")
+        check(self.lam >= 0, "lam", f"must be >= 0, got {self.lam}")
+        check(0 <= self.momentum_decay <= 1, "momentum_decay", f"must be in [0, 1], got {self.momentum_decay}")
+        check(self.reset_every >= 1, "reset_every", f"must be >= 1, got {self.reset_every}")
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class PatParams:
     # the penalty multiplier on max(0, d - eps), 10 as in the paper; over the attack steps it
     # grows geometrically from a tenth of it to it
@@ -94,6 +113,8 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
                   build="distributed_adcs.objectives.pgd:FGSMRS", norm="linf"),
     ObjectiveSpec(name="n_fgsm", summary="N-FGSM: one step of eps from U(-k eps, k eps) noise, unprojected (de Jorge et al.)",
                   build="distributed_adcs.objectives.n_fgsm:NFGSM", norm="linf", params=NFGSMParams),
+    ObjectiveSpec(name="fgsm_pgi", summary="FGSM-PGI: one step of eps from a per-example prior kept across epochs, with a consistency term (Jia et al.)",
+                  build="distributed_adcs.objectives.fgsm_pgi:FGSMPGI", norm="linf", params=FGSMPGIParams),
     ObjectiveSpec(name="trades", summary="TRADES: clean CE plus beta KL(clean || adversarial) (Zhang et al.)",
                   build="distributed_adcs.objectives.trades:Trades", norm="linf", params=TradesParams),
     ObjectiveSpec(name="pat", summary="Perceptual Adversarial Training, Fast-LPA in LPIPS units (Laidlaw et al.)",
