@@ -150,9 +150,14 @@ class TrainConfig:
     precision: Literal["fp32", "bf16", "fp16"] = "fp32"
     channels_last: bool = True  # NHWC weights and inputs on CUDA (ignored on the CPU)
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (off under `deterministic`)
+    # exponential moving average of the weights and BatchNorm buffers, updated after every
+    # optimiser step; validation and the test evaluation use it (engine/ema.py). null: off
+    ema_decay: float | None = None
 
     def __post_init__(self) -> None:
         _check(self.epochs >= 1, "epochs", f"must be >= 1, got {self.epochs}")
+        _check(self.ema_decay is None or 0 < self.ema_decay < 1, "ema_decay",
+               f"must be in (0, 1) or null, got {self.ema_decay}")
         _check(self.lr > 0, "lr", f"must be > 0, got {self.lr}")
         _in_unit(self.momentum, "momentum")
         _check(self.weight_decay >= 0, "weight_decay", f"must be >= 0, got {self.weight_decay}")
@@ -178,6 +183,9 @@ class EvalConfig:
     # Square with 5,000 queries), logged as test_autoattack_acc. fast: torchattacks' own
     # "standard" (10 iterations each), logged under its own name, test_autoattack_fast_acc
     autoattack_version: Literal["standard", "fast"] = "standard"
+    # keep the best epoch's model by validation robust accuracy (never the test set) in the
+    # checkpoint, and evaluate it too: best_test_* metrics beside test_*, and best_epoch
+    keep_best: bool = True
 
     def __post_init__(self) -> None:
         _check(self.epsilon is None or 0 <= self.epsilon < float("inf"), "epsilon",

@@ -3,7 +3,9 @@
 Layout (a dict): ``model``, ``optimizer``, ``schedule`` (state dicts), ``epoch`` (the number of
 epochs completed), ``coreset`` (``{"indices", "weights", "epoch"}`` global indices or None),
 ``rng`` (torch/CUDA generator states), ``config`` (the job's YAML text), ``metrics`` (those the
-run records for the last epoch completed: a resume records them when the job died before it had).
+run records for the last epoch completed: a resume records them when the job died before it had),
+``ema`` (the weight average and its step count, or None) and ``best`` (the best epoch's model by
+validation robust accuracy, that epoch and its accuracy, or None; ``engine/ema.py``).
 Writes are atomic (temporary file, then rename) so a crash never leaves half a checkpoint.
 """
 

@@ -46,11 +46,13 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
                 schedule: EpochSchedule, epoch: int, num_batches: int, *,
                 generator: torch.Generator | None = None, desc: str = "train",
                 record: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
-                scaler: torch.amp.GradScaler | None = None, ledger: Ledger | None = None) -> EpochStats:
+                scaler: torch.amp.GradScaler | None = None,
+                after_step: Callable[[], None] | None = None, ledger: Ledger | None = None) -> EpochStats:
     """Train one epoch of adversarial training on ``batches`` (which carry ``.weight``).
 
     The attack runs on the bare model (no DDP collective for attack passes) with the BatchNorm
-    mode the objective declares; the update forward always runs in train mode.
+    mode the objective declares; the update forward always runs in train mode. ``after_step``
+    runs after every optimiser step that changed the weights (weight averaging).
     """
     bare = unwrap(model)
     loss_sum = correct = seen = 0.0
@@ -68,13 +70,19 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
             record(batch.position, losses.detach())
         loss = (losses * batch.weight).mean()
         optimizer.zero_grad(set_to_none=True)
+        stepped = True
         if scaler is not None:  # fp16: a scaled loss, skipped steps on overflow
+            scale = scaler.get_scale() if after_step is not None else 0.0
             scaler.scale(loss).backward()
             scaler.step(optimizer)
             scaler.update()
+            # the scaler lowers its scale exactly when it skipped the step (inf/NaN gradients)
+            stepped = after_step is None or scaler.get_scale() >= scale
         else:
             loss.backward()
             optimizer.step()
+        if after_step is not None and stepped:
+            after_step()
         n = batch.y.shape[0]
         loss_sum += loss.item() * n
         correct += (logits_adv.argmax(1) == batch.y).sum().item()

@@ -7,6 +7,7 @@ trains, how rank 0's selection reaches the other ranks); how a coreset is select
 
 from __future__ import annotations
 
+import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Protocol
@@ -21,6 +22,7 @@ from ..models import PassCounter, set_precision
 from ..progress import progress
 from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_objective, make_optimizer
 from .checkpoint import unwrap
+from .ema import BestModel, WeightAverage
 from .epoch import normalised_weights, train_epoch
 from .ledger import Ledger
 from .plan import epoch_phase, warmup_epochs
@@ -99,7 +101,11 @@ class Job:
         self.state = TrainState(model=wrap_model(model), optimizer=optimizer, schedule=schedule)
         self.objective = make_objective(cfg.objective)
         self.augment = make_augment(cfg)
+        # the weight average (train.ema_decay) and the best epoch's model (eval.keep_best): engine/ema.py
+        self.ema = None if cfg.train.ema_decay is None else WeightAverage(model, cfg.train.ema_decay)
+        self.best = BestModel()
         self.passes = PassCounter(model)  # every forward and backward of this process's model
+        self.ema_passes = None if self.ema is None else PassCounter(self.ema.model)  # its evaluations
         # wall-clock time (time.time()) this process's job started: the first epoch it runs books
         # the time since as ``startup`` (the runners set it; None: not measured)
         self.started_at: float | None = None
@@ -107,6 +113,18 @@ class Job:
     @property
     def model(self) -> torch.nn.Module:
         return unwrap(self.state.model)
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What validation and the test evaluation run: the weight average when it is on."""
+        return self.model if self.ema is None else self.ema.model
+
+    def pass_counts(self) -> dict[str, int]:
+        """Examples through the model so far, the weight average's evaluations included."""
+        out = self.passes.state()
+        if self.ema_passes is not None:
+            out = {k: v + self.ema_passes.state()[k] for k, v in out.items()}
+        return out
 
     # -- checkpoints -----------------------------------------------------------------------
     def payload(self, metrics: dict[str, float] | None = None) -> dict[str, Any]:
@@ -123,6 +141,7 @@ class Job:
                 "records": None if self.records is None else self.records.state_dict(scores=False),
                 "ledger": self.ledger.state_dict(),  # the records' scores among its fields
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),  # fp16's loss scale
+                "ema": None if self.ema is None else self.ema.state_dict(), "best": self.best.state_dict(),
                 "metrics": dict(metrics or {})}
 
     def restore(self, payload: dict[str, Any]) -> None:
@@ -142,6 +161,9 @@ class Job:
             self.records.load_state_dict(payload["records"])
         if self.scaler is not None and payload.get("scaler"):  # (a checkpoint of another precision has none)
             self.scaler.load_state_dict(payload["scaler"])
+        if self.ema is not None:  # a checkpoint written without averaging starts it at its weights
+            self.ema.load_state_dict(payload["ema"]) if payload.get("ema") else self.ema.reset()
+        self.best.load_state_dict(payload.get("best"))
         set_rng_state(payload["rng"])
 
     # -- one epoch -------------------------------------------------------------------------
@@ -200,9 +222,12 @@ class Job:
                             epoch, num_batches(len(positions), bs, min_batch=2),
                             generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
                             desc=f"epoch {epoch}", record=None if self.records is None else self.records.record,
-                            scaler=self.scaler, ledger=self.ledger)
+                            scaler=self.scaler, after_step=None if self.ema is None else self.ema.update,
+                            ledger=self.ledger)
         self.ledger.end_epoch(self.backend.gather)  # every rank's entries on every rank
         self.backend.end_epoch(self.model)
+        if self.ema is not None:  # rank 0's averaged BatchNorm statistics on every rank (engine/ema.py)
+            self.backend.end_epoch(self.ema.model)
         self.state.epoch = epoch + 1
         self.state.schedule.set(float(epoch + 1))
         epoch_s = time.perf_counter() - t0
@@ -215,7 +240,7 @@ class Job:
                    "coreset_active": float(epoch_phase(epoch, self.cfg.coreset, self.cfg.train.epochs) != "full")}
         if self.records is not None:
             metrics["records_coverage"] = self.records.coverage
-        metrics.update(self.passes.state())  # cumulative: attacks, updates, selections, validation
+        metrics.update(self.pass_counts())  # cumulative: attacks, updates, selections, validation
         metrics.update(self.time_split())
         if selection is not None:
             metrics.update({f"selection_{k}_s": v for k, v in selection.timings.items()})
@@ -234,6 +259,8 @@ class Job:
             return {}
         t0 = time.perf_counter()
         out = self.validate(epoch)
+        if self.cfg.eval.keep_best:  # by validation robust accuracy only, never the test set
+            self.best.offer(epoch, out["val_robust_acc"], self.eval_model)
         out["val_time_s"] = time.perf_counter() - t0
         self._book("validation", out["val_time_s"])
         out["time_validation_s"] = self.state.time_split["validation"]
@@ -242,7 +269,7 @@ class Job:
     def validate(self, epoch: int) -> dict[str, float]:
         norm, eps = eval_threat(self.cfg)
         batches = self._batches(self.splits.val)
-        model = self.model
+        model = self.eval_model
         robust = robust_mask(model, batches, norm=norm, epsilon=eps, steps=self.cfg.eval.val_pgd_steps,
                              generator=generator(self.cfg.seed, "val", epoch, device=self.device))
         if self.records is not None:  # per-class robust error: the class quotas of the next draw
@@ -252,18 +279,28 @@ class Job:
         return {"val_clean_acc": clean_accuracy(model, batches), "val_robust_acc": int(robust.sum()) / max(robust.numel(), 1)}
 
     def final_evaluation(self) -> dict[str, float]:
-        """The test evaluation, with the job's whole time split (``time_test_s`` included)."""
+        """The test evaluation, with the job's whole time split (``time_test_s`` included): of the
+        last epoch's model (``test_*``; the weight average when it is on) and, with
+        ``eval.keep_best``, of the best epoch's (``best_test_*`` and ``best_epoch``; the same
+        numbers, not evaluated twice, when the best epoch is the last)."""
         t0 = time.perf_counter()
-        out = self._test()
+        out = self._test(self.eval_model)
+        if self.cfg.eval.keep_best and self.best.state is not None:
+            if self.best.epoch == self.state.epoch - 1:
+                best = dict(out)
+            else:
+                model = copy.deepcopy(self.eval_model)
+                model.load_state_dict(self.best.state)
+                best = self._test(model, "best ")
+            out.update({f"best_{k}": v for k, v in best.items()}, best_epoch=float(self.best.epoch))
         self._book("test", time.perf_counter() - t0)
         return {**out, **self.time_split()}
 
-    def _test(self) -> dict[str, float]:
+    def _test(self, model: torch.nn.Module, label: str = "") -> dict[str, float]:
         e = self.cfg.eval
         norm, eps = eval_threat(self.cfg)
         batches = self._batches(self.splits.test, e.test_limit)
-        model = self.model
-        wrap = lambda name: (lambda it: progress(it, desc=name, total=len(batches)))  # noqa: E731
+        wrap = lambda name: (lambda it: progress(it, desc=label + name, total=len(batches)))  # noqa: E731
         robust = robust_mask(model, batches, norm=norm, epsilon=eps, steps=e.pgd_steps, restarts=e.pgd_restarts,
                              generator=generator(self.cfg.seed, "test"), progress=wrap(f"test PGD-{e.pgd_steps}"))
         out = {"test_clean_acc": clean_accuracy(model, batches, progress=wrap("test clean")),
