@@ -198,6 +198,29 @@ class EvalConfig:
         _check(self.autoattack_n >= 1, "autoattack_n", f"must be >= 1, got {self.autoattack_n}")
 
 
+@dataclass(kw_only=True, slots=True)
+class GuardConfig:
+    """The catastrophic-overfitting guard (Wong, Rice & Kolter 2020; ``engine/guard.py``): after
+    every epoch a PGD check on a fixed validation batch; a drop of robust accuracy by more than
+    ``max_drop`` since the previous check restores the previous epoch's state and continues with
+    ``fallback``. Off by default: docs/attack_compute.md says why."""
+
+    enabled: bool = False
+    examples: int = 256  # the first N validation examples, the same every check
+    pgd_steps: int = 5  # PGD steps of the check (Wong et al.: 5), from a fixed seed
+    max_drop: float = 0.20  # a fraction of the batch: 0.20 is 20 points of robust accuracy
+    # pgd: the objective becomes PGD-fallback_steps in its norm for the remaining epochs (the
+    # collapsed epoch is trained again); stop: the run ends with the previous epoch's model
+    fallback: Literal["pgd", "stop"] = "pgd"
+    fallback_steps: int = 2
+
+    def __post_init__(self) -> None:
+        _check(self.examples >= 1, "examples", f"must be >= 1, got {self.examples}")
+        _check(self.pgd_steps >= 1, "pgd_steps", f"must be >= 1, got {self.pgd_steps}")
+        _check(0 < self.max_drop <= 1, "max_drop", f"must be in (0, 1], got {self.max_drop}")
+        _check(self.fallback_steps >= 1, "fallback_steps", f"must be >= 1, got {self.fallback_steps}")
+
+
 def check_radius(key: str, norm: str, eps: float, dataset: str) -> None:
     """An epsilon's range depends on its norm: l-inf radii are pixel units in [0, 1]; an l2
     radius can exceed 1 (3.0 on ImageNet is common) but not sqrt(C*H*W), the l2 distance
@@ -305,6 +328,7 @@ class JobConfig:
     selection: SelectionConfig = field(default_factory=SelectionConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    guard: GuardConfig = field(default_factory=GuardConfig)
     ray: RayConfig = field(default_factory=RayConfig)
     mlflow: MlflowConfig = field(default_factory=MlflowConfig)
 
@@ -318,6 +342,8 @@ class JobConfig:
         norm, eps = eval_threat(self)
         check_radius("eval.epsilon" if self.eval.epsilon is not None else "objective.epsilon", norm, eps,
                      self.data.name)
+        _check(not (self.guard.enabled and self.guard.fallback == "pgd" and not objective.pixel_norm),
+               "guard.fallback", f"pgd needs a pixel-norm objective; {objective.name} is not one (use stop)")
         c = self.coreset
         spec = get_method(c.method)
         merge = self.selection.merge

@@ -24,6 +24,7 @@ from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_object
 from .checkpoint import unwrap
 from .ema import BestModel, WeightAverage
 from .epoch import normalised_weights, train_epoch
+from .guard import make_guard
 from .ledger import Ledger
 from .plan import epoch_phase, warmup_epochs
 from .records import TrainingRecords
@@ -100,6 +101,7 @@ class Job:
         optimizer, schedule = make_optimizer(cfg, model)
         self.state = TrainState(model=wrap_model(model), optimizer=optimizer, schedule=schedule)
         self.objective = make_objective(cfg.objective)
+        self.guard = make_guard(self)  # catastrophic-overfitting guard (guard.enabled): engine/guard.py
         self.augment = make_augment(cfg)
         # the weight average (train.ema_decay) and the best epoch's model (eval.keep_best): engine/ema.py
         self.ema = None if cfg.train.ema_decay is None else WeightAverage(model, cfg.train.ema_decay)
@@ -142,6 +144,7 @@ class Job:
                 "ledger": self.ledger.state_dict(),  # the records' scores among its fields
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),  # fp16's loss scale
                 "ema": None if self.ema is None else self.ema.state_dict(), "best": self.best.state_dict(),
+                "guard": None if self.guard is None else self.guard.state_dict(),
                 "metrics": dict(metrics or {})}
 
     def restore(self, payload: dict[str, Any]) -> None:
@@ -164,6 +167,8 @@ class Job:
         if self.ema is not None:  # a checkpoint written without averaging starts it at its weights
             self.ema.load_state_dict(payload["ema"]) if payload.get("ema") else self.ema.reset()
         self.best.load_state_dict(payload.get("best"))
+        if self.guard is not None and payload.get("guard"):  # its fallback outlives a resume
+            self.guard.load_state_dict(payload["guard"], self)
         set_rng_state(payload["rng"])
 
     # -- one epoch -------------------------------------------------------------------------

@@ -34,8 +34,17 @@ def run_epochs(job: Job, sink: EpochSink, *, first_metrics: dict[str, float] | N
     resume) and hand each to ``sink``. Rank 0 validates when due; ``first_metrics`` are added to
     the first epoch's metrics (a Ray Train job's start-up times)."""
     extra = dict(first_metrics or {})
-    for epoch in range(job.state.epoch, job.cfg.train.epochs):
+    guard = job.guard  # the catastrophic-overfitting guard (guard.enabled) or None: engine/guard.py
+    if guard is not None:
+        guard.start(job)
+    while job.state.epoch < job.cfg.train.epochs and not (guard is not None and guard.stopped):
+        epoch = job.state.epoch
         metrics, selection = job.run_epoch(epoch)
+        verdict = "keep" if guard is None else guard.after_epoch(job, epoch, metrics)
+        if verdict == "retrain":  # collapsed: the state before it is back, and the fallback objective
+            continue
+        if verdict == "stop":  # recorded with the model before it; its coreset was discarded
+            selection = None
         if job.backend.rank != 0:  # rank 0 holds the validation data and records the epoch
             sink.epoch(epoch, {}, None, None)
             continue
