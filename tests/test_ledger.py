@@ -39,8 +39,8 @@ def test_rows_are_found_by_global_index():
 def _epochs(backend, epochs: int = 3) -> dict:
     """A ledger updated as training would: each visited example's entries become a function of
     their previous value and its index, in batches of the positions this rank trains."""
-    from distributed_adcs.objectives import build_objective
     from distributed_adcs.config import ObjectiveConfig
+    from distributed_adcs.objectives import build_objective
     from distributed_adcs.specs.objectives import FGSMPGIParams
 
     ledger = Ledger(KEYS, SHAPE)
