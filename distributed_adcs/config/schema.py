@@ -94,12 +94,24 @@ class ObjectiveConfig:
     random_start: bool = True
     bn_mode: Literal["eval", "train"] = "eval"
     params: Any = plugin_params(OBJECTIVES)
+    # single-step objectives only: this share of each batch, the examples whose recorded
+    # adversarial margin is nearest 0, get boundary_steps more PGD steps from their single-step
+    # example (engine/boundary.py); 0: off. boundary_step_size null: 2.5 * epsilon / boundary_steps
+    boundary_share: float = 0.0
+    boundary_steps: int = 2
+    boundary_step_size: float | None = None
 
     def __post_init__(self) -> None:
         self.params = entry_params(OBJECTIVES, self.name, self.params)
         _check(0 <= self.epsilon < float("inf"), "epsilon", f"must be >= 0, got {self.epsilon}")  # per norm: JobConfig
         _check(self.step_size is None or self.step_size > 0, "step_size", f"must be > 0 or null, got {self.step_size}")
         _check(self.steps >= 0, "steps", f"must be >= 0, got {self.steps}")
+        _in_unit(self.boundary_share, "boundary_share")
+        _check(self.boundary_steps >= 1, "boundary_steps", f"must be >= 1, got {self.boundary_steps}")
+        _check(self.boundary_step_size is None or self.boundary_step_size > 0, "boundary_step_size",
+               f"must be > 0 or null, got {self.boundary_step_size}")
+        _check(self.boundary_share == 0 or get_objective(self.name).single_step, "boundary_share",
+               f"extra steps are for single-step objectives; {self.name} is not one")
 
 
 @dataclass(kw_only=True, slots=True)

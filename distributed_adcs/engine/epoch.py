@@ -23,6 +23,7 @@ import torch
 
 from ..progress import progress
 from .checkpoint import unwrap
+from .boundary import BoundarySteps
 from .ledger import BatchLedger, Ledger
 from .schedule import EpochSchedule
 
@@ -47,13 +48,18 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
                 generator: torch.Generator | None = None, desc: str = "train",
                 record: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
                 scaler: torch.amp.GradScaler | None = None,
-                after_step: Callable[[], None] | None = None, ledger: Ledger | None = None) -> EpochStats:
+                after_step: Callable[[], None] | None = None, ledger: Ledger | None = None,
+                boundary: BoundarySteps | None = None) -> EpochStats:
     """Train one epoch of adversarial training on ``batches`` (which carry ``.weight``).
 
     The attack runs on the bare model (no DDP collective for attack passes) with the BatchNorm
     mode the objective declares; the update forward always runs in train mode. ``after_step``
-    runs after every optimiser step that changed the weights (weight averaging).
+    runs after every optimiser step that changed the weights (weight averaging). ``boundary``:
+    extra steps for the batch's examples nearest the boundary (engine/boundary.py; the margins
+    are kept in ``ledger``).
     """
+    if boundary is not None:
+        boundary.prepare(ledger)
     bare = unwrap(model)
     loss_sum = correct = seen = 0.0
     attack_s = 0.0
@@ -64,10 +70,14 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
         # an objective that keeps per-example state (objective.uses_ledger) gets the batch's entries
         kw = {"state": BatchLedger(ledger, batch, epoch)} if ledger is not None and objective.uses_ledger else {}
         x_adv = objective.perturb(bare, batch.x, batch.y, generator=generator, **kw)
+        if boundary is not None:  # only the gathered share of the batch takes the extra steps
+            x_adv = boundary.refine(bare, batch.x, x_adv, batch.y, batch.index, ledger)
         attack_s += time.perf_counter() - t0
         losses, logits_adv = objective.update_loss(model, batch.x, x_adv, batch.y, **kw)  # train-mode BN
         if record is not None:  # each example's adversarial loss, for records-based selection
             record(batch.position, losses.detach())
+        if boundary is not None:  # the margins of this forward, already paid for
+            boundary.record(ledger, batch.index, logits_adv, batch.y)
         loss = (losses * batch.weight).mean()
         optimizer.zero_grad(set_to_none=True)
         stepped = True

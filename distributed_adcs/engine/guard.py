@@ -68,14 +68,16 @@ class OverfitGuard:
             self.fall_back(job)
 
     def fall_back(self, job: Job) -> None:
-        """The job trains with the fallback objective from now on."""
+        """The job trains with the fallback objective from now on (no boundary extra steps:
+        they are a single-step objective's option)."""
         job.objective = self.fallback_objective(job)
+        job.boundary = None
 
     def fallback_objective(self, job: Job):
         """PGD-``fallback_steps`` in the objective's norm, from a random start, Madry's step."""
         o = job.cfg.objective
         spec = replace(o, name=f"pgd_{get_objective(o.name).norm}", steps=self.cfg.fallback_steps,
-                       step_size=None, random_start=True, params=None)
+                       step_size=None, random_start=True, params=None, boundary_share=0.0)
         return make_objective(spec)
 
     # -- the check -------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_object
 from .checkpoint import unwrap
 from .ema import BestModel, WeightAverage
 from .epoch import normalised_weights, train_epoch
+from .boundary import make_boundary
 from .guard import make_guard
 from .ledger import Ledger
 from .plan import epoch_phase, warmup_epochs
@@ -101,6 +102,8 @@ class Job:
         optimizer, schedule = make_optimizer(cfg, model)
         self.state = TrainState(model=wrap_model(model), optimizer=optimizer, schedule=schedule)
         self.objective = make_objective(cfg.objective)
+        # extra steps near the boundary (objective.boundary_share): engine/boundary.py
+        self.boundary = make_boundary(self.objective, cfg.objective)
         self.guard = make_guard(self)  # catastrophic-overfitting guard (guard.enabled): engine/guard.py
         self.augment = make_augment(cfg)
         # the weight average (train.ema_decay) and the best epoch's model (eval.keep_best): engine/ema.py
@@ -228,7 +231,7 @@ class Job:
                             generator=generator(seed, "attack", epoch, self.backend.rank, device=self.device),
                             desc=f"epoch {epoch}", record=None if self.records is None else self.records.record,
                             scaler=self.scaler, after_step=None if self.ema is None else self.ema.update,
-                            ledger=self.ledger)
+                            ledger=self.ledger, boundary=self.boundary)
         self.ledger.end_epoch(self.backend.gather)  # every rank's entries on every rank
         self.backend.end_epoch(self.model)
         if self.ema is not None:  # rank 0's averaged BatchNorm statistics on every rank (engine/ema.py)

@@ -85,6 +85,11 @@ class Objective:
         """Before each training epoch: declare (or reset) this objective's ledger fields. Called
         on every rank with the same ``generator`` (seeded without the rank). Nothing here."""
 
+    def extra_step_radius(self) -> float:
+        """The ball that extra steps from this objective's example project onto
+        (``objective.boundary_share``, engine/boundary.py): its own ``epsilon``-ball."""
+        return self.spec.epsilon
+
     def default_step_size(self) -> float:
         """Madry et al.'s rule ``2.5 * epsilon / steps``: enough to cross the ball."""
         return 2.5 * self.spec.epsilon / max(self.spec.steps, 1)

@@ -52,6 +52,10 @@ class NFGSM(Objective):
         """``alpha = epsilon``, the paper's choice (their ``--alpha`` equals ``--epsilon`` throughout)."""
         return self.spec.epsilon
 
+    def extra_step_radius(self) -> float:
+        """None: N-FGSM never projects, so its extra steps (``objective.boundary_share``) do not either."""
+        return float("inf")
+
     def _inner_max(
         self, model: nn.Module, x: Tensor, y: Tensor, generator: torch.Generator | None
     ) -> Tensor:

@@ -94,6 +94,9 @@ class ObjectiveSpec:
     build: str  # "module:attribute" of fn(cfg: ObjectiveConfig) -> Objective
     norm: str  # "linf" or "l2" (pixel units), or a non-pixel distance such as "lpips"
     params: type = NoParams
+    # one attack step per example (fgsm_rs, n_fgsm, fgsm_pgi): such an objective can take
+    # objective.boundary_share's extra steps (engine/boundary.py)
+    single_step: bool = False
 
     @property
     def pixel_norm(self) -> bool:
@@ -110,11 +113,13 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
     ObjectiveSpec(name="pgd_l2", summary="PGD adversarial training in the l2 ball",
                   build="distributed_adcs.objectives.pgd:PGDObjective", norm="l2"),
     ObjectiveSpec(name="fgsm_rs", summary="FGSM with a random start (Wong, Rice & Kolter)",
-                  build="distributed_adcs.objectives.pgd:FGSMRS", norm="linf"),
+                  build="distributed_adcs.objectives.pgd:FGSMRS", norm="linf", single_step=True),
     ObjectiveSpec(name="n_fgsm", summary="N-FGSM: one step of eps from U(-k eps, k eps) noise, unprojected (de Jorge et al.)",
-                  build="distributed_adcs.objectives.n_fgsm:NFGSM", norm="linf", params=NFGSMParams),
+                  build="distributed_adcs.objectives.n_fgsm:NFGSM", norm="linf", params=NFGSMParams,
+                  single_step=True),
     ObjectiveSpec(name="fgsm_pgi", summary="FGSM-PGI: one step of eps from a per-example prior kept across epochs, with a consistency term (Jia et al.)",
-                  build="distributed_adcs.objectives.fgsm_pgi:FGSMPGI", norm="linf", params=FGSMPGIParams),
+                  build="distributed_adcs.objectives.fgsm_pgi:FGSMPGI", norm="linf", params=FGSMPGIParams,
+                  single_step=True),
     ObjectiveSpec(name="trades", summary="TRADES: clean CE plus beta KL(clean || adversarial) (Zhang et al.)",
                   build="distributed_adcs.objectives.trades:Trades", norm="linf", params=TradesParams),
     ObjectiveSpec(name="pat", summary="Perceptual Adversarial Training, Fast-LPA in LPIPS units (Laidlaw et al.)",
