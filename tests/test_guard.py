@@ -148,3 +148,21 @@ def _digest(state: dict) -> str:
     for name, t in state.items():
         h.update(name.encode() + t.detach().reshape(-1).contiguous().view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
+
+
+def test_a_run_records_the_firing_in_mlflow(collapsing, tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.run import train
+
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "objective.epsilon=0.05", "train.lr=0.1",
+                                                  "train.schedule=constant", "objective.name=collapsing",
+                                                  "train.epochs=5", *GUARD, f"mlflow.tracking_uri={mlflow_uri}",
+                                                  f"train.output_dir={tmp_path}"])
+    run_id = train(cfg)
+    client = MlflowClient(mlflow_uri)
+    assert client.get_run(run_id).info.status == "FINISHED"
+    assert [(m.step, m.value) for m in client.get_metric_history(run_id, "co_guard_fired")] == [(GOOD_EPOCHS, 1.0)]
+    assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1, 2, 3, 4]
+    assert [m.step for m in client.get_metric_history(run_id, "co_guard_robust_acc")] == [0, 1, 2, 3, 4]
+    assert client.get_metric_history(run_id, "test_pgd3_acc")  # the final evaluation ran
