@@ -144,7 +144,8 @@ class Job:
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
                 "time_split": dict(s.time_split), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
                 "records": None if self.records is None else self.records.state_dict(scores=False),
-                "ledger": self.ledger.state_dict(),  # the records' scores among its fields
+                # the per-example ledger (the records' scores among its fields); none without fields
+                "ledger": self.ledger.state_dict() if self.ledger.fields else None,
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),  # fp16's loss scale
                 "ema": None if self.ema is None else self.ema.state_dict(), "best": self.best.state_dict(),
                 "guard": None if self.guard is None else self.guard.state_dict(),
