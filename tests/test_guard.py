@@ -35,11 +35,12 @@ class Collapsing(PGDObjective):
     """PGD, until it has made ``GOOD_EPOCHS * BATCHES`` updates; then the wrong labels."""
 
     updates = 0
+    after = GOOD_EPOCHS * BATCHES  # updates before the collapse (a DDP rank makes fewer per epoch)
 
     def update_loss(self, model, x, x_adv, y):
         losses, logits = super().update_loss(model, x, x_adv, y)
         Collapsing.updates += 1
-        if Collapsing.updates > GOOD_EPOCHS * BATCHES:
+        if Collapsing.updates > Collapsing.after:
             losses = F.cross_entropy(logits, (y + 1) % logits.shape[1], reduction="none")
         return losses, logits
 
@@ -55,11 +56,14 @@ class ListSink:
         # change the optimiser's buffers in place
 
 
+SPEC = ObjectiveSpec(name="collapsing", summary="PGD, then the wrong labels", build="test_guard:Collapsing",
+                     norm="linf")
+
+
 @pytest.fixture
 def collapsing(monkeypatch):
-    monkeypatch.setitem(OBJECTIVES, "collapsing", ObjectiveSpec(
-        name="collapsing", summary="PGD, then the wrong labels", build="test_guard:Collapsing", norm="linf"))
-    Collapsing.updates = 0
+    monkeypatch.setitem(OBJECTIVES, "collapsing", SPEC)
+    Collapsing.updates, Collapsing.after = 0, GOOD_EPOCHS * BATCHES
 
 
 def _job(*overrides):
@@ -166,3 +170,48 @@ def test_a_run_records_the_firing_in_mlflow(collapsing, tmp_path, mlflow_uri):
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1, 2, 3, 4]
     assert [m.step for m in client.get_metric_history(run_id, "co_guard_robust_acc")] == [0, 1, 2, 3, 4]
     assert client.get_metric_history(run_id, "test_pgd3_acc")  # the final evaluation ran
+
+
+def _rank_guard(rank: int, port: int, out: dict) -> None:
+    import os
+
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    from distributed_adcs.distributed.trainer import DDPBackend
+
+    OBJECTIVES["collapsing"] = SPEC  # a spawned process: the registry entry again
+    Collapsing.after = GOOD_EPOCHS * BATCHES // 2  # each rank trains half of every epoch
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        cfg = load_config("configs/quickstart.yaml", [*TINY, "objective.epsilon=0.05", "train.lr=0.1",
+                                                      "train.schedule=constant", "objective.name=collapsing",
+                                                      "train.epochs=4", *GUARD])
+        seed_everything(cfg.seed)
+        job = Job(cfg, load_job_splits(cfg, evaluates=rank == 0), torch.device("cpu"),
+                  backend=DDPBackend(rank, 2, cfg.seed), wrap_model=DistributedDataParallel)
+        sink = ListSink()
+        run_epochs(job, sink)
+        out[rank] = ([(e, m.get("co_guard_fired")) for e, m, _ in sink.epochs], _digest(job.model.state_dict()),
+                     type(job.objective).__name__, job.objective.spec.steps, Collapsing.updates)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_fire_restore_and_fall_back_together():
+    """Two gloo ranks: rank 0 checks, both restore and train on with PGD-2, and end equal."""
+    import torch.multiprocessing as mp
+
+    from helpers import free_port
+
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_rank_guard, args=(free_port(), out), nprocs=2, join=True)
+        out = dict(out)
+    (epochs0, model0, kind0, steps0, updates0), (epochs1, model1, kind1, steps1, updates1) = out[0], out[1]
+    assert epochs0 == [(e, 1.0 if e == GOOD_EPOCHS else None) for e in range(4)]  # rank 0 records
+    assert epochs1 == [(e, None) for e in range(4)]  # rank 1 keeps pace, records nothing
+    assert model0 == model1
+    assert (kind0, steps0) == (kind1, steps1) == ("PGDObjective", 2)
+    assert updates0 == updates1 == (GOOD_EPOCHS + 1) * BATCHES // 2
