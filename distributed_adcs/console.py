@@ -24,7 +24,7 @@ import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Any, Iterator
 
 MARK, EPOCH_MARK = "[adcs] ", "[adcs:epoch] "
 _EPOCH = re.compile(r"^epoch (\d+)/(\d+) ")
@@ -34,7 +34,7 @@ class _State:
     out: IO[str] | None = None  # the console's stdout and stderr while capturing; None: not capturing
     err: IO[str] | None = None
     log_path: Path | None = None
-    bar = None  # the job's epoch bar (tqdm), on a terminal only
+    bar: Any = None  # the job's epoch bar (tqdm, untyped), on a terminal only
     lock = threading.Lock()  # Ray's log thread and the main thread both write
 
 

@@ -58,7 +58,7 @@ class SweepConfig:
             check(isinstance(spec, dict) and len(spec) == 1 and next(iter(spec)) in KINDS,
                    f"search.{key}", f"must be one mapping {{kind: values}} with kind in {', '.join(KINDS)}")
             kind, values = next(iter(spec.items()))
-            check(isinstance(values, list) and values, f"search.{key}.{kind}", "must be a non-empty list")
+            check(isinstance(values, list) and len(values) > 0, f"search.{key}.{kind}", "must be a non-empty list")
             if kind in ("uniform", "loguniform", "randint"):
                 check(len(values) == 2 and values[0] < values[1], f"search.{key}.{kind}", "must be [low, high]")
 

@@ -9,6 +9,7 @@ classifier weights are ignored either way).
 
 from __future__ import annotations
 
+import typing
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,6 +45,9 @@ class ImageNetFeatures(nn.Module):
     31x31 pixels (its first layer has stride 4), VGG-16 at least 16x16.
     """
 
+    mean: Tensor  # buffers registered in __init__
+    std: Tensor
+
     def __init__(self, features: nn.Sequential, layer_indices: tuple[int, ...]) -> None:
         super().__init__()
         # Layers after the last compared ReLU are never needed (and AlexNet's
@@ -55,7 +59,7 @@ class ImageNetFeatures(nn.Module):
         for module in self.features.modules():
             # Outputs are hooked; keep them from being overwritten in place.
             if hasattr(module, "inplace"):
-                module.inplace = False
+                setattr(module, "inplace", False)  # a flag, which nn.Module.__setattr__'s types omit
         self.requires_grad_(False)
         self.eval()
 
@@ -101,7 +105,7 @@ def load_backbone(weights_path: str | Path) -> ImageNetFeatures:
         # Build on the meta device: the classifier (most of the parameters)
         # is never allocated, only the features stack is materialised.
         with torch.device("meta"):
-            features = build().features
+            features = typing.cast(nn.Sequential, build().features)  # alexnet's and vgg16's
         if not _matches(features, state):
             continue
         features = features.to_empty(device="cpu")

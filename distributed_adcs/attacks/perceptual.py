@@ -28,7 +28,7 @@ soft: docs/objectives.md, "PAT against the paper").
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 
 import torch
@@ -70,7 +70,9 @@ class PerceptualDistance:
     @classmethod
     def from_model(cls, model: nn.Module) -> PerceptualDistance:
         """Self-bootstrapped distance from ``model.perceptual_modules()``."""
-        return cls(model, model.perceptual_modules())
+        # any module with the method (an AdcsModel, ImageNetFeatures); nn.Module alone lacks it
+        perceptual_modules: Callable[[], list[nn.Module]] = getattr(model, "perceptual_modules")
+        return cls(model, perceptual_modules())
 
     @contextmanager
     def _capture(self) -> Iterator[list[Tensor]]:
@@ -105,11 +107,12 @@ class PerceptualDistance:
     @staticmethod
     def distance_from_features(fa: Sequence[Tensor], fb: Sequence[Tensor]) -> Tensor:
         """Per-example distance [B] between two feature lists from :meth:`features`."""
-        total = None
+        total: Tensor | None = None
         for a, b in zip(fa, fb, strict=True):
             sq = (a - b).pow(2).sum(dim=1)  # over channels -> [B, H, W] or [B]
             per_layer = sq.flatten(1).mean(dim=1) if sq.dim() > 1 else sq
             total = per_layer if total is None else total + per_layer
+        assert total is not None  # zip(strict) over at least one layer: __init__ rejects none
         return _safe_sqrt(total)
 
     def __call__(self, x: Tensor, x2: Tensor) -> Tensor:

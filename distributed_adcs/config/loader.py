@@ -61,7 +61,8 @@ def _coerce(value: Any, tp: Any, key: str, partial: bool) -> Any:
         _, item = get_args(tp)
         return {str(k): _coerce(v, item, f"{key}.{k}", partial) for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
-        return walk(tp, value, key, partial=partial)
+        # a type hint, so the class and not an instance (is_dataclass narrows to both)
+        return walk(typing.cast(type, tp), value, key, partial=partial)
     if tp is bool:
         _check(isinstance(value, bool), key, f"must be true or false, got {value!r}")
         return value

@@ -124,7 +124,7 @@ AUGMENTATIONS: dict[str, Augmentation] = {"none": no_augment, "crop_flip": crop_
 FRAMED: dict[Augmentation, Callable[..., tuple[Tensor, CropFlip]]] = {crop_flip: draw_crop_flip}
 
 
-def default_augmentation(name: str) -> str:
+def default_augmentation(name: object) -> str:
     """The usual augmentation of a dataset: its registry entry's ``augment``.
 
     Args:

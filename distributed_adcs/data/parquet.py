@@ -30,6 +30,7 @@ from __future__ import annotations
 import io
 import json
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -235,16 +236,16 @@ class _Meta:
 def _metadata(footer: pq.FileMetaData, path: str) -> _Meta:
     raw = footer.schema.to_arrow_schema().metadata or {}
 
-    def value(key: bytes) -> object:
+    def value(key: bytes) -> Any:  # parsed JSON: a malformed value raises below
         return json.loads(raw[key]) if key in raw else None
 
     try:
         shape, classes, mean, std = (value(k) for k in (META_IMAGE_SHAPE, META_NUM_CLASSES, META_MEAN, META_STD))
         return _Meta(
-            image_shape=None if shape is None else tuple(int(v) for v in shape),  # type: ignore[union-attr]
-            num_classes=None if classes is None else int(classes),  # type: ignore[call-overload]
-            mean=None if mean is None else tuple(float(v) for v in mean),  # type: ignore[union-attr]
-            std=None if std is None else tuple(float(v) for v in std),  # type: ignore[union-attr]
+            image_shape=None if shape is None else tuple(int(v) for v in shape),
+            num_classes=None if classes is None else int(classes),
+            mean=None if mean is None else tuple(float(v) for v in mean),
+            std=None if std is None else tuple(float(v) for v in std),
         )
     except (TypeError, ValueError) as error:
         raise ValueError(f"{path}: malformed adcs.* schema metadata: {error}") from None

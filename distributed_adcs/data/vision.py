@@ -27,6 +27,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from typing import Any
 from pathlib import Path
 
 import numpy as np
@@ -177,7 +178,7 @@ def _read_cifar_split(folder: Path, names: Sequence[str], label_key: str) -> tup
 
 
 def _load_cifar(
-    name: str, tv_class: type, label_key: str, num_classes: int, root: str | None, download: bool
+    name: str, tv_class: type[Any], label_key: str, num_classes: int, root: str | None, download: bool
 ) -> RawDataset:
     base = _base(name, root)
     folder = base / tv_class.base_folder

@@ -55,7 +55,7 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
 
 def rng_state() -> dict:
     """Global RNG states as tensors/lists, loadable with ``torch.load(weights_only=True)``."""
-    state = {"torch": torch.get_rng_state()}
+    state: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -38,8 +38,12 @@ def resolve(ref: str) -> Any:
 
 
 class Entry(Protocol):
-    name: str
-    params: type
+    # read-only members: the specs are frozen dataclasses, which a settable protocol member rejects
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def params(self) -> type: ...
 
 
 E = TypeVar("E", bound=Entry)
