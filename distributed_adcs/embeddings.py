@@ -61,6 +61,7 @@ def embed_from_logits(objective, y: torch.Tensor, z_adv: torch.Tensor, h_adv: to
         return bias
     weight = _head_grads(g_adv, h_adv, y, kind)
     if g_clean is not None:
+        assert h_clean is not None  # the clean logits' loss term needs the clean features too
         weight = weight + _head_grads(g_clean, h_clean, y, kind)
     return torch.cat([bias, weight], dim=1)
 
@@ -69,6 +70,7 @@ def embed_from_logits(objective, y: torch.Tensor, z_adv: torch.Tensor, h_adv: to
 def _forward(model: torch.nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     with capture_penultimate(model) as cap:
         z = model(x)
+    assert cap.features is not None  # the forward ran the head
     return z.float(), cap.features.flatten(1).float()
 
 

@@ -42,6 +42,8 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracki
             except LookupError as err:
                 raise UsageError(str(err)) from None
             checkpoint = str(_checkpoint_from_run(tracker, run_id, tmp))
+        if checkpoint is None:  # the CLI requires one of the two
+            raise UsageError("evaluate needs a checkpoint or a run id")
         try:
             payload = load_checkpoint(checkpoint)
         except (FileNotFoundError, ValueError) as err:

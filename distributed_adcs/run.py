@@ -102,7 +102,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
                 sys.stderr.flush()
                 run.tracker.log_artifact(log, "logs")
     say(run.finished_message(log))
-    return run.tracker.run_id
+    return run.tracker.open_run_id
 
 
 def header_line(plan: JobPlan, splits, run) -> str:

@@ -14,7 +14,7 @@ import os
 from contextlib import contextmanager
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterator
+from typing import Any, Iterator, cast
 
 import ray
 import torch
@@ -47,7 +47,8 @@ class EmbeddingWorker:
         self.device = torch.device(device) if device else resolve_device("cuda" if self.cfg.ray.use_gpu else "cpu")
         threads = max(1, int(self.cfg.ray.cpus_per_actor))
         torch.set_num_threads(threads)
-        self.model = make_model(self.cfg, SimpleNamespace(**meta)).to(self.device)
+        # make_model reads only the model_meta fields of a Splits: the actor holds no Splits
+        self.model = make_model(self.cfg, cast(Splits, SimpleNamespace(**meta))).to(self.device)
         self.objective = make_objective(self.cfg.objective, steps=self.cfg.coreset.selection_steps)
         self.version: Any = None
 
@@ -87,7 +88,7 @@ def start_actors(cfg: JobConfig, splits: Splits) -> ActorPool:
     """Start ``ray.num_actors`` embedding actors holding the training set (sent once)."""
     pool = ActorPool()
     pool.data_ref = ray.put(splits.train)
-    options = {"num_cpus": cfg.ray.cpus_per_actor, "max_restarts": cfg.ray.max_failures,
+    options: dict[str, Any] = {"num_cpus": cfg.ray.cpus_per_actor, "max_restarts": cfg.ray.max_failures,
                "max_task_retries": cfg.ray.max_failures}
     if cfg.ray.use_gpu:
         options["num_gpus"] = cfg.ray.gpus_per_actor

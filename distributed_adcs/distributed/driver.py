@@ -64,10 +64,11 @@ def run_trainer(cfg: JobConfig, recorder: EpochRecorder, storage_path: str, last
             run_config=RunConfig(name=name, storage_path=storage_path,
                                  checkpoint_config=CheckpointConfig(num_to_keep=2),
                                  # a worker group that cannot start within Ray's 60 s is retried
-                                 # a bounded number of times (Ray's default: forever)
-                                 failure_config=FailureConfig(max_failures=cfg.ray.max_failures,
+                                 # a bounded number of times (Ray's default: forever). The ignores: ray.train
+                                 # picks Train v2's configs at run time, mypy reads the v1 names it imports first
+                                 failure_config=FailureConfig(max_failures=cfg.ray.max_failures,  # type: ignore[call-arg]
                                                               controller_failure_limit=cfg.ray.startup_retries),
-                                 callbacks=[MlflowReporter(recorder, storage_path, name)]))
+                                 callbacks=[MlflowReporter(recorder, storage_path, name)]))  # type: ignore[list-item]
         result = _fit(trainer)
         if result.checkpoint is None:  # no epoch left to train: the run's checkpoint is the one it resumed from
             if last is not None and resume_from is not None and resume_from.resolve() != last.resolve():

@@ -9,6 +9,8 @@ rank, so 1 and 2 workers select the same coreset.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.distributed as dist
 
@@ -37,9 +39,10 @@ class RankShards:
                    for i, b in progress(mine, desc=f"selection epoch {epoch}")]
         if self.world_size == 1:
             return results
-        box = [None] * self.world_size if self.rank == 0 else None
+        # rank 0's box: gather_object fills it with every rank's list of results
+        box: list[Any] | None = [None] * self.world_size if self.rank == 0 else None
         dist.gather_object(results, box, dst=0)
-        return [r for part in box for r in part] if self.rank == 0 else None
+        return [r for part in box for r in part] if box is not None else None
 
 
 def rank_shard_selector(cfg: JobConfig, splits, device: torch.device, rank: int, world_size: int) -> ShardSelector:

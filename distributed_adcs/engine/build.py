@@ -9,7 +9,7 @@ import torch
 from ..config import JobConfig, ObjectiveConfig
 from ..data import DataSummary, Splits, describe_splits, load_splits
 from ..data.augment import get_augmentation
-from ..models import build_model
+from ..models import AdcsModel, build_model
 from ..objectives import build_objective
 from ..specs import params_kwargs
 from .schedule import EpochSchedule
@@ -30,7 +30,7 @@ def describe_job_data(cfg: JobConfig) -> DataSummary:
                            **params_kwargs(d.params))
 
 
-def make_model(cfg: JobConfig, splits: Splits) -> torch.nn.Module:
+def make_model(cfg: JobConfig, splits: Splits) -> AdcsModel:
     c, h, w = splits.image_shape
     return build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=c, image_size=h,
                        mean=splits.mean, std=splits.std, **params_kwargs(cfg.model.params))

@@ -58,7 +58,8 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
     extra steps for the batch's examples nearest the boundary (engine/boundary.py; the margins
     are kept in ``ledger``).
     """
-    if boundary is not None:
+    if boundary is not None:  # its margins live in the ledger: Job passes both
+        assert ledger is not None
         boundary.prepare(ledger)
     bare = unwrap(model)
     loss_sum = correct = seen = 0.0
@@ -71,12 +72,14 @@ def train_epoch(model: torch.nn.Module, objective, batches: Iterable, optimizer:
         kw = {"state": BatchLedger(ledger, batch, epoch)} if ledger is not None and objective.uses_ledger else {}
         x_adv = objective.perturb(bare, batch.x, batch.y, generator=generator, **kw)
         if boundary is not None:  # only the gathered share of the batch takes the extra steps
+            assert ledger is not None
             x_adv = boundary.refine(bare, batch.x, x_adv, batch.y, batch.index, ledger)
         attack_s += time.perf_counter() - t0
         losses, logits_adv = objective.update_loss(model, batch.x, x_adv, batch.y, **kw)  # train-mode BN
         if record is not None:  # each example's adversarial loss, for records-based selection
             record(batch.position, losses.detach())
         if boundary is not None:  # the margins of this forward, already paid for
+            assert ledger is not None
             boundary.record(ledger, batch.index, logits_adv, batch.y)
         loss = (losses * batch.weight).mean()
         optimizer.zero_grad(set_to_none=True)

@@ -126,6 +126,7 @@ class OverfitGuard:
         """Back to the snapshot, except the time accounting: the collapsed epoch's time was spent."""
         s = job.state
         elapsed, split = s.elapsed_s, dict(s.time_split)
+        assert self._snapshot is not None  # taken before the epoch that collapsed
         job.restore(copy.deepcopy(self._snapshot))  # restore may alias its tensors (optimiser state)
         s.elapsed_s = elapsed
         s.time_split.update(split)

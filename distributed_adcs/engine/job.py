@@ -43,7 +43,7 @@ class Selection:
     extra: dict[str, torch.Tensor] = field(default_factory=dict)  # per-example columns, e.g. shard
 
 
-Selector = Callable[[torch.nn.Module, int], Selection]
+Selector = Callable[[torch.nn.Module, int], Selection | None]  # None: a rank other than 0
 
 
 class Backend(Protocol):
@@ -138,6 +138,7 @@ class Job:
         s = self.state
         coreset = None
         if s.coreset_positions is not None:
+            assert s.coreset_weights is not None  # set together with the positions
             coreset = {"positions": s.coreset_positions.cpu(), "weights": s.coreset_weights.cpu(),
                        "indices": self.splits.train.indices[s.coreset_positions.cpu()], "epoch": s.coreset_epoch}
         return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
@@ -186,6 +187,8 @@ class Job:
                 selection.positions, selection.weights, selection.epoch)
         if phase == "full":
             return torch.arange(n), torch.ones(n), None
+        # a coreset phase comes after a selection (this epoch's, an earlier one's or a checkpoint's)
+        assert s.coreset_positions is not None and s.coreset_weights is not None
         return s.coreset_positions, normalised_weights(s.coreset_weights.float(), n), selection
 
     def _select(self, epoch: int) -> Selection | None:
@@ -295,6 +298,7 @@ class Job:
         t0 = time.perf_counter()
         out = self._test(self.eval_model)
         if self.cfg.eval.keep_best and self.best.state is not None:
+            assert self.best.epoch is not None  # offered together with the state
             if self.best.epoch == self.state.epoch - 1:
                 best = dict(out)
             else:

@@ -60,13 +60,13 @@ class MergedShards:
 
 def concat_shards(shards: list[ShardEmbeddings]) -> MergedShards:
     shards = sorted(shards, key=lambda s: s.shard)
-    weights = [s.weights for s in shards]
+    weights = [s.weights for s in shards if s.weights is not None]
     return MergedShards(
         positions=torch.cat([s.positions for s in shards]),
         labels=torch.cat([s.labels for s in shards]),
         embeddings=torch.cat([s.embeddings for s in shards]),
         shard_of=torch.cat([torch.full((s.positions.numel(),), s.shard, dtype=torch.int64) for s in shards]),
-        weights=None if any(w is None for w in weights) else torch.cat(weights).float(),
+        weights=None if len(weights) < len(shards) else torch.cat(weights).float(),  # all or none
         timings={k: sum(s.timings.get(k, 0.0) for s in shards) for k in ("attack", "embed", "local_greedy")})
 
 
@@ -104,7 +104,9 @@ def merge_mode(cfg: JobConfig, labels: torch.Tensor, model: torch.nn.Module) -> 
         return s.merge
     if cfg.coreset.per_batch or not get_method(cfg.coreset.method).has_two_round_merge:
         return "exact"
-    dims = embedding_dim(cfg.coreset.embedding, model.head.out_features, model.head.in_features)
+    head = model.head
+    assert isinstance(head, torch.nn.Linear)  # every model's last layer (models/base.py)
+    dims = embedding_dim(cfg.coreset.embedding, head.out_features, head.in_features)
     budget = s.merge_memory_gb * 2**30
     if merge_bytes(cfg, labels, dims, "exact") <= budget:
         return "exact"
@@ -170,6 +172,7 @@ def two_round_merge(cfg: JobConfig, shards: list[ShardEmbeddings], epoch: int,
     second = get_method(cfg.coreset.method).second_round_fn()
     _, seed = budget_and_seed(cfg, all_labels.numel(), epoch)
     keep, weights = [], []
+    assert m.weights is not None  # round one gave every candidate its local weight
     for _, members, k in _groups(m.labels, _budgets(cfg, all_labels)):
         idx, wk = second(m.embeddings[members], m.weights[members], min(k, members.numel()), seed)
         keep.append(members[idx])

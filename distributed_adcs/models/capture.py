@@ -14,8 +14,6 @@ from typing import Any
 from torch import Tensor, nn
 from torch.utils.hooks import RemovableHandle
 
-from distributed_adcs.models.base import AdcsModel
-
 
 class PenultimateFeatures:
     """Holder filled by ``capture_penultimate``; ``features`` is the head's input [B, D]."""
@@ -27,7 +25,7 @@ class PenultimateFeatures:
 
 
 @contextmanager
-def capture_penultimate(model: AdcsModel) -> Iterator[PenultimateFeatures]:
+def capture_penultimate(model: nn.Module) -> Iterator[PenultimateFeatures]:
     """Record the input of ``model.head`` on every forward inside the block.
 
     Args:
@@ -43,7 +41,9 @@ def capture_penultimate(model: AdcsModel) -> Iterator[PenultimateFeatures]:
     def hook(_module: nn.Module, inputs: tuple[Any, ...]) -> None:
         holder.features = inputs[0]
 
-    handle = model.head.register_forward_pre_hook(hook)
+    head = model.head
+    assert isinstance(head, nn.Module)  # a submodule (nn.Module's __getattr__ types it Tensor | Module)
+    handle = head.register_forward_pre_hook(hook)
     try:
         yield holder
     finally:

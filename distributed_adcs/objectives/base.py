@@ -167,7 +167,7 @@ class Objective:
         """
         if steps is not None and steps < 0:
             raise ValueError(f"steps must be >= 0, got {steps}")
-        changes = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
+        changes: dict[str, Any] = {k: v for k, v in (("steps", steps), ("step_size", step_size)) if v is not None}
         new = copy.copy(self)
         new.spec = replace(self.spec, **changes)
         return new

@@ -28,7 +28,7 @@ class PGDObjective(Objective):
             geometry=self.norm,
             epsilon=self.spec.epsilon,
             step_size=self.step_size,
-            steps=self.fixed_steps if fixed else self.spec.steps,
+            steps=self.fixed_steps if self.fixed_steps is not None else self.spec.steps,
             random_start=True if fixed else self.spec.random_start,
             generator=generator,
         )

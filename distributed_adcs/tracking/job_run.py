@@ -83,7 +83,7 @@ def _resume_target(tracker: RunTracker, resume: str, output_dir: str) -> tuple[s
     except Exception:
         raise FileNotFoundError(f"--resume {resume}: neither a checkpoint file nor a run in {tracker.uri}") from None
     tagged = run.data.tags.get(HOME_TAG)
-    if _reachable_home(tagged) and storage.is_local(tagged):  # this machine holds the run's directory
+    if tagged and _reachable_home(tagged) and storage.is_local(tagged):  # this machine holds the run's directory
         here = storage.local_path(tagged)
     else:
         here = local_checkpoint_dir(tagged if tagged and not storage.is_local(tagged) else output_dir, resume)
@@ -93,7 +93,9 @@ def _resume_target(tracker: RunTracker, resume: str, output_dir: str) -> tuple[s
 def _reachable_home(tagged: str | None) -> bool:
     """The tagged checkpoint location is one this process can keep writing to: a URI, or a
     local directory that exists here (not the directory of another node or working copy)."""
-    return bool(tagged) and (not storage.is_local(tagged) or storage.local_path(tagged).is_dir())
+    if not tagged:
+        return False
+    return not storage.is_local(tagged) or storage.local_path(tagged).is_dir()
 
 
 def _nowhere(tracker: RunTracker, resume: str) -> str:
@@ -140,6 +142,7 @@ class JobRun:
         if run_id:
             tracker.run_id = run_id
             tracker.resume()
+            assert payload is not None  # a run id comes from --resume, whose checkpoint was loaded above
             record_missing_metrics(tracker, payload)
         else:
             tracker.start(run_name(cfg), flatten(cfg), run_tags(cfg), run_description(cfg),
@@ -147,10 +150,10 @@ class JobRun:
         # a run keeps writing where it wrote (its tag), else where this config says
         home = tagged if _reachable_home(tagged) else None
         if home is None:
-            home = (storage.join(output, tracker.run_id) if not storage.is_local(output)
-                    else str(local_checkpoint_dir(output, tracker.run_id)))
+            home = (storage.join(output, tracker.open_run_id) if not storage.is_local(output)
+                    else str(local_checkpoint_dir(output, tracker.open_run_id)))
         remote = None if storage.is_local(home) else home
-        ckpt_dir = local_checkpoint_dir(remote, tracker.run_id) if remote else storage.local_path(home)
+        ckpt_dir = local_checkpoint_dir(remote, tracker.open_run_id) if remote else storage.local_path(home)
         tracker.set_tags({HOME_TAG: home})
         return cls(cfg, tracker, ckpt_dir, ckpt, remote)
 
@@ -165,7 +168,7 @@ class JobRun:
 
     def recorder(self, num_classes: int, hooks=()) -> EpochRecorder:
         """What records this job's epochs (in this process, or a copy in a Ray Train controller)."""
-        return EpochRecorder(self.tracker.uri, self.tracker.run_id, num_classes, self.cfg.train.epochs, hooks,
+        return EpochRecorder(self.tracker.uri, self.tracker.open_run_id, num_classes, self.cfg.train.epochs, hooks,
                              tracker=self.tracker)
 
     def process_sink(self, recorder: EpochRecorder, train) -> ProcessSink:

@@ -15,7 +15,7 @@ import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Literal, Mapping
 
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
@@ -113,9 +113,16 @@ class RunTracker:
             self.client.log_batch(self.run_id, params=items[i:i + _BATCH_PARAMS])
         return self.run_id
 
+    @property
+    def open_run_id(self) -> str:
+        """The open run's id: logging before :meth:`start` (with no existing run) is a bug."""
+        if self.run_id is None:
+            raise RuntimeError("RunTracker has no run: call start() first or open an existing run_id")
+        return self.run_id
+
     def resume(self) -> None:
         """Reopen an existing run (``--resume``): mark it RUNNING again."""
-        self.client.update_run(self.run_id, status="RUNNING")
+        self.client.update_run(self.open_run_id, status="RUNNING")
 
     def log_metrics(self, metrics: Mapping[str, float | None], step: int) -> None:
         """One step's metrics; ``None`` (not measured) logs nothing.
@@ -132,13 +139,13 @@ class RunTracker:
         now = int(time.time() * 1000)
         rows = [Metric(k, float(v), now, step) for k, points in history.items() for step, v in points]
         for i in range(0, len(rows), _BATCH_METRICS):
-            self.client.log_batch(self.run_id, metrics=rows[i:i + _BATCH_METRICS])
+            self.client.log_batch(self.open_run_id, metrics=rows[i:i + _BATCH_METRICS])
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(self.run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        self.client.log_batch(self.open_run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.run_id, str(path), artifact_path)
+        self.client.log_artifact(self.open_run_id, str(path), artifact_path)
 
     def log_text(self, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -151,12 +158,12 @@ class RunTracker:
         self.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), name)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.run_id, status=status)
+        self.client.set_terminated(self.open_run_id, status=status)
 
     def __enter__(self) -> "RunTracker":
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> bool:
+    def __exit__(self, exc_type, exc, tb) -> Literal[False]:
         if self.run_id is not None:
             if exc_type is None:
                 self.finish("FINISHED")

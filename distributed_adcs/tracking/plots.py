@@ -22,7 +22,7 @@ from .mlflow_run import RunTracker  # noqa: E402
 
 
 def _history(tracker: RunTracker, key: str) -> dict[int, float]:
-    return {m.step: m.value for m in tracker.client.get_metric_history(tracker.run_id, key)}
+    return {m.step: m.value for m in tracker.client.get_metric_history(tracker.open_run_id, key)}
 
 
 def accuracy_figure(tracker: RunTracker, selection_epochs: list[int], warmup_epochs: int):
@@ -44,7 +44,7 @@ def accuracy_figure(tracker: RunTracker, selection_epochs: list[int], warmup_epo
         ax.set_ylabel("validation accuracy")
         ax.grid(alpha=0.3)
     axes[0].legend(loc="lower right", fontsize=8)
-    fig.suptitle(tracker.client.get_run(tracker.run_id).info.run_name)
+    fig.suptitle(tracker.client.get_run(tracker.open_run_id).info.run_name)
     return fig
 
 
