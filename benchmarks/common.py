@@ -11,12 +11,17 @@ from typing import Callable
 import torch
 
 
-def header(title: str, repeats: int) -> str:
+def host() -> str:
+    """The machine and versions a benchmark ran on: its evidence, in the header and in result files."""
     import ray
 
     cpu = platform.processor() or platform.machine()
-    return (f"# {title}\n# host: {os.cpu_count()} cores ({cpu}), torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), ray {ray.__version__}, python {platform.python_version()}\n"
+    return (f"{os.cpu_count()} cores ({cpu}), torch {torch.__version__} ({torch.get_num_threads()} threads), "
+            f"ray {ray.__version__}, python {platform.python_version()}")
+
+
+def header(title: str, repeats: int) -> str:
+    return (f"# {title}\n# host: {host()}\n"
             f"# repeats: {repeats} (medians reported; the machine may be shared, so compare ratios)")
 
 

@@ -1,0 +1,68 @@
+"""Finished arms as JSON records (committed), so that a benchmark spread over machines or
+sessions skips what is done: ``export_records`` writes each finished arm once,
+``import_records`` logs every record whose arm this store has not finished as a finished run
+(tagged ``bench.imported``)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from .settings import EXPERIMENT
+
+HISTORIES = ("val_robust_acc", "wall_time_s")  # the curves the plot needs
+
+
+def runs(client, run_name: str | None = None) -> list:
+    """The benchmark's runs, or those of one arm and seed (by run name, so that an arm cut off
+    before it was tagged is found and resumed)."""
+    exp = client.get_experiment_by_name(EXPERIMENT)
+    if exp is None:
+        return []
+    query = f"attributes.run_name = '{run_name}'" if run_name else ""
+    return client.search_runs([exp.experiment_id], filter_string=query, max_results=5000)
+
+
+def finished(run) -> bool:
+    """A finished arm: its run finished and was tagged as an arm (which happens after training)."""
+    return run.info.status == "FINISHED" and "bench.key" in run.data.tags
+
+
+def export_records(client, records: Path) -> int:
+    """Write every finished arm that has no record file yet; return how many were written."""
+    records.mkdir(parents=True, exist_ok=True)
+    written = 0
+    for r in runs(client):
+        key = r.data.tags.get("bench.key")
+        path = records / f"{key}.json"
+        if not finished(r) or path.exists():
+            continue
+        history = {name: [[m.step, m.value] for m in sorted(client.get_metric_history(r.info.run_id, name),
+                                                             key=lambda m: m.step)] for name in HISTORIES}
+        tags = {k: v for k, v in r.data.tags.items() if k.startswith("bench.") and k != "bench.imported"}
+        path.write_text(json.dumps({"key": key, "run_id": r.info.run_id, "tags": tags, "metrics": r.data.metrics,
+                                    "params": r.data.params, "history": history}, indent=1, sort_keys=True) + "\n")
+        written += 1
+    return written
+
+
+def import_records(client, uri: str, records: Path) -> int:
+    """Log every record file whose arm has no finished run in this store as a finished run;
+    return how many were imported."""
+    from distributed_adcs.tracking import RunTracker
+
+    imported = 0
+    for path in sorted(records.glob("*.json")) if records.is_dir() else []:
+        rec = json.loads(path.read_text())
+        if any(finished(r) for r in runs(client, rec["key"])):
+            continue
+        tracker = RunTracker(uri, EXPERIMENT)
+        tracker.start(rec["key"], rec.get("params", {}),
+                      tags={**rec["tags"], "bench.imported": rec["run_id"], "bench.record": path.name})
+        # final values at step 0, the curves at their steps
+        finals = {k: [(0, v)] for k, v in rec["metrics"].items() if k not in rec["history"]}
+        tracker.log_history({**finals, **{name: [(step, v) for step, v in points]
+                                          for name, points in rec["history"].items()}})
+        tracker.finish("FINISHED")
+        imported += 1
+    return imported

@@ -1,0 +1,127 @@
+"""Running the arms: each arm and seed runs, resumes or is skipped; a ``PAUSE`` file in the
+store holds the next arm; every finished arm is written to the records at once."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import time
+from pathlib import Path
+
+from .arms import Arm, arm_config, cost_units
+from .records import export_records, finished, runs
+from .settings import Settings
+
+
+def start_or_resume(cfg, resume: str | None, client) -> tuple[str, bool]:
+    """Train ``cfg``, continuing the unfinished run ``resume`` when given; return the run id and
+    whether it continued.
+
+    A run that recorded no checkpoint (cut off in its first epoch) cannot continue: ``train``
+    says so with ``NothingToResume``, raised for that case only. That run is marked FAILED and
+    the arm starts afresh. Every other error propagates.
+    """
+    from distributed_adcs.run import train
+    from distributed_adcs.tracking.job_run import NothingToResume
+
+    if resume is not None:
+        try:
+            return train(cfg, resume=resume), True
+        except NothingToResume:
+            client.set_terminated(resume, status="FAILED")
+    return train(cfg), False
+
+
+def run_arm(arm: Arm, seed: int, s: Settings, client) -> str:
+    """Run (or resume, or skip) one arm for one seed; return ``finished``, ``resumed`` or ``ran``."""
+    from distributed_adcs.tracking import RunTracker
+
+    key = arm.run_name(seed)
+    previous = runs(client, key)  # newest first
+    if any(finished(r) for r in previous):
+        return "finished"
+    resume = next((r.info.run_id for r in previous if r.info.status != "FINISHED"), None)
+    cfg = arm_config(arm, seed, s)
+    log = s.store / "logs" / f"{key}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    load_before = os.getloadavg()[0]
+    cpu0 = _cpu_s()
+    t0 = time.perf_counter()
+    with log.open("a") as out, contextlib.redirect_stdout(out):
+        run_id, resumed = start_or_resume(cfg, resume, client)
+    wall = time.perf_counter() - t0
+    cpu = _cpu_s() - cpu0
+    import torch
+
+    tracker = RunTracker(s.uri, None, run_id=run_id)
+    tracker.set_tags({"bench.key": key, "bench.arm": arm.name, "bench.seed": seed, "bench.fraction": arm.fraction,
+                      "bench.epochs": arm.epochs, "bench.schedule": arm.compared_at, "bench.headline": arm.headline,
+                      "bench.resumed": resumed})
+    # bench_cpu_share: the share of its threads' time the arm got; below report.QUIET_SHARE
+    # something else ran beside it and its wall time is not used
+    tracker.log_metrics({"bench_wall_s": wall, "bench_cpu_share": cpu / (wall * torch.get_num_threads()),
+                         "bench_load1_before": load_before, "bench_load1_after": os.getloadavg()[0]}, step=0)
+    return "resumed" if resumed else "ran"
+
+
+def _cpu_s() -> float:
+    usage = [resource.getrusage(who) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)]
+    return sum(u.ru_utime + u.ru_stime for u in usage)
+
+
+def wait_while_paused(store: Path) -> None:
+    """Hold the next arm while ``store/PAUSE`` exists (tests or other work between arms)."""
+    flag, said = store / "PAUSE", False
+    while flag.exists():
+        if not said:
+            print(f"paused: {flag} exists; the next arm starts when it is removed", flush=True)
+            said = True
+        time.sleep(5)
+
+
+def run_all(arms: list[Arm], s: Settings, client) -> None:
+    """Every arm for every seed, seed-major (a run cut off early still has whole seeds of paired
+    arms), one line each with an estimate of the time left."""
+    total = len(arms) * len(s.seeds)
+    done, spent, units_done = 0, 0.0, 0.0
+    pending = [(arm, seed) for seed in s.seeds for arm in arms]
+    for i, (arm, seed) in enumerate(pending):
+        wait_while_paused(s.store)
+        t0 = time.perf_counter()
+        what = run_arm(arm, seed, s, client)
+        dt = time.perf_counter() - t0
+        export_records(client, s.records)
+        done += 1
+        if what != "finished":
+            spent += dt
+            units_done += cost_units(arm, s.warmup)
+        left = sum(cost_units(p, s.warmup) for p, _ in pending[i + 1:])
+        eta = f"{left * spent / units_done / 60:.0f} min left" if units_done else "time left: unknown yet"
+        print(f"[{done}/{total}] {arm.key} seed {seed}: {what} in {dt:.0f} s; {eta}", flush=True)
+
+
+def complete_headline(client, arms: list[Arm], s: Settings) -> None:
+    """Finished runs of headline arms that ran the fast AutoAttack (arms that became headline
+    after they ran) get the published one, from their checkpoint (``adcs evaluate --run``),
+    logged to the run as ``evaluate_test_autoattack_acc``; their records are rewritten. Runs
+    imported from records have no checkpoint here and keep what they have."""
+    from distributed_adcs.evaluate import evaluate
+
+    for arm in (arm for arm in arms if arm.headline and not s.smoke):
+        for seed in s.seeds:
+            for r in runs(client, arm.run_name(seed)):
+                m = r.data.metrics
+                if (not finished(r) or "test_autoattack_acc" in m or "evaluate_test_autoattack_acc" in m
+                        or "bench.imported" in r.data.tags):
+                    continue
+                t0 = time.perf_counter()
+                log = s.store / "logs" / f"{arm.run_name(seed)}.log"
+                with log.open("a") as out, contextlib.redirect_stdout(out):
+                    evaluate(run_id=r.info.run_id, tracking_uri=s.uri,
+                             overrides=["eval.autoattack=true", "eval.autoattack_version=standard",
+                                        f"eval.autoattack_n={s.aa_n}", f"eval.test_limit={s.test}"])
+                (s.records / f"{arm.run_name(seed)}.json").unlink(missing_ok=True)
+                export_records(client, s.records)
+                print(f"{arm.key} seed {seed}: published AutoAttack added in {time.perf_counter() - t0:.0f} s",
+                      flush=True)
