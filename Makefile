@@ -1,5 +1,6 @@
 # make run   : create .venv, get Fashion-MNIST, run the quickstart (adversarial coreset training, MLflow in ./mlflow.db)
 # make test  : create .venv, get Fashion-MNIST and a headless Chromium, run the whole test suite
+# make test-fast : the unit tests only (no Ray, no subprocess jobs, no servers), for the edit-test loop
 # make bench : the benchmark scripts under benchmarks/ (slow; prints tables), but the quality one
 # make quality : benchmarks/bench_quality.py, every coreset arm against full AT (hours; resumable)
 # make mutation : mutmut on the core modules with the fast tests, then killed/survived per module
@@ -8,7 +9,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup data browser run test bench quality mutation ui clean
+.PHONY: setup data browser run test test-fast typecheck bench quality mutation ui clean
 setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml
@@ -26,10 +27,16 @@ browser:
 run: setup
 	$(VENV)/bin/adcs train --config configs/quickstart.yaml
 
-test: setup browser
+typecheck: setup
 	$(VENV)/bin/ruff check --select F,E9 distributed_adcs tests benchmarks
 	$(VENV)/bin/lint-imports
+	$(VENV)/bin/mypy
+
+test: setup browser typecheck
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'

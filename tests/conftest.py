@@ -22,6 +22,32 @@ torch.set_num_threads(1)
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
 
+# The suite's markers, per file, in one place (pyproject.toml declares them). `make test-fast`
+# runs `-m "unit"`: what needs neither Ray, nor a subprocess job, nor minutes.
+#   ray  - starts a real Ray (a local instance, a `ray start` head or a multi-node cluster)
+#   slow - a test of this file takes tens of seconds or more (whole jobs, servers, signals)
+#   gpu  - the GPU code paths (logical GPUs, the GPU check's steps), run on the CPU here
+#   unit - every test with none of the three (added below)
+RAY_FILES = {"test_distributed", "test_methods", "test_storage", "test_multinode", "test_ray_jobs",
+             "test_gpu_placement", "test_local_ray", "test_interrupts", "test_console", "test_s3", "test_sweep",
+             "test_cli", "test_concurrent_jobs", "test_tracking_server", "test_ui", "test_ui_browser",
+             "test_bench_quality", "test_docs", "test_selection_wait"}
+SLOW_FILES = {"test_interrupts", "test_s3", "test_multinode", "test_ray_jobs", "test_gpu_check", "test_bench_quality",
+              "test_ui_browser", "test_concurrent_jobs", "test_tracking_server", "test_console", "test_sweep",
+              "test_distributed", "test_storage", "test_bad_input", "test_cli", "test_guard", "test_selection_wait",
+              "test_ui", "test_docs", "test_methods", "test_selection_pipeline", "test_ledger", "test_ema"}
+GPU_FILES = {"test_gpu_check", "test_gpu_placement", "test_precision"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        stem = item.path.stem
+        for name, files in (("ray", RAY_FILES), ("slow", SLOW_FILES), ("gpu", GPU_FILES)):
+            if stem in files and item.get_closest_marker(name) is None:
+                item.add_marker(getattr(pytest.mark, name))
+        if not any(item.get_closest_marker(m) for m in ("ray", "slow", "gpu")):
+            item.add_marker(pytest.mark.unit)
+
 
 def pytest_sessionstart(session):
     # The data is part of set-up (make test fetches it); a missing file is a failure, not a skip.
