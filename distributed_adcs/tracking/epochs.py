@@ -126,6 +126,7 @@ class ProcessSink:
         self.recorder, self.train, self.local, self.remote = recorder, train, local, remote
 
     def epoch(self, epoch, metrics, selection, payload) -> None:
+        # (imported here: a Ray Train controller imports this module, and should not load torch for it)
         from ..engine.checkpoint import save_checkpoint
         from .artifacts import write_selection
 
