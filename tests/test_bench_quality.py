@@ -67,9 +67,12 @@ def test_a_fresh_arm_that_fails_shows_its_own_error(tmp_path):
     assert runs(client, "full-f1-E1-s0") == []
 
 
+# the smoke run of every arm took 579 s here at load 4 to 7 (2026-12-06) and past 600 s at load 15: a
+# hang guard, not a speed check, so it leaves room for a busy CI machine
+@pytest.mark.timeout(2400)
 def test_smoke_runs_every_arm_prints_the_table_and_resumes(tmp_path):
     cmd = [sys.executable, "benchmarks/bench_quality.py", "--smoke", "--seeds", "0", "--store", str(tmp_path)]
-    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, stdin=subprocess.DEVNULL)
+    first = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=1800, stdin=subprocess.DEVNULL)
     assert first.returncode == 0, first.stderr[-3000:]
     out = first.stdout
     for name in ARMS:
