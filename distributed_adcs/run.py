@@ -24,7 +24,7 @@ from . import console, storage
 from .config import JobConfig, UsageError
 from .console import say
 from .engine.build import describe_job_data, load_job_splits
-from .engine.runtime import Interrupted, raise_on_sigterm, seed_everything
+from .engine.runtime import Interrupted, interruption, raise_on_sigterm, seed_everything
 from .methods import MethodSpec, get_method
 
 Where = Literal["process", "ray_train"]
@@ -96,6 +96,11 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             run.finish_job()
         except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (raise_on_sigterm): the run is KILLED
             raise Interrupted(getattr(err, "signum", signal.SIGINT), run.interrupted_message(err)) from None
+        except Exception as err:  # a signal inside cleanup code, masked by the cleanup's own error
+            cause = interruption(err)
+            if cause is None:
+                raise
+            raise Interrupted(getattr(cause, "signum", signal.SIGINT), run.interrupted_message(cause)) from None
         finally:  # a failed run keeps its log too
             if log is not None:
                 sys.stdout.flush()

@@ -196,3 +196,37 @@ def test_resume_onto_another_device_restores_rng_and_state(tmp_path):
     assert other.state.epoch == 1 and next(other.model.parameters()).device.type == "meta"
     momentum = [v for st in other.state.optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
     assert momentum and all(v.device.type == "meta" for v in momentum)  # the optimiser follows its parameters
+
+
+class _SignalInCleanup:
+    """An epoch hook where a SIGTERM lands inside cleanup code whose own error replaces it, as a
+    SIGTERM inside a temporary directory's removal did (its os.close then failed with EBADF)."""
+
+    def on_epoch(self, epoch, metrics):
+        import signal
+
+        from distributed_adcs.engine.runtime import Interrupted
+
+        try:
+            raise Interrupted(signal.SIGTERM, "terminated (SIGTERM)")
+        finally:
+            raise OSError(9, "Bad file descriptor")  # noqa: B012 - the masking is what is tested
+
+
+def test_a_signal_masked_by_cleanup_still_kills_the_run(tmp_path, mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.config import load_config
+    from distributed_adcs.engine.runtime import Interrupted
+    from distributed_adcs.run import train
+
+    from helpers import TINY
+
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "train.epochs=1", f"mlflow.tracking_uri={mlflow_uri}",
+                                                  f"train.output_dir={tmp_path}"])
+    with pytest.raises(Interrupted) as caught:
+        train(cfg, callbacks=[_SignalInCleanup()])
+    assert caught.value.signum == 15 and "--resume" in caught.value.message
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name(cfg.mlflow.experiment).experiment_id])
+    assert run.info.status == "KILLED"

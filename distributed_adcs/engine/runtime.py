@@ -78,6 +78,20 @@ class Interrupted(KeyboardInterrupt):
         self.message = message
 
 
+def interruption(err: BaseException | None) -> KeyboardInterrupt | None:
+    """The Ctrl-C or :class:`Interrupted` that ``err`` was raised while handling, if any. A signal
+    that lands inside cleanup code can be replaced by the cleanup's own error (seen: SIGTERM inside
+    a temporary directory's removal, whose ``os.close`` then failed with EBADF), and the job was
+    interrupted all the same."""
+    seen: set[int] = set()
+    while err is not None and id(err) not in seen:
+        if isinstance(err, KeyboardInterrupt):
+            return err
+        seen.add(id(err))
+        err = err.__context__
+    return None
+
+
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into :class:`Interrupted`: the run is marked KILLED, as after Ctrl-C, and
     everything the job holds (Ray, its workers and actors) is released on the way out."""
