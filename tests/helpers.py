@@ -104,3 +104,25 @@ def mlflow_server(where: Path, artifacts: str, env: dict | None = None) -> Itera
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def _gloo_rank(rank: int, port: int, fn, args: tuple, out) -> None:
+    import torch.distributed as dist
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
+    dist.init_process_group("gloo", rank=rank, world_size=2)
+    try:
+        out[rank] = fn(rank, *args)
+    finally:
+        dist.destroy_process_group()
+
+
+def two_gloo_ranks(fn, *args) -> dict:
+    """``fn(rank, *args)`` on 2 real gloo ranks (spawned processes, no Ray): ``{rank: its result}``.
+    ``fn`` must be a module-level function of a test module (the children import it)."""
+    import torch.multiprocessing as mp
+
+    with mp.Manager() as manager:
+        out = manager.dict()
+        mp.spawn(_gloo_rank, args=(free_port(), fn, args, out), nprocs=2, join=True)
+        return dict(out)

@@ -9,13 +9,10 @@
 
 from __future__ import annotations
 
-import os
 from types import SimpleNamespace
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from torch import nn
 
 from distributed_adcs.config import ObjectiveConfig, TrainConfig, load_config
@@ -29,7 +26,7 @@ from distributed_adcs.engine.runtime import seed_everything
 from distributed_adcs.engine.schedule import EpochSchedule
 from distributed_adcs.evaluation import robust_mask
 
-from helpers import TINY, free_port
+from helpers import TINY, two_gloo_ranks
 
 CPU = torch.device("cpu")
 
@@ -171,26 +168,21 @@ def test_decay_outside_the_open_unit_interval_is_refused(bad):
         load_config("configs/quickstart.yaml", [f"train.ema_decay={bad}"])
 
 
-def _rank_average(rank: int, port: int, out: dict) -> None:
+def _rank_average(rank: int):
     from torch.nn.parallel import DistributedDataParallel
 
     from distributed_adcs.distributed.trainer import DDPBackend
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        cfg = _cfg("train.epochs=2")
-        splits = load_job_splits(cfg, evaluates=rank == 0)
-        seed_everything(cfg.seed)
-        job = Job(cfg, splits, CPU, backend=DDPBackend(rank, 2, cfg.seed), wrap_model=DistributedDataParallel)
-        digests = []
-        for epoch in range(cfg.train.epochs):
-            job.run_epoch(epoch)
-            digests.append(state_digest(job.ema.model))
-        out[rank] = (digests, job.ema.updates, state_digest(job.model),
-                     {k: tuple(v.shape) for k, v in job.ema.model.state_dict().items()})
-    finally:
-        dist.destroy_process_group()
+    cfg = _cfg("train.epochs=2")
+    splits = load_job_splits(cfg, evaluates=rank == 0)
+    seed_everything(cfg.seed)
+    job = Job(cfg, splits, CPU, backend=DDPBackend(rank, 2, cfg.seed), wrap_model=DistributedDataParallel)
+    digests = []
+    for epoch in range(cfg.train.epochs):
+        job.run_epoch(epoch)
+        digests.append(state_digest(job.ema.model))
+    return (digests, job.ema.updates, state_digest(job.model),
+            {k: tuple(v.shape) for k, v in job.ema.model.state_dict().items()})
 
 
 def test_two_ddp_ranks_hold_the_same_average_after_every_epoch():
@@ -199,10 +191,7 @@ def test_two_ddp_ranks_hold_the_same_average_after_every_epoch():
     optimiser steps as each rank took, with the 1-worker job's parameters and buffers. Not equal
     to the 1-worker average bit for bit: 2 ranks take half the steps of twice the batch, with
     per-rank BatchNorm statistics, like every other 1-vs-2 comparison here (test_distributed)."""
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_rank_average, args=(free_port(), out), nprocs=2, join=True)
-        out = dict(out)
+    out = two_gloo_ranks(_rank_average)
     (d0, n0, m0, shapes0), (d1, n1, m1, shapes1) = out[0], out[1]
     assert shapes0 == shapes1
     assert d0 == d1 and n0 == n1 and m0 == m1

@@ -25,7 +25,7 @@ from distributed_adcs.engine.runtime import seed_everything
 from distributed_adcs.objectives.pgd import PGDObjective
 from distributed_adcs.specs.objectives import OBJECTIVES, ObjectiveSpec
 
-from helpers import TINY
+from helpers import TINY, two_gloo_ranks
 
 BATCHES = 6  # data.limit=384 in batches of 64
 GOOD_EPOCHS = 3  # the collapse starts in epoch 3 (0-based)
@@ -172,43 +172,28 @@ def test_a_run_records_the_firing_in_mlflow(collapsing, tmp_path, mlflow_uri):
     assert client.get_metric_history(run_id, "test_pgd3_acc")  # the final evaluation ran
 
 
-def _rank_guard(rank: int, port: int, out: dict) -> None:
-    import os
-
-    import torch.distributed as dist
+def _rank_guard(rank: int):
     from torch.nn.parallel import DistributedDataParallel
 
     from distributed_adcs.distributed.trainer import DDPBackend
 
     OBJECTIVES["collapsing"] = SPEC  # a spawned process: the registry entry again
     Collapsing.after = GOOD_EPOCHS * BATCHES // 2  # each rank trains half of every epoch
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        cfg = load_config("configs/quickstart.yaml", [*TINY, "objective.epsilon=0.05", "train.lr=0.1",
-                                                      "train.schedule=constant", "objective.name=collapsing",
-                                                      "train.epochs=4", *GUARD])
-        seed_everything(cfg.seed)
-        job = Job(cfg, load_job_splits(cfg, evaluates=rank == 0), torch.device("cpu"),
-                  backend=DDPBackend(rank, 2, cfg.seed), wrap_model=DistributedDataParallel)
-        sink = ListSink()
-        run_epochs(job, sink)
-        out[rank] = ([(e, m.get("co_guard_fired")) for e, m, _ in sink.epochs], _digest(job.model.state_dict()),
-                     type(job.objective).__name__, job.objective.spec.steps, Collapsing.updates)
-    finally:
-        dist.destroy_process_group()
+    cfg = load_config("configs/quickstart.yaml", [*TINY, "objective.epsilon=0.05", "train.lr=0.1",
+                                                  "train.schedule=constant", "objective.name=collapsing",
+                                                  "train.epochs=4", *GUARD])
+    seed_everything(cfg.seed)
+    job = Job(cfg, load_job_splits(cfg, evaluates=rank == 0), torch.device("cpu"),
+              backend=DDPBackend(rank, 2, cfg.seed), wrap_model=DistributedDataParallel)
+    sink = ListSink()
+    run_epochs(job, sink)
+    return ([(e, m.get("co_guard_fired")) for e, m, _ in sink.epochs], _digest(job.model.state_dict()),
+            type(job.objective).__name__, job.objective.spec.steps, Collapsing.updates)
 
 
 def test_two_ddp_ranks_fire_restore_and_fall_back_together():
     """Two gloo ranks: rank 0 checks, both restore and train on with PGD-2, and end equal."""
-    import torch.multiprocessing as mp
-
-    from helpers import free_port
-
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_rank_guard, args=(free_port(), out), nprocs=2, join=True)
-        out = dict(out)
+    out = two_gloo_ranks(_rank_guard)
     (epochs0, model0, kind0, steps0, updates0), (epochs1, model1, kind1, steps1, updates1) = out[0], out[1]
     assert epochs0 == [(e, 1.0 if e == GOOD_EPOCHS else None) for e in range(4)]  # rank 0 records
     assert epochs1 == [(e, None) for e in range(4)]  # rank 1 keeps pace, records nothing

@@ -4,13 +4,10 @@ one; image-shaped entries follow random crops and flips (CIFAR-shaped tensors)."
 
 from __future__ import annotations
 
-import os
 
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
-from helpers import TINY, free_port
+from helpers import TINY, two_gloo_ranks
 
 from distributed_adcs.data.augment import crop_flip, draw_crop_flip
 from distributed_adcs.data.batches import iterate_batches
@@ -62,22 +59,14 @@ def _epochs(backend, epochs: int = 3) -> dict:
     return ledger.state_dict()
 
 
-def _rank(rank: int, port: int, out: dict) -> None:
+def _rank(rank: int):
     from distributed_adcs.distributed.trainer import DDPBackend
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        out[rank] = _epochs(DDPBackend(rank, 2, seed=0))
-    finally:
-        dist.destroy_process_group()
+    return _epochs(DDPBackend(rank, 2, seed=0))
 
 
 def test_two_ddp_ranks_hold_what_one_process_holds():
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_rank, args=(free_port(), out), nprocs=2, join=True)
-        out = dict(out)
+    out = two_gloo_ranks(_rank)
     one = _epochs(LocalBackend())
     assert set(one["fields"]) == {"adaptive_loss", "image", "fgsm_pgi_prior", "fgsm_pgi_momentum"}
     assert not torch.isnan(one["fields"]["adaptive_loss"]).any()  # every example recorded

@@ -8,13 +8,10 @@ said; these tests fail on that code.
 
 from __future__ import annotations
 
-import os
 
 import pyarrow.parquet as pq
 import pytest
 import torch
-import torch.distributed as dist
-import torch.multiprocessing as mp
 from mlflow.tracking import MlflowClient
 
 from distributed_adcs.config import load_config
@@ -26,7 +23,7 @@ from distributed_adcs.engine.selection import local_selector
 from distributed_adcs.engine.shards import embed_shard, shard_bounds
 from distributed_adcs.run import JobPlan, train
 
-from helpers import TINY, free_port
+from helpers import TINY, two_gloo_ranks
 
 CPU = torch.device("cpu")
 
@@ -77,27 +74,21 @@ def _setup(merge: str):
     return cfg, splits, make_model(cfg, splits)
 
 
-def _rank_selections(rank: int, port: int, out: dict) -> None:
+def _rank_selections(rank: int) -> dict:
     from distributed_adcs.distributed.rank_shards import rank_shard_selector
 
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2)
-    try:
-        for merge in ("exact", "two_round"):
-            cfg, splits, model = _setup(merge)
-            got = rank_shard_selector(cfg, splits, CPU, rank, 2)(model, 1)
-            out[(rank, merge)] = None if got is None else (got.positions, got.weights)
-    finally:
-        dist.destroy_process_group()
+    out = {}
+    for merge in ("exact", "two_round"):
+        cfg, splits, model = _setup(merge)
+        got = rank_shard_selector(cfg, splits, CPU, rank, 2)(model, 1)
+        out[(rank, merge)] = None if got is None else (got.positions, got.weights)
+    return out
 
 
 def test_two_ddp_ranks_select_what_one_process_selects():
     """The DDP strategy (shards strided over 2 gloo ranks, gathered on rank 0) against the
     in-process one, with both merges: rank 0 returns the same coreset, rank 1 none."""
-    with mp.Manager() as manager:
-        out = manager.dict()
-        mp.spawn(_rank_selections, args=(free_port(), out), nprocs=2, join=True)
-        out = dict(out)
+    out = {key: got for part in two_gloo_ranks(_rank_selections).values() for key, got in part.items()}
     for merge in ("exact", "two_round"):
         cfg, splits, model = _setup(merge)
         here = local_selector(cfg, splits, CPU)(model, 1)
