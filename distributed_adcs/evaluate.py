@@ -57,12 +57,15 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracki
         raise UsageError(str(err)) from err
     job = Job(cfg, splits, device)
     try:
-        job.model.load_state_dict(payload["model"])
+        job.load_models(payload)  # the weight average too: what the job's own evaluation tested
     except RuntimeError as err:  # another model (or data set) than the checkpoint's
         first = str(err).splitlines()[0]
         raise UsageError(f"{checkpoint}: its weights do not fit model.name={cfg.model.name} on "
                          f"data.name={cfg.data.name} ({first[:160]})") from None
     results = job.final_evaluation()
     if tracker is not None:
+        # per attack run, so that a later evaluation with another attack keeps this one's outcomes
+        what = cfg.eval.autoattack_version if cfg.eval.autoattack else f"pgd{cfg.eval.pgd_steps}"
+        tracker.log_json(job.test_outcomes, f"eval/evaluate_{what}_outcomes.json")
         tracker.log_metrics({f"evaluate_{k}": v for k, v in results.items()}, step=int(payload["epoch"]))
     return results

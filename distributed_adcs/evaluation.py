@@ -77,6 +77,35 @@ def clean_accuracy(
     return _ratio(correct, total)
 
 
+@torch.no_grad()
+def clean_mask(model: nn.Module, batches: Iterable[HasXY], *, progress: Progress | None = None) -> Tensor:
+    """Per example, in batch order (on the CPU): classified correctly."""
+    device = _model_device(model)
+    masks = []
+    with bn_mode(model, "eval"):
+        for batch in _wrap(batches, progress):
+            masks.append(_correct(model, batch.x.to(device), batch.y.to(device)).cpu())
+    return torch.cat(masks) if masks else torch.zeros(0, dtype=torch.bool)
+
+
+def pack_mask(mask: Tensor) -> str:
+    """A boolean mask as hex text, 8 examples a byte, the first example in the high bit
+    (``numpy.packbits``); :func:`unpack_mask` reads it back."""
+    import numpy as np
+
+    return np.packbits(mask.detach().cpu().numpy().astype(bool)).tobytes().hex()
+
+
+def unpack_mask(text: str, n: int) -> Tensor:
+    """The first ``n`` entries of a mask written by :func:`pack_mask`."""
+    import numpy as np
+
+    bits = np.unpackbits(np.frombuffer(bytes.fromhex(text), dtype=np.uint8))
+    if bits.size < n:
+        raise ValueError(f"a packed mask of {bits.size} bits cannot hold {n} examples")
+    return torch.from_numpy(bits[:n].astype(bool))
+
+
 def _robust_mask(
     model: nn.Module, x: Tensor, y: Tensor, *, restarts: int, **attack_kwargs: Any
 ) -> Tensor:
@@ -144,9 +173,12 @@ def robust_mask(
 
 
 AUTOATTACK_STEPS = {"standard": 100, "fast": 10}  # APGD-CE, APGD-T and FAB-T iterations
+# the versions autoattack_mask runs: the two AutoAttacks, and Square alone (black box)
+AUTOATTACK_VERSIONS = (*AUTOATTACK_STEPS, "square")
+SQUARE_QUERIES = 5000  # Square's queries in every version (the published standard's)
 
 
-def autoattack_accuracy(
+def autoattack_mask(
     model: nn.Module,
     x: Tensor,
     y: Tensor,
@@ -158,9 +190,11 @@ def autoattack_accuracy(
     batch_size: int = 256,
     progress: Progress | None = None,
     version: str = "standard",
-) -> float:
-    """Accuracy under AutoAttack (APGD-CE, APGD-T, FAB-T, then Square), built from torchattacks'
-    components with the iteration counts of ``version`` (:data:`AUTOATTACK_STEPS`).
+) -> Tensor:
+    """Per example, in order: correct when clean and under AutoAttack (APGD-CE, APGD-T, FAB-T,
+    then Square), built from torchattacks' components with the iteration counts of ``version``
+    (:data:`AUTOATTACK_STEPS`); ``version="square"`` runs Square alone, the black-box check for
+    gradient masking.
 
     ``standard`` is Croce & Hein's published standard version: 100 iterations for APGD-CE,
     APGD-T (9 target classes) and FAB-T (9 targets), 1 restart each, then Square with 5,000
@@ -184,29 +218,42 @@ def autoattack_accuracy(
         seed: torchattacks' seed for its random starts.
         batch_size: examples attacked at once.
         progress: optional iterable wrapper for a progress bar.
+        version: ``standard``, ``fast`` or ``square``.
 
     Returns:
-        Robust accuracy in [0, 1].
+        A boolean tensor with one entry per example (on the CPU).
     """
     import torchattacks  # heavy import, only needed here
 
-    if version not in AUTOATTACK_STEPS:
-        raise ValueError(f"unknown AutoAttack version {version!r}; valid: {', '.join(AUTOATTACK_STEPS)}")
-    steps = AUTOATTACK_STEPS[version]
+    if version not in AUTOATTACK_VERSIONS:
+        raise ValueError(f"unknown AutoAttack version {version!r}; valid: {', '.join(AUTOATTACK_VERSIONS)}")
+    if x.shape[0] == 0:
+        raise ValueError("no examples to evaluate")
     device = _model_device(model)
     rng_devices = [torch.cuda.current_device()] if device.type == "cuda" else []
-    correct = 0
+    masks = []
     with bn_mode(model, "eval"), frozen_parameters(model), torch.random.fork_rng(devices=rng_devices):
         common = {"norm": norm, "eps": epsilon, "seed": seed, "n_restarts": 1}
-        aa = torchattacks.MultiAttack([
-            torchattacks.APGD(model, steps=steps, loss="ce", **common),
-            torchattacks.APGDT(model, steps=steps, n_classes=n_classes, **common),
-            torchattacks.FAB(model, steps=steps, multi_targeted=True, n_classes=n_classes, **common),
-            torchattacks.Square(model, n_queries=5000, **common),
-        ])
+        square = torchattacks.Square(model, n_queries=SQUARE_QUERIES, **common)
+        if version == "square":  # (MultiAttack wants two or more)
+            aa = square
+        else:
+            steps = AUTOATTACK_STEPS[version]
+            aa = torchattacks.MultiAttack([
+                torchattacks.APGD(model, steps=steps, loss="ce", **common),
+                torchattacks.APGDT(model, steps=steps, n_classes=n_classes, **common),
+                torchattacks.FAB(model, steps=steps, multi_targeted=True, n_classes=n_classes, **common),
+                square,
+            ])
         for start in _wrap(range(0, x.shape[0], batch_size), progress):
             xb = x[start : start + batch_size].to(device)
             yb = y[start : start + batch_size].to(device)
             x_adv = aa(xb, yb)
-            correct += int((_correct(model, xb, yb) & _correct(model, x_adv, yb)).sum())
-    return _ratio(correct, x.shape[0])
+            masks.append((_correct(model, xb, yb) & _correct(model, x_adv, yb)).cpu())
+    return torch.cat(masks)
+
+
+def autoattack_accuracy(model: nn.Module, x: Tensor, y: Tensor, **kwargs: Any) -> float:
+    """Robust accuracy in [0, 1] under :func:`autoattack_mask` (same arguments)."""
+    mask = autoattack_mask(model, x, y, **kwargs)
+    return _ratio(int(mask.sum()), mask.numel())

@@ -148,7 +148,7 @@ def _in_process(plan: JobPlan, splits, run, recorder) -> None:
         if run.resume_checkpoint is not None:
             job.restore(load_checkpoint(run.resume_checkpoint))  # on the CPU: restore() moves what it loads
         run_epochs(job, run.process_sink(recorder, splits.train))
-    recorder.final(job.final_evaluation())  # after the actors are released
+    recorder.final(job.final_evaluation(), job.test_outcomes)  # after the actors are released
 
 
 def _on_ray_train(plan: JobPlan, splits, run, recorder) -> None:

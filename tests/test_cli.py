@@ -70,6 +70,7 @@ def test_train_two_epochs_tracked_in_mlflow(tmp_path, mlflow_uri):
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"config.yaml", "checkpoints"} <= artifacts
     assert [a.path for a in client.list_artifacts(run.info.run_id, "checkpoints")] == ["checkpoints/last.pt"]
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "eval")] == ["eval/test_outcomes.json"]
 
     # evaluate the run's model back from MLflow, logging to the same run
     proc = run_adcs("evaluate", "--run", run.info.run_id, "--tracking-uri", mlflow_uri, "--set", "eval.pgd_steps=2",
@@ -79,6 +80,7 @@ def test_train_two_epochs_tracked_in_mlflow(tmp_path, mlflow_uri):
     clean = float(proc.stdout.split("test_clean_acc=")[1].split()[0])
     assert clean == pytest.approx(run.data.metrics["test_clean_acc"], abs=6e-5)  # same model and data (4 decimals)
     assert "evaluate_test_pgd2_acc" in client.get_run(run.info.run_id).data.metrics
+    assert "eval/evaluate_pgd2_outcomes.json" in [a.path for a in client.list_artifacts(run.info.run_id, "eval")]
     # evaluating a run logs to it and creates no experiment of its own
     assert sorted(e.name for e in client.search_experiments()) == ["Default", "quickstart"]
     proc = run_adcs("evaluate", "--run", "0123456789abcdef", "--tracking-uri", mlflow_uri, "--quiet")

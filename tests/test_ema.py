@@ -125,6 +125,30 @@ def test_resumed_job_equals_uninterrupted_average_best_and_final_metrics(tmp_pat
     assert {"best_epoch", "best_test_clean_acc", "best_test_pgd3_acc", "test_clean_acc"} <= final.keys()
 
 
+def test_evaluating_a_checkpoint_tests_the_average_and_records_each_examples_outcome(tmp_path):
+    # adcs evaluate (evaluate.py) must test what the job's own final evaluation tested: with
+    # averaging on, the weight average of the checkpoint, not a fresh average of its weights
+    from distributed_adcs.evaluate import evaluate
+    from distributed_adcs.evaluation import unpack_mask
+
+    cfg = _cfg("eval.keep_best=false")
+    splits = load_job_splits(cfg)
+    job = _job(cfg, splits)
+    run_epochs(job, Collect())
+    final = job.final_evaluation()
+    saved = save_checkpoint(tmp_path / "last.pt", job.payload())
+    again = evaluate(checkpoint=str(saved))
+    assert {k: v for k, v in again.items() if not k.startswith("time_")} == \
+        {k: v for k, v in final.items() if not k.startswith("time_")}
+    ours = job.test_outcomes
+    assert ours["examples"] == {"clean": 128, "pgd3": 128}
+    for name, metric in (("clean", "test_clean_acc"), ("pgd3", "test_pgd3_acc")):
+        mask = unpack_mask(ours["models"]["last"][name], 128)
+        assert float(mask.float().mean()) == pytest.approx(final[metric])
+    pgd, clean = (unpack_mask(ours["models"]["last"][k], 128) for k in ("pgd3", "clean"))
+    assert not (pgd & ~clean).any()  # robust only where also clean
+
+
 def test_validation_and_test_run_the_average_and_best_is_chosen_by_validation():
     cfg = _cfg("eval.test_limit=128")
     splits = load_job_splits(cfg)

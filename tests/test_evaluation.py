@@ -6,7 +6,8 @@ import pytest
 import torch
 from tiny_models import XYBatch, fit_briefly, make_data, make_model
 
-from distributed_adcs.evaluation import autoattack_accuracy, clean_accuracy, robust_mask
+from distributed_adcs.evaluation import (autoattack_accuracy, autoattack_mask, clean_accuracy, clean_mask,
+                                         pack_mask, robust_mask, unpack_mask)
 
 N_CLASSES = 4
 
@@ -115,3 +116,34 @@ def test_autoattack_standard_runs_the_published_iteration_counts(fitted) -> None
     assert counts["standard"] - counts["fast"] >= 90 * correct * (1 + 2 * (N_CLASSES - 1))
     with pytest.raises(ValueError, match="unknown AutoAttack version 'plus'"):
         autoattack_accuracy(model, xs, ys, norm="Linf", epsilon=0.1, n_classes=N_CLASSES, version="plus")
+
+
+def test_square_alone_is_the_black_box_check_and_masks_are_per_example(fitted) -> None:
+    # Square alone at a radius nothing breaks queries the model without a gradient: no backward
+    # pass; at a radius where APGD breaks nearly everything, Square alone breaks fewer (it is
+    # one of AutoAttack's four), and every mask is per example and below the clean one
+    from distributed_adcs.models import PassCounter
+
+    model, x, y = fitted
+    xs, ys = x[:16], y[:16]
+    counter = PassCounter(model)
+    autoattack_mask(model, xs[:4], ys[:4], norm="Linf", epsilon=1e-6, n_classes=N_CLASSES, version="square")
+    counter.detach()
+    assert counter.forward > 4 and counter.backward == 0
+    clean = clean_mask(model, [XYBatch(xs[:8], ys[:8]), XYBatch(xs[8:], ys[8:])])
+    square = autoattack_mask(model, xs, ys, norm="Linf", epsilon=12 / 255, n_classes=N_CLASSES, version="square")
+    full = autoattack_mask(model, xs, ys, norm="Linf", epsilon=12 / 255, n_classes=N_CLASSES, batch_size=8)
+    assert clean.shape == square.shape == full.shape == (16,) and clean.dtype == torch.bool
+    assert not (square & ~clean).any() and not (full & ~square).any()  # AutoAttack includes Square
+    assert autoattack_accuracy(model, xs, ys, norm="Linf", epsilon=12 / 255, n_classes=N_CLASSES,
+                               batch_size=8) == float(full.float().mean())
+
+
+@pytest.mark.parametrize("n", [1, 7, 8, 9, 1000])
+def test_a_packed_mask_reads_back(n: int) -> None:
+    mask = torch.rand(n, generator=torch.Generator().manual_seed(n)) < 0.5
+    text = pack_mask(mask)
+    assert len(text) == 2 * ((n + 7) // 8)
+    assert torch.equal(unpack_mask(text, n), mask)
+    with pytest.raises(ValueError, match="cannot hold"):
+        unpack_mask(text, n + 8)

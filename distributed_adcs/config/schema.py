@@ -193,8 +193,9 @@ class EvalConfig:
     autoattack_n: int = 1000  # test examples given to AutoAttack
     # standard: Croce & Hein's published version (APGD-CE, APGD-T, FAB-T at 100 iterations, then
     # Square with 5,000 queries), logged as test_autoattack_acc. fast: torchattacks' own
-    # "standard" (10 iterations each), logged under its own name, test_autoattack_fast_acc
-    autoattack_version: Literal["standard", "fast"] = "standard"
+    # "standard" (10 iterations each), logged under its own name, test_autoattack_fast_acc.
+    # square: Square alone (5,000 queries), the black-box check for gradient masking, test_square_acc
+    autoattack_version: Literal["standard", "fast", "square"] = "standard"
     # keep the best epoch's model by validation robust accuracy (never the test set) in the
     # checkpoint, and evaluate it too: best_test_* metrics beside test_*, and best_epoch
     keep_best: bool = True

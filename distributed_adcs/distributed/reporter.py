@@ -39,7 +39,7 @@ class MlflowReporter(UserCallback):
         if kind == "final":
             digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
             self.recorder.tracker.log_json(digests, "ddp/final_state_digests.json")
-            self.recorder.final(numeric)
+            self.recorder.final(numeric, head.get("test_outcomes"))
             return
         where = storage.join(self.storage_path, self.trainer, Path(checkpoint.path).name)
         with tempfile.TemporaryDirectory() as tmp:

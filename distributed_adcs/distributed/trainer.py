@@ -138,5 +138,5 @@ def train_loop_per_worker(config: dict) -> None:
         job.restore(load_checkpoint_bytes(ray.get(config["resume"])))
     run_epochs(job, ReportSink(rank, world, splits.train, config.get("fault")), first_metrics=startup)
     final = job.final_evaluation() if rank == 0 else {}
-    ray.train.report({**final, "epoch": cfg.train.epochs, "kind": "final", "state_digest": state_digest(job.model)},
-                     checkpoint=None)
+    ray.train.report({**final, "epoch": cfg.train.epochs, "kind": "final", "state_digest": state_digest(job.model),
+                      "test_outcomes": job.test_outcomes if rank == 0 else None}, checkpoint=None)

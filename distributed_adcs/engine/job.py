@@ -16,7 +16,7 @@ import torch
 
 from ..config import JobConfig, dump_yaml, eval_threat
 from ..data import Splits, iterate_batches, num_batches
-from ..evaluation import autoattack_accuracy, clean_accuracy, robust_mask
+from ..evaluation import autoattack_mask, clean_accuracy, clean_mask, pack_mask, robust_mask
 from ..methods import get_method
 from ..models import PassCounter, set_precision
 from ..progress import progress
@@ -109,6 +109,9 @@ class Job:
         # the weight average (train.ema_decay) and the best epoch's model (eval.keep_best): engine/ema.py
         self.ema = None if cfg.train.ema_decay is None else WeightAverage(model, cfg.train.ema_decay)
         self.best = BestModel()
+        # per example and attack, from the last final_evaluation: {"examples": {attack: n}, "models":
+        # {"last"|"best": {attack: pack_mask(...)}}}
+        self.test_outcomes: dict[str, dict] = {"examples": {}, "models": {}}
         self.passes = PassCounter(model)  # every forward and backward of this process's model
         self.ema_passes = None if self.ema is None else PassCounter(self.ema.model)  # its evaluations
         # wall-clock time (time.time()) this process's job started: the first epoch it runs books
@@ -152,12 +155,21 @@ class Job:
                 "guard": None if self.guard is None else self.guard.state_dict(),
                 "metrics": dict(metrics or {})}
 
+    def load_models(self, payload: dict[str, Any]) -> None:
+        """What the evaluation of a checkpoint needs: the weights, the weight average (the model
+        validation and testing run when averaging is on), the best epoch's model and the epoch."""
+        self.model.load_state_dict(payload["model"])
+        if self.ema is not None:  # a checkpoint written without averaging starts it at its weights
+            self.ema.load_state_dict(payload["ema"]) if payload.get("ema") else self.ema.reset()
+        self.best.load_state_dict(payload.get("best"))
+        self.state.epoch = int(payload["epoch"])
+
     def restore(self, payload: dict[str, Any]) -> None:
         s = self.state
-        self.model.load_state_dict(payload["model"])
+        self.load_models(payload)
         s.optimizer.load_state_dict(payload["optimizer"])
         s.schedule.load_state_dict(payload["schedule"])
-        s.epoch, s.elapsed_s = int(payload["epoch"]), float(payload.get("elapsed_s", 0.0))
+        s.elapsed_s = float(payload.get("elapsed_s", 0.0))
         s.time_split.update(payload.get("time_split", {}))
         core = payload.get("coreset")
         if core is not None:
@@ -169,9 +181,6 @@ class Job:
             self.records.load_state_dict(payload["records"])
         if self.scaler is not None and payload.get("scaler"):  # (a checkpoint of another precision has none)
             self.scaler.load_state_dict(payload["scaler"])
-        if self.ema is not None:  # a checkpoint written without averaging starts it at its weights
-            self.ema.load_state_dict(payload["ema"]) if payload.get("ema") else self.ema.reset()
-        self.best.load_state_dict(payload.get("best"))
         if self.guard is not None and payload.get("guard"):  # its fallback outlives a resume
             self.guard.load_state_dict(payload["guard"], self)
         set_rng_state(payload["rng"])
@@ -294,13 +303,16 @@ class Job:
         """The test evaluation, with the job's whole time split (``time_test_s`` included): of the
         last epoch's model (``test_*``; the weight average when it is on) and, with
         ``eval.keep_best``, of the best epoch's (``best_test_*`` and ``best_epoch``; the same
-        numbers, not evaluated twice, when the best epoch is the last)."""
+        numbers, not evaluated twice, when the best epoch is the last). Each example's outcome
+        under each attack is kept in :attr:`test_outcomes` (paired comparisons of runs need them)."""
         t0 = time.perf_counter()
+        self.test_outcomes = {"examples": {}, "models": {}}
         out = self._test(self.eval_model)
         if self.cfg.eval.keep_best and self.best.state is not None:
             assert self.best.epoch is not None  # offered together with the state
             if self.best.epoch == self.state.epoch - 1:
                 best = dict(out)
+                self.test_outcomes["models"]["best"] = self.test_outcomes["models"]["last"]
             else:
                 model = copy.deepcopy(self.eval_model)
                 model.load_state_dict(self.best.state)
@@ -316,8 +328,11 @@ class Job:
         wrap = lambda name: (lambda it: progress(it, desc=label + name, total=len(batches)))  # noqa: E731
         robust = robust_mask(model, batches, norm=norm, epsilon=eps, steps=e.pgd_steps, restarts=e.pgd_restarts,
                              generator=generator(self.cfg.seed, "test"), progress=wrap(f"test PGD-{e.pgd_steps}"))
-        out = {"test_clean_acc": clean_accuracy(model, batches, progress=wrap("test clean")),
-               f"test_pgd{e.pgd_steps}_acc": int(robust.sum()) / max(robust.numel(), 1)}
+        clean = clean_mask(model, batches, progress=wrap("test clean"))
+        pgd = f"pgd{e.pgd_steps}"
+        out = {"test_clean_acc": float(clean.float().mean()), f"test_{pgd}_acc": int(robust.sum()) / max(robust.numel(), 1)}
+        masks = {"clean": clean, pgd: robust.cpu()}
+        self.test_outcomes["examples"].update({"clean": clean.numel(), pgd: robust.numel()})
         labels = torch.cat([b.y for b in batches]).cpu()
         for c in range(self.splits.num_classes):  # per-class robust accuracy
             mine = labels == c
@@ -327,8 +342,15 @@ class Job:
             n = min(e.autoattack_n, len(self.splits.test))
             x = self.splits.test.float_images(torch.arange(n)).to(self.device)
             y = self.splits.test.labels[:n].to(self.device)
-            name = "test_autoattack_acc" if e.autoattack_version == "standard" else "test_autoattack_fast_acc"
-            out[name] = autoattack_accuracy(
-                model, x, y, norm="Linf" if norm == "linf" else "L2", epsilon=eps,
-                n_classes=self.splits.num_classes, seed=self.cfg.seed, version=e.autoattack_version)
+            name = AUTOATTACK_METRICS[e.autoattack_version]
+            mask = autoattack_mask(model, x, y, norm="Linf" if norm == "linf" else "L2", epsilon=eps,
+                                   n_classes=self.splits.num_classes, seed=self.cfg.seed, version=e.autoattack_version)
+            out[f"test_{name}_acc"] = float(mask.float().mean())
+            masks[name] = mask
+            self.test_outcomes["examples"][name] = n
+        self.test_outcomes["models"]["best" if label else "last"] = {k: pack_mask(m) for k, m in masks.items()}
         return out
+
+
+# the test metric of each eval.autoattack_version: test_<name>_acc, and its outcomes' name
+AUTOATTACK_METRICS = {"standard": "autoattack", "fast": "autoattack_fast", "square": "square"}

@@ -41,6 +41,9 @@ from ..progress import epoch_line, final_line
 CHECKPOINT_FILE = "last.pt"  # a checkpoint's name in a run's directory and in a Ray Train checkpoint
 CHECKPOINT_TAG = "adcs.checkpoint"  # where the run's last recorded checkpoint is (a path or a URI)
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"  # its MLflow copy, when that place is a file of one machine
+# each test example's outcome under each attack of the final evaluation (Job.test_outcomes):
+# what a paired comparison of two runs on the same test images needs
+OUTCOMES_ARTIFACT = "eval/test_outcomes.json"
 # tests: "EPOCH:STEP:MARKER" SIGKILLs the recording process right after STEP (coreset, checkpoint
 # or metrics) of EPOCH, once (while the file MARKER does not exist): a crash between two steps
 KILL_ENV = "ADCS_FAULT_KILL_AFTER"
@@ -100,8 +103,11 @@ class EpochRecorder:
             hook.on_epoch(epoch, metrics)
         say(epoch_line(epoch, self.epochs, metrics), epoch=True)
 
-    def final(self, metrics: dict[str, float]) -> None:
-        """The test evaluation, at ``step = epochs``."""
+    def final(self, metrics: dict[str, float], outcomes: dict | None = None) -> None:
+        """The test evaluation, at ``step = epochs``, and each test example's outcome under each
+        attack (``Job.test_outcomes``) as the artifact :data:`OUTCOMES_ARTIFACT`."""
+        if outcomes:
+            self.tracker.log_json(outcomes, OUTCOMES_ARTIFACT)
         self.tracker.log_metrics(metrics, step=self.epochs)
         say(final_line(metrics))
 
