@@ -35,16 +35,17 @@ DECAYS = (0.95, 0.98, 0.99)  # with the (1+t)/(10+t) warm-up a decay d takes eff
 CPU = torch.device("cpu")
 
 
-def one_seed(seed: int, epochs: int, limit: int, val_from: int) -> dict[str, list[dict[str, float]]]:
+def one_seed(seed: int, epochs: int, limit: int, val_from: int, *, decays: tuple[float, ...] = DECAYS,
+             config: str = "configs/quickstart.yaml", overrides: tuple[str, ...] = ()) -> dict[str, list[dict[str, float]]]:
     """Per arm ("off" or a decay), one row per validated epoch (from ``val_from``): val clean and
     robust accuracy."""
-    cfg = load_config("configs/quickstart.yaml", [
+    cfg = load_config(config, [
         f"seed={seed}", f"data.limit={limit}", "coreset.method=full", f"train.epochs={epochs}",
-        "ray.num_workers=0", "ray.num_actors=0", f"train.ema_decay={DECAYS[0]}", "eval.keep_best=false"])
+        "ray.num_workers=0", "ray.num_actors=0", *overrides, f"train.ema_decay={decays[0]}", "eval.keep_best=false"])
     splits = load_job_splits(cfg, evaluates=False)
     seed_everything(seed)
     job = Job(cfg, splits, CPU)
-    others = [WeightAverage(job.model, d) for d in DECAYS[1:]]
+    others = [WeightAverage(job.model, d) for d in decays[1:]]
     first = job.ema.update
 
     def update_all() -> None:  # every average takes the same optimiser steps of this one run
@@ -53,7 +54,7 @@ def one_seed(seed: int, epochs: int, limit: int, val_from: int) -> dict[str, lis
             avg.update()
 
     job.ema.update = update_all  # the job passes job.ema.update to train_epoch at each epoch
-    arms = {"off": job.model, **{str(d): a.model for d, a in zip(DECAYS, [job.ema, *others])}}
+    arms = {"off": job.model, **{str(d): a.model for d, a in zip(decays, [job.ema, *others])}}
     norm, eps = eval_threat(cfg)
     rows: dict[str, list[dict[str, float]]] = {k: [] for k in arms}
     for epoch in range(epochs):
@@ -70,6 +71,16 @@ def one_seed(seed: int, epochs: int, limit: int, val_from: int) -> dict[str, lis
         print(f"seed {seed} epoch {epoch}: {time.perf_counter() - t0:.0f} s, val robust "
               + ", ".join(f"{k} {v[-1]['val_robust_acc']:.3f}" for k, v in rows.items()), flush=True)
     return rows
+
+
+def choose(results: dict[int, dict[str, list[dict[str, float]]]], last: int = 5) -> str:
+    """The arm ("off" or a decay) with the best validation robust accuracy, mean over seeds and
+    the last ``last`` validated epochs (one epoch's 1,000 images move by a point or two)."""
+    def score(arm: str) -> float:
+        vals = [r["val_robust_acc"] for s in results for r in results[s][arm][-last:]]
+        return sum(vals) / len(vals)
+
+    return max(results[next(iter(results))], key=score)
 
 
 def table(results: dict[int, dict[str, list[dict[str, float]]]]) -> str:
@@ -92,14 +103,17 @@ def main() -> None:
     ap.add_argument("--val-from", type=int, default=4, help="validate from this epoch on (validation of "
                     "every arm costs about half a training epoch)")
     ap.add_argument("--limit", type=int, default=10_000)
+    ap.add_argument("--decays", type=float, nargs="+", default=list(DECAYS))
     ap.add_argument("--out", default=None, help="write the per-epoch rows as JSON here")
     args = ap.parse_args()
     torch.set_num_threads(2)
     t0 = time.perf_counter()
-    results = {s: one_seed(s, args.epochs, args.limit, min(args.val_from, args.epochs - 1)) for s in args.seeds}
+    results = {s: one_seed(s, args.epochs, args.limit, min(args.val_from, args.epochs - 1), decays=tuple(args.decays))
+               for s in args.seeds}
     print(f"\n{args.limit} training images, {args.epochs} epochs, seeds {args.seeds}, "
           f"{time.perf_counter() - t0:.0f} s\n")
     print(table(results))
+    print(f"\nbest by validation (mean of the last 5 validated epochs): {choose(results)}")
     if args.out:
         with open(args.out, "w") as f:
             json.dump({str(k): v for k, v in results.items()}, f, indent=1)

@@ -40,7 +40,7 @@ from quality.arms import Arm, first_arms, later_arms  # noqa: E402
 from quality.records import import_records  # noqa: E402
 from quality.report import best_subset_arms, probe_report, report, rows_from_mlflow, summary  # noqa: E402
 from quality.runner import complete_headline, run_all  # noqa: E402
-from quality.settings import EXPERIMENT, ROOT, Settings  # noqa: E402
+from quality.settings import ROOT, Settings  # noqa: E402
 
 DEFAULT = Settings()
 
@@ -70,7 +70,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
     ap.add_argument("--out", type=Path, default=None, help="markdown results (default docs/results.md; smoke: store)")
     a = ap.parse_args(argv)
     s = Settings(**{f.name: getattr(a, f.name) for f in fields(Settings)
-                    if f.name not in ("seeds", "store", "records", "smoke")})
+                    if f.name not in ("seeds", "store", "records", "smoke", "experiment", "base")})
     if a.smoke:  # the smoke sizes replace the flags' (as they always have)
         s = s.smoke_sized()
         a.store = a.store or Path(tempfile.mkdtemp(prefix="bench-quality-smoke-"))
@@ -92,12 +92,12 @@ def main() -> int:
     from distributed_adcs.tracking import RunTracker
 
     set_quiet(True)
-    RunTracker(s.uri, EXPERIMENT)  # creates the store and experiment once, before any arm
+    RunTracker(s.uri, s.experiment)  # creates the store and experiment once, before any arm
     client = MlflowClient(s.uri)
     print(header("bench_quality: coreset arms against full adversarial training", len(s.seeds)), flush=True)
     if a.probe:  # the probe is no arm of the table: it keeps to the store
         s = s.for_probe()
-    n = import_records(client, s.uri, s.records)
+    n = import_records(client, s.uri, s.experiment, s.records)
     if n:
         print(f"imported {n} finished arms from {s.records}", flush=True)
     if a.probe:
@@ -106,7 +106,8 @@ def main() -> int:
         probe_report(client, arm, s, a.out.with_name("probe_full.png"))
         return 0
     if not a.report:
-        complete_headline(client, first_arms(s.epochs, s.warmup), s)  # while this machine has their checkpoints
+        # while this machine has their checkpoints (a smoke run tests with the fast version only)
+        complete_headline(client, [] if s.smoke else first_arms(s.epochs, s.warmup), s)
         run_all(first_arms(s.epochs, s.warmup), s, client)
         _, means = summary(rows_from_mlflow(client))
         best = best_subset_arms(means, s.epochs)

@@ -45,7 +45,7 @@ def test_an_arm_cut_off_before_its_first_checkpoint_starts_again_and_one_after_i
     cut = client.create_run(client.get_experiment_by_name(EXPERIMENT).experiment_id, run_name=name)
     assert run_arm(full, 0, s, client) == "ran"
     assert client.get_run(cut.info.run_id).info.status == "FAILED"  # resume impossible: said so, and marked
-    (fresh,) = [r for r in runs(client, name) if r.info.run_id != cut.info.run_id]
+    (fresh,) = [r for r in runs(client, EXPERIMENT, name) if r.info.run_id != cut.info.run_id]
     assert fresh.info.status == "FINISHED" and fresh.data.tags["bench.key"] == name
     assert fresh.data.tags["bench.resumed"] == "False" and "test_clean_acc" in fresh.data.metrics
     # cut off after its checkpoint: the same run continues (here with no epoch left)
@@ -53,7 +53,7 @@ def test_an_arm_cut_off_before_its_first_checkpoint_starts_again_and_one_after_i
     assert run_arm(full, 0, s, client) == "resumed"
     again = client.get_run(fresh.info.run_id)
     assert again.info.status == "FINISHED" and again.data.tags["bench.resumed"] == "True"
-    assert len(runs(client, name)) == 2 and run_arm(full, 0, s, client) == "finished"
+    assert len(runs(client, EXPERIMENT, name)) == 2 and run_arm(full, 0, s, client) == "finished"
 
 
 def test_a_fresh_arm_that_fails_shows_its_own_error(tmp_path):
@@ -64,7 +64,7 @@ def test_a_fresh_arm_that_fails_shows_its_own_error(tmp_path):
     s = replace(s, set=[*s.set, f"train.output_dir={tmp_path / 'a-file' / 'runs'}"])  # not a directory
     with pytest.raises(UsageError, match="^train.output_dir: "):
         run_arm(arm("full", 1.0, 1, headline=True), 0, s, client)
-    assert runs(client, "full-f1-E1-s0") == []
+    assert runs(client, EXPERIMENT, "full-f1-E1-s0") == []
 
 
 # the smoke run of every arm took 579 s here at load 4 to 7 (2026-12-06) and past 600 s at load 15: a

@@ -9,11 +9,8 @@ fractions 0.1 and 0.2 and at the short schedule.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
-from .settings import EXPERIMENT, Settings
-
-BASE = Path(__file__).with_name("base.yaml")  # what every arm shares; not configs/quickstart.yaml
+from .settings import Settings
 
 
 @dataclass(frozen=True)
@@ -116,13 +113,13 @@ def cost_units(arm: Arm, warmup: int) -> float:
 
 
 def overrides(arm: Arm, seed: int, s: Settings) -> list[str]:
-    """The arm's settings over :data:`BASE`; ``s.set`` applies to every arm, then the arm's own."""
-    aa = "standard" if arm.headline and not s.smoke else "fast"
+    """The arm's settings over ``s.base``; ``s.set`` applies to every arm, then the arm's own."""
+    aa = (s.smoke_autoattack if s.smoke else "standard") if arm.headline else "fast"
     return [f"seed={seed}", f"data.limit={s.n}", f"data.val_size={s.val}",
             f"coreset.method={arm.method}", f"coreset.fraction={arm.fraction}", f"coreset.every={arm.every}",
             f"coreset.warmup_epochs={s.warmup}", f"train.epochs={arm.epochs}", f"eval.val_every={s.val_every}",
             f"eval.test_limit={s.test}", f"eval.pgd_steps={s.pgd_steps}", f"eval.autoattack_n={s.aa_n}",
-            f"eval.autoattack_version={aa}", f"mlflow.tracking_uri={s.uri}", f"mlflow.experiment={EXPERIMENT}",
+            f"eval.autoattack_version={aa}", f"mlflow.tracking_uri={s.uri}", f"mlflow.experiment={s.experiment}",
             f"mlflow.run_name={arm.run_name(seed)}", f"train.output_dir={s.store / 'runs'}", *s.set, *arm.extra]
 
 
@@ -130,4 +127,4 @@ def arm_config(arm: Arm, seed: int, s: Settings):
     """The job config of ``arm`` for ``seed``."""
     from distributed_adcs.config import load_config
 
-    return load_config(BASE, overrides(arm, seed, s))
+    return load_config(s.base, overrides(arm, seed, s))

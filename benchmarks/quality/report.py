@@ -10,7 +10,7 @@ from pathlib import Path
 
 from .arms import ARMS, SUBSET_ARMS, Arm
 from .records import finished, runs
-from .settings import Settings
+from .settings import EXPERIMENT, Settings
 
 QUIET_SHARE = 0.9  # an arm that got this share of its threads' CPU time ran on a quiet machine
 QUIET_LOAD = (os.cpu_count() or 1) + 0.5  # records from before bench_cpu_share: the 1-minute load average
@@ -25,9 +25,9 @@ def quiet(metrics: dict) -> bool:
     return all(v is not None and v <= QUIET_LOAD for v in loads)
 
 
-def rows_from_mlflow(client) -> list[dict]:
+def rows_from_mlflow(client, experiment: str = EXPERIMENT) -> list[dict]:
     rows = []
-    for r in runs(client):
+    for r in runs(client, experiment):
         if not finished(r) or r.data.tags.get("bench.arm") not in ARMS:  # not the probe
             continue
         m, t = r.data.metrics, r.data.tags
@@ -141,15 +141,18 @@ def best_subset_arms(means: dict, epochs: int) -> list[str]:
     return [arm for _, arm in scored[:2]]
 
 
-def write_results(out: Path, block: str) -> None:
+def write_results(out: Path, block: str, *, begin: str = BEGIN, end: str = END,
+                  title: str = "# bench_quality results") -> None:
     """Put the generated ``block`` between the markers of ``out`` (the prose around them is kept),
-    or write a new file that is only the block."""
+    or write a new file that is only the block (under ``title``)."""
     text = out.read_text() if out.exists() else ""
-    if BEGIN in text and END in text:
-        head, rest = text.split(BEGIN, 1)
-        out.write_text(f"{head}{BEGIN}\n{block}{END}{rest.split(END, 1)[1]}")
+    if begin in text and end in text:
+        head, rest = text.split(begin, 1)
+        out.write_text(f"{head}{begin}\n{block}{end}{rest.split(end, 1)[1]}")
+    elif text:  # a results file without this benchmark's block: it is added at the end
+        out.write_text(f"{text.rstrip()}\n\n{begin}\n{block}{end}\n")
     else:
-        out.write_text(f"# bench_quality results\n\n{BEGIN}\n{block}{END}\n")
+        out.write_text(f"{title}\n\n{begin}\n{block}{end}\n")
 
 
 
@@ -179,7 +182,7 @@ def report(client, s: Settings, out: Path, command: str) -> None:
     """Print the targets and the table, draw the plot, and write both into ``out``."""
     from common import host
 
-    rows = rows_from_mlflow(client)
+    rows = rows_from_mlflow(client, s.experiment)
     table, means = summary(rows)
     verdict = targets(rows, means, s.epochs)
     png = out.with_name("results_quality.png")
@@ -207,7 +210,7 @@ def probe_report(client, arm: Arm, s: Settings, png: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    (run,) = [r for r in runs(client, arm.run_name(s.seeds[0])) if finished(r)][:1]
+    (run,) = [r for r in runs(client, s.experiment, arm.run_name(s.seeds[0])) if finished(r)][:1]
     hist = sorted((m.step, m.value) for m in client.get_metric_history(run.info.run_id, "val_robust_acc"))
     best_step, best = max(hist, key=lambda sv: sv[1])
     plateau = next(step for step, v in hist if v >= best - 0.01)  # first epoch within 1 point of the best

@@ -8,6 +8,7 @@ import os
 import resource
 import time
 from pathlib import Path
+from typing import Callable
 
 from .arms import Arm, arm_config, cost_units
 from .records import export_records, finished, runs
@@ -38,7 +39,7 @@ def run_arm(arm: Arm, seed: int, s: Settings, client) -> str:
     from distributed_adcs.tracking import RunTracker
 
     key = arm.run_name(seed)
-    previous = runs(client, key)  # newest first
+    previous = runs(client, s.experiment, key)  # newest first
     if any(finished(r) for r in previous):
         return "finished"
     resume = next((r.info.run_id for r in previous if r.info.status != "FINISHED"), None)
@@ -80,9 +81,11 @@ def wait_while_paused(store: Path) -> None:
         time.sleep(5)
 
 
-def run_all(arms: list[Arm], s: Settings, client) -> None:
+def run_all(arms: list[Arm], s: Settings, client, cost: Callable[[Arm], float] | None = None) -> None:
     """Every arm for every seed, seed-major (a run cut off early still has whole seeds of paired
-    arms), one line each with an estimate of the time left."""
+    arms), one line each with an estimate of the time left from ``cost`` (an arm's relative
+    training cost; default: bench_quality's, in full-data epochs)."""
+    cost = cost or (lambda a: cost_units(a, s.warmup))
     total = len(arms) * len(s.seeds)
     done, spent, units_done = 0, 0.0, 0.0
     pending = [(arm, seed) for seed in s.seeds for arm in arms]
@@ -91,37 +94,41 @@ def run_all(arms: list[Arm], s: Settings, client) -> None:
         t0 = time.perf_counter()
         what = run_arm(arm, seed, s, client)
         dt = time.perf_counter() - t0
-        export_records(client, s.records)
+        export_records(client, s.experiment, s.records)
         done += 1
         if what != "finished":
             spent += dt
-            units_done += cost_units(arm, s.warmup)
-        left = sum(cost_units(p, s.warmup) for p, _ in pending[i + 1:])
+            units_done += cost(arm)
+        left = sum(cost(p) for p, _ in pending[i + 1:])
         eta = f"{left * spent / units_done / 60:.0f} min left" if units_done else "time left: unknown yet"
         print(f"[{done}/{total}] {arm.key} seed {seed}: {what} in {dt:.0f} s; {eta}", flush=True)
 
 
-def complete_headline(client, arms: list[Arm], s: Settings) -> None:
-    """Finished runs of headline arms that ran the fast AutoAttack (arms that became headline
-    after they ran) get the published one, from their checkpoint (``adcs evaluate --run``),
-    logged to the run as ``evaluate_test_autoattack_acc``; their records are rewritten. Runs
-    imported from records have no checkpoint here and keep what they have."""
+METRICS = {"standard": "autoattack", "square": "square"}  # engine/job.py AUTOATTACK_METRICS
+
+
+def complete_headline(client, arms: list[Arm], s: Settings, version: str = "standard") -> None:
+    """Finished runs of the headline ``arms`` that lack ``version``'s evaluation (the published
+    AutoAttack, for arms that ran the fast one and became headline after they ran; or Square
+    alone) get it from their checkpoint (``adcs evaluate --run``), logged to the run as
+    ``evaluate_test_<name>_acc`` with its per-example outcomes; their records are rewritten.
+    Runs imported from records have no checkpoint here and keep what they have."""
     from distributed_adcs.evaluate import evaluate
 
-    for arm in (arm for arm in arms if arm.headline and not s.smoke):
+    name = METRICS[version]
+    for arm in (arm for arm in arms if arm.headline):
         for seed in s.seeds:
-            for r in runs(client, arm.run_name(seed)):
+            for r in runs(client, s.experiment, arm.run_name(seed)):
                 m = r.data.metrics
-                if (not finished(r) or "test_autoattack_acc" in m or "evaluate_test_autoattack_acc" in m
+                if (not finished(r) or f"test_{name}_acc" in m or f"evaluate_test_{name}_acc" in m
                         or "bench.imported" in r.data.tags):
                     continue
                 t0 = time.perf_counter()
                 log = s.store / "logs" / f"{arm.run_name(seed)}.log"
                 with log.open("a") as out, contextlib.redirect_stdout(out):
                     evaluate(run_id=r.info.run_id, tracking_uri=s.uri,
-                             overrides=["eval.autoattack=true", "eval.autoattack_version=standard",
+                             overrides=["eval.autoattack=true", f"eval.autoattack_version={version}",
                                         f"eval.autoattack_n={s.aa_n}", f"eval.test_limit={s.test}"])
-                (s.records / f"{arm.run_name(seed)}.json").unlink(missing_ok=True)
-                export_records(client, s.records)
-                print(f"{arm.key} seed {seed}: published AutoAttack added in {time.perf_counter() - t0:.0f} s",
+                export_records(client, s.experiment, s.records, rewrite={arm.run_name(seed)})
+                print(f"{arm.key} seed {seed}: {version} evaluation added in {time.perf_counter() - t0:.0f} s",
                       flush=True)

@@ -7,7 +7,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-EXPERIMENT = "bench-quality"  # the MLflow experiment of every arm
+EXPERIMENT = "bench-quality"  # the MLflow experiment of every arm of bench_quality
+BASE = Path(__file__).with_name("base.yaml")  # what every arm shares; not configs/quickstart.yaml
 
 
 @dataclass
@@ -26,7 +27,10 @@ class Settings:
     store: Path = ROOT / "benchmarks" / "results" / "quality"  # MLflow store, checkpoints, logs
     records: Path = ROOT / "benchmarks" / "quality_records"  # finished arms as JSON (committed)
     set: list[str] = field(default_factory=list)  # extra config overrides for every arm
-    smoke: bool = False  # every arm tiny; AutoAttack's fast version everywhere
+    smoke: bool = False  # every arm tiny
+    smoke_autoattack: str = "fast"  # the AutoAttack version of a smoke run's headline arms
+    experiment: str = EXPERIMENT  # the MLflow experiment of the arms (one per benchmark)
+    base: Path = BASE  # the config every arm's settings go over
 
     @property
     def uri(self) -> str:
