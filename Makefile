@@ -3,13 +3,14 @@
 # make test-fast : the unit tests only (no Ray, no subprocess jobs, no servers), for the edit-test loop
 # make bench : the benchmark scripts under benchmarks/ (slow; prints tables), but the quality one
 # make quality : benchmarks/bench_quality.py, every coreset arm against full AT (hours; resumable)
+# make attack : benchmarks/bench_attack.py, cheap attacks, averaging and coresets against PGD-7 (hours; resumable)
 # make mutation : mutmut on the core modules with the fast tests, then killed/survived per module
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup data browser run test test-fast typecheck bench quality mutation ui clean
+.PHONY: setup data browser run test test-fast typecheck bench quality attack mutation ui clean
 setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml
@@ -32,18 +33,23 @@ typecheck: setup
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
+# two workers, a test file per worker at a time (module-scoped Ray sessions stay whole); the
+# slowest tests are listed at the end, to keep the suite within its 20 minutes
 test: setup browser typecheck
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
 bench: setup
 	$(PY) -m pip install -q -e '.[bench]'
-	for f in benchmarks/bench_*.py; do [ $$f = benchmarks/bench_quality.py ] || $(PY) $$f || exit 1; done
+	for f in benchmarks/bench_*.py; do case $$f in */bench_quality.py|*/bench_attack.py) ;; *) $(PY) $$f || exit 1;; esac; done
 
 quality: setup
 	$(PY) benchmarks/bench_quality.py
+
+attack: setup
+	$(PY) benchmarks/bench_attack.py
 
 mutation: setup
 	$(PY) -m pip install -q 'mutmut==3.8.1'

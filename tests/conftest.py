@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from helpers import ROOT
+from helpers import ROOT, new_store
 
 # Ray's token auth would make a local head and its clients disagree in tests (see the notes).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
@@ -17,7 +17,11 @@ os.environ.setdefault("RAY_worker_niceness", "0")  # as adcs sets for the Ray it
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 # One intra-op thread per test process: on a busy 2-core machine tiny models run ~100x faster
-# than with two contending threads (measured: 0.001 s vs 0.11 s per tiny forward).
+# than with two contending threads (measured: 0.001 s vs 0.11 s per tiny forward). The
+# environment carries it to every job a test starts (adcs, the benchmarks' smoke runs): with two
+# xdist workers, each job's own 2 OpenMP threads made 4 to 6 spinning threads on 2 cores, and a
+# smoke arm took 3 minutes instead of 20 s (a Ray worker gets its own count from its CPUs).
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 torch.set_num_threads(1)
 
 FMNIST = Path("/usr/share/datasets/fashion-mnist")
@@ -58,7 +62,8 @@ def pytest_sessionstart(session):
 
 @pytest.fixture
 def mlflow_uri(tmp_path) -> str:
-    return f"sqlite:///{tmp_path / 'mlflow.db'}"
+    """A new MLflow store of the test's own (a copy of an empty one: ``helpers.new_store``)."""
+    return new_store(tmp_path / "mlflow.db")
 
 
 @pytest.fixture(scope="module")

@@ -34,6 +34,38 @@ def free_port() -> int:
     return free_ports(1)[0]
 
 
+_STORE_TEMPLATE: Path | None = None
+
+
+def new_store(path: Path) -> str:
+    """A new, empty MLflow sqlite store at ``path`` (its parent is created; a store already there
+    is kept), as a tracking URI.
+
+    MLflow builds a new sqlite store by running its whole chain of schema migrations, about 4 s
+    of CPU (7 s on a busy machine) every time; the suite makes hundreds. So each test process
+    builds one empty store once and copies it: the same file MLflow itself would have made
+    (tables at the head revision, the Default experiment). The race of several jobs creating
+    one new store at once is what test_concurrent_jobs tests, on a store it leaves to MLflow."""
+    global _STORE_TEMPLATE
+    if _STORE_TEMPLATE is None:
+        import atexit
+        import shutil
+        import tempfile
+
+        from mlflow.tracking import MlflowClient
+
+        where = Path(tempfile.mkdtemp(prefix="adcs-store-template-"))
+        atexit.register(shutil.rmtree, where, True)
+        MlflowClient(f"sqlite:///{where / 'mlflow.db'}").search_experiments()  # the migrations, once
+        _STORE_TEMPLATE = where / "mlflow.db"
+    import shutil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        shutil.copyfile(_STORE_TEMPLATE, path)
+    return f"sqlite:///{path}"
+
+
 def run_adcs(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """Run the real ``adcs`` console entry point in a subprocess."""
     full_env = {**os.environ, **(env or {})}
@@ -75,6 +107,7 @@ def mlflow_server(where: Path, artifacts: str, env: dict | None = None) -> Itera
     ``artifacts`` (a directory or a URI such as ``s3://bucket/mlflow``), on a free loopback
     port; yields its URL, and stops the server's whole process group."""
     port = free_port()
+    new_store(where / "server.db")  # (kept when the server restarts on it)
     log = where / "mlflow-server.log"
     mlflow = Path(sys.executable).with_name("mlflow")
     with open(log, "w") as err:

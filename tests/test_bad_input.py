@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 
 from fixtures_formats import random_images, random_labels, write_idx, write_mnist_dir
-from helpers import ROOT, TINY, free_port
+from helpers import ROOT, TINY, free_port, new_store
 
 QUICKSTART = str(ROOT / "configs" / "quickstart.yaml")
 FAST_S = 1.5  # the bound for a config or CLI error
@@ -382,6 +382,8 @@ def test_bad_input(case: Case, tmp_path: Path, request, monkeypatch):
         monkeypatch.setenv("ADCS_TEST_CKPT", str(request.getfixturevalue("real_checkpoint")))
     if case.setup is not None:
         case.setup(tmp)
+    if not case.limit_file_bytes:  # (a full disk is also a disk MLflow cannot build its store on)
+        new_store(tmp / "mlflow.db")  # the default store of a job in this directory, built once per process
     busy = socket.socket()
     busy.bind(("127.0.0.1", 0))
     busy.listen()

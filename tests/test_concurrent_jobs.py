@@ -19,7 +19,9 @@ from helpers import ROOT, tiny_args
 JOBS, EPOCHS = 4, 3
 
 
-def test_four_jobs_on_one_sqlite_store_lose_nothing(tmp_path, mlflow_uri):
+def test_four_jobs_on_one_sqlite_store_lose_nothing(tmp_path):
+    mlflow_uri = f"sqlite:///{tmp_path / 'mlflow.db'}"  # no file yet: the four jobs create it (not helpers.new_store)
+    assert not (tmp_path / "mlflow.db").exists()
     procs = []
     for i in range(JOBS):
         args = ["train", "--config", "configs/quickstart.yaml",

@@ -19,7 +19,7 @@ from distributed_adcs.config import load_config
 from distributed_adcs.engine.build import load_job_splits, make_model
 from distributed_adcs.engine.selection import local_selector
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, new_store
 
 pytestmark = pytest.mark.ray
 
@@ -188,7 +188,7 @@ def test_resume_after_driver_killed_matches_uninterrupted(ray_session, tmp_path)
     cmd = [sys.executable, "-m", "distributed_adcs.cli", "train", "--config", "configs/quickstart.yaml", "--quiet"]
     env = {**os.environ}
     a, b = tmp_path / "a", tmp_path / "b"
-    a.mkdir(), b.mkdir()
+    new_store(a / "mlflow.db"), new_store(b / "mlflow.db")
     done = subprocess.run([*cmd, *args(a)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     client_a = MlflowClient(f"sqlite:///{a / 'mlflow.db'}")

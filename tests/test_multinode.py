@@ -19,7 +19,7 @@ from ray.train.torch import TorchTrainer
 from distributed_adcs.config import UsageError, load_config
 from distributed_adcs.distributed.sweep import DRIVER_RESOURCE, check_sweep_store, trial_resources
 
-from helpers import ROOT, TINY, mlflow_server
+from helpers import ROOT, TINY, mlflow_server, new_store
 
 pytestmark = pytest.mark.ray
 
@@ -90,7 +90,7 @@ def test_ray_train_job_on_two_worker_nodes_never_opens_the_driver_disk(cluster, 
     shared = tmp_path / "shared"
     export_parquet("fashion_mnist", shared / "fmnist")
     monkeypatch.chdir(shared)  # (MLflow's default artifact root is relative to the working directory)
-    uri = f"sqlite:///{shared / 'mlflow.db'}"
+    uri = new_store(shared / "mlflow.db")
     sets = [*TINY, "data.name=parquet", f"data.root=file://{shared / 'fmnist'}", "coreset.method=craig",
             "coreset.warmup_epochs=1", "ray.num_workers=2", "ray.cpus_per_worker=2", f"ray.address={cluster.address}",
             f"mlflow.tracking_uri={uri}", f"train.output_dir=file://{shared / 'runs'}"]
@@ -117,7 +117,7 @@ def test_in_process_job_ships_its_data_to_actors_on_the_worker_nodes(cluster, mo
     data = cluster.driver_disk / "fmnist"
     shutil.copytree(FASHION_MNIST_SYSTEM_DIR, data)
     monkeypatch.chdir(cluster.driver_disk)
-    uri = f"sqlite:///{cluster.driver_disk / 'mlflow.db'}"
+    uri = new_store(cluster.driver_disk / "mlflow.db")
     cfg = load_config(ROOT / "configs" / "quickstart.yaml", [
         *TINY, f"data.root={data}", "coreset.method=craig", "coreset.warmup_epochs=1", "ray.num_workers=0",
         "ray.num_actors=2", "ray.cpus_per_actor=1", f"ray.address={cluster.address}", f"mlflow.tracking_uri={uri}",

@@ -28,7 +28,7 @@ import psutil
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers import ROOT, TINY, free_ports
+from helpers import ROOT, TINY, free_ports, new_store
 
 pytestmark = pytest.mark.ray
 
@@ -172,7 +172,7 @@ def ray_head():
 def _submit(head: Head, tmp_path: Path, extra: list[str]) -> tuple[str, float, str]:
     """`ray job submit` (blocking) a tiny training job; return (submission id, wall s, CLI output)."""
     job_id = f"adcs-test-{tmp_path.name}-{int(time.time())}"
-    sets = [*TINY, f"mlflow.tracking_uri=sqlite:///{tmp_path / 'mlflow.db'}",
+    sets = [*TINY, f"mlflow.tracking_uri={new_store(tmp_path / 'mlflow.db')}",
             f"train.output_dir={tmp_path / 'runs'}", "ray.address=auto", *extra]
     cmd = [RAY, "job", "submit", "--address", head.dashboard, "--submission-id", job_id,
            "--working-dir", str(ROOT), "--runtime-env-json", json.dumps({"excludes": EXCLUDES}),

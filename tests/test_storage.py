@@ -18,7 +18,7 @@ from mlflow.tracking import MlflowClient
 
 from distributed_adcs import storage
 
-from helpers import ROOT, TINY
+from helpers import ROOT, TINY, new_store
 
 
 def test_paths_and_uris(tmp_path, monkeypatch):
@@ -73,6 +73,7 @@ def _run_and_kill_then_resume_elsewhere(tmp_path, extra: list[str]):
     a, b, elsewhere = tmp_path / "a", tmp_path / "b", tmp_path / "another-node"
     for d in (a, b, elsewhere):
         d.mkdir()
+    new_store(a / "mlflow.db"), new_store(b / "mlflow.db")
     def job(where: Path, *how: str, kill: str | None = None) -> subprocess.CompletedProcess:
         env = {**os.environ, KILL_ENV: f"{kill}:{tmp_path / kill.replace(':', '-')}"} if kill else None
         return subprocess.run([*cmd, *how], cwd=where, env=env, capture_output=True, text=True, timeout=900,
