@@ -42,7 +42,7 @@ from quality.attack_arms import EXPERIMENT, AttackSpec, combined, cost_units, fi
 from quality.attack_report import arm_summaries, judged, report, rows_from_mlflow  # noqa: E402
 from quality.records import import_records  # noqa: E402
 from quality.runner import complete_headline, run_all  # noqa: E402
-from quality.settings import ROOT, Settings  # noqa: E402
+from quality.settings import ROOT, Settings, arm_names  # noqa: E402
 
 DEFAULT = replace(Settings(), experiment=EXPERIMENT, store=ROOT / "benchmarks" / "results" / "attack",
                   records=ROOT / "benchmarks" / "attack_records", aa_n=1000)
@@ -60,6 +60,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
                     help="MLflow store and checkpoints (default benchmarks/results/attack; smoke: a new temporary one)")
     ap.add_argument("--records", type=Path, default=None,
                     help="finished arms as JSON (default benchmarks/attack_records; smoke: in the store)")
+    ap.add_argument("--arms", default=None, help="comma-separated: only these arms in the first phase (default: all; "
+                    "phase 2 builds on the best single-step arm among them, if any)")
     ap.add_argument("--set", action="append", default=[], help="extra config override for every arm")
     ap.add_argument("--out", type=Path, default=None, help="markdown results (default docs/results.md; smoke: store)")
     a = ap.parse_args(argv)
@@ -70,7 +72,7 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
     store = (a.store or DEFAULT.store).resolve()
     records = a.records or (store / "records" if a.smoke else DEFAULT.records)
     s = replace(s, seeds=[int(x) for x in (a.seeds or ("0" if a.smoke else "0,1,2")).split(",")], store=store,
-                records=records.resolve())
+                records=records.resolve(), arms=arm_names(a.arms, list(first_specs(s.epochs))))
     a.out = a.out or (store / "results.md" if a.smoke else ROOT / "docs" / "results.md")
     return a, s
 
@@ -133,7 +135,7 @@ def main() -> int:
     n = import_records(client, s.uri, s.experiment, s.records)
     if n:
         print(f"imported {n} finished arms from {s.records}", flush=True)
-    first = first_specs(s.epochs)
+    first = {name: spec for name, spec in first_specs(s.epochs).items() if s.arms is None or name in s.arms}
     order = list(first)
     if not a.report:
         decay = ema_decay(s)
@@ -143,8 +145,8 @@ def main() -> int:
         run_all([arm(name) for name in first], s, client, cost=lambda x: cost[x.name])
         single = [name for name, spec in first.items() if spec.single_step]
         best = best_by_validation(client, s, single, 2)
-        print(f"best single-step arms (validation robust accuracy): {', '.join(best)}", flush=True)
-        more = combined(best[0], first[best[0]])
+        print(f"best single-step arms (validation robust accuracy): {', '.join(best) or 'none run'}", flush=True)
+        more = combined(best[0], first[best[0]]) if best else {}
         specs.update(more)
         cost.update({name: cost_units(spec, s.epochs) for name, spec in more.items()})
         order += list(more)

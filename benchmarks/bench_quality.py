@@ -36,11 +36,11 @@ from dataclasses import fields, replace
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from quality.arms import Arm, first_arms, later_arms  # noqa: E402
+from quality.arms import ARMS, Arm, first_arms, later_arms  # noqa: E402
 from quality.records import import_records  # noqa: E402
 from quality.report import best_subset_arms, probe_report, report, rows_from_mlflow, summary  # noqa: E402
 from quality.runner import complete_headline, run_all  # noqa: E402
-from quality.settings import ROOT, Settings  # noqa: E402
+from quality.settings import ROOT, Settings, arm_names  # noqa: E402
 
 DEFAULT = Settings()
 
@@ -66,18 +66,20 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
                     help="MLflow store and checkpoints (default benchmarks/results/quality; smoke: a new temporary one)")
     ap.add_argument("--records", type=Path, default=None,
                     help="finished arms as JSON (default benchmarks/quality_records; smoke: in the store)")
+    ap.add_argument("--arms", default=None, help="comma-separated: only these arms in the first phase (default: all)")
     ap.add_argument("--set", action="append", default=[], help="extra config override for every arm")
     ap.add_argument("--out", type=Path, default=None, help="markdown results (default docs/results.md; smoke: store)")
     a = ap.parse_args(argv)
     s = Settings(**{f.name: getattr(a, f.name) for f in fields(Settings)
-                    if f.name not in ("seeds", "store", "records", "smoke", "experiment", "base")})
+                    if f.name not in ("seeds", "store", "records", "smoke", "experiment", "base", "arms",
+                                      "smoke_autoattack")})
     if a.smoke:  # the smoke sizes replace the flags' (as they always have)
         s = s.smoke_sized()
         a.store = a.store or Path(tempfile.mkdtemp(prefix="bench-quality-smoke-"))
     store = (a.store or DEFAULT.store).resolve()
     records = a.records or (store / "records" if a.smoke else DEFAULT.records)
     s = replace(s, seeds=[int(x) for x in (a.seeds or ("0,1" if a.smoke else "0,1,2")).split(",")], store=store,
-                records=records.resolve())
+                records=records.resolve(), arms=arm_names(a.arms, list(ARMS)))
     a.out = a.out or (store / "results.md" if a.smoke else ROOT / "docs" / "results.md")
     return a, s
 
@@ -107,12 +109,13 @@ def main() -> int:
         return 0
     if not a.report:
         # while this machine has their checkpoints (a smoke run tests with the fast version only)
-        complete_headline(client, [] if s.smoke else first_arms(s.epochs, s.warmup), s)
-        run_all(first_arms(s.epochs, s.warmup), s, client)
-        _, means = summary(rows_from_mlflow(client))
+        complete_headline(client, [] if s.smoke else first_arms(s.epochs, s.warmup, names=s.arms), s)
+        run_all(first_arms(s.epochs, s.warmup, names=s.arms), s, client)
+        _, means = summary(rows_from_mlflow(client, s.experiment))
         best = best_subset_arms(means, s.epochs)
-        print(f"best subset arms at fraction 0.3 (validation robust accuracy): {', '.join(best)}", flush=True)
-        run_all(later_arms(best, s.epochs, s.short, s.warmup), s, client)
+        if best:  # (none when --arms named no subset arm)
+            print(f"best subset arms at fraction 0.3 (validation robust accuracy): {', '.join(best)}", flush=True)
+            run_all(later_arms(best, s.epochs, s.short, s.warmup), s, client)
     report(client, s, a.out, f"python benchmarks/bench_quality.py{' --smoke' if s.smoke else ''}")
     return 0
 

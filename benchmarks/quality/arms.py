@@ -81,11 +81,14 @@ def matched_epochs(epochs: int, warmup: int, fraction: float) -> int:
     return max(1, round(warmup + fraction * (epochs - warmup)))
 
 
-def first_arms(epochs: int, warmup: int, fraction: float = 0.3) -> list[Arm]:
-    """Every arm at E. Every one of them gets the published AutoAttack: the best subset arm is
-    only known once they have run, and it is compared with full AT under the same attack."""
+def first_arms(epochs: int, warmup: int, fraction: float = 0.3, names: list[str] | None = None) -> list[Arm]:
+    """Every arm (or those ``names``) at E. Every one of them gets the published AutoAttack: the
+    best subset arm is only known once they have run, and it is compared with full AT under the
+    same attack."""
     arms = []
     for name, spec in ARMS.items():
+        if names is not None and name not in names:
+            continue
         if spec.matched:
             arms.append(arm(name, 1.0, matched_epochs(epochs, warmup, fraction), headline=True, schedule=epochs))
         else:

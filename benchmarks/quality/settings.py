@@ -29,6 +29,7 @@ class Settings:
     set: list[str] = field(default_factory=list)  # extra config overrides for every arm
     smoke: bool = False  # every arm tiny
     smoke_autoattack: str = "fast"  # the AutoAttack version of a smoke run's headline arms
+    arms: list[str] | None = None  # the first phase's arms (None: all); the later phases follow from them
     experiment: str = EXPERIMENT  # the MLflow experiment of the arms (one per benchmark)
     base: Path = BASE  # the config every arm's settings go over
 
@@ -45,3 +46,14 @@ class Settings:
     def for_probe(self) -> Settings:
         """Full AT's validation curve: every epoch, one seed; its records stay in the store."""
         return replace(self, val_every=1, seeds=self.seeds[:1], records=self.store / "records")
+
+
+def arm_names(text: str | None, known: list[str]) -> list[str] | None:
+    """``--arms a,b``: those names, each checked against ``known`` (None: every arm)."""
+    if text is None:
+        return None
+    names = [n.strip() for n in text.split(",") if n.strip()]
+    unknown = [n for n in names if n not in known]
+    if unknown or not names:
+        raise SystemExit(f"--arms: unknown arm(s) {', '.join(unknown) or '(none given)'}; valid: {', '.join(known)}")
+    return names
