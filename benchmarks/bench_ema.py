@@ -28,7 +28,7 @@ from distributed_adcs.engine.build import load_job_splits
 from distributed_adcs.engine.ema import WeightAverage
 from distributed_adcs.engine.job import Job
 from distributed_adcs.engine.runtime import generator, seed_everything
-from distributed_adcs.evaluation import clean_accuracy, robust_mask
+from distributed_adcs.accuracy import clean_accuracy, robust_mask
 
 DECAYS = (0.95, 0.98, 0.99)  # with the (1+t)/(10+t) warm-up a decay d takes effect after (10d-1)/(1-d)
 # steps (170, 440, 890): at 79 steps an epoch a short run cannot tell 0.995 from 0.999 from 0.99

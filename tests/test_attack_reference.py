@@ -14,7 +14,7 @@ import pytest
 import torch
 from tiny_models import XYBatch, fit_briefly, make_data, make_model
 
-from distributed_adcs.evaluation import autoattack_accuracy, clean_accuracy, robust_mask
+from distributed_adcs.accuracy import autoattack_accuracy, clean_accuracy, robust_mask
 
 N, CLASSES, STEPS = 48, 4, 50
 

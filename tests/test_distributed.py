@@ -128,7 +128,7 @@ def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_pa
     assert table.num_rows == round(0.3 * 384)
     assert "test_clean_acc" in run.data.metrics and run.data.metrics["trainer_startup_s"] > 0
     # each test image's outcome, from rank 0 through the controller: it agrees with the metrics
-    from distributed_adcs.evaluation import unpack_mask
+    from distributed_adcs.accuracy import unpack_mask
 
     outcomes = json.loads(Path(client.download_artifacts(run_id, "eval/test_outcomes.json", str(tmp_path))).read_text())
     n = outcomes["examples"]["pgd3"]

@@ -24,7 +24,7 @@ from distributed_adcs.engine.job import Job
 from distributed_adcs.engine.loop import run_epochs
 from distributed_adcs.engine.runtime import seed_everything
 from distributed_adcs.engine.schedule import EpochSchedule
-from distributed_adcs.evaluation import robust_mask
+from distributed_adcs.accuracy import robust_mask
 
 from helpers import TINY, two_gloo_ranks
 
@@ -129,7 +129,7 @@ def test_evaluating_a_checkpoint_tests_the_average_and_records_each_examples_out
     # adcs evaluate (evaluate.py) must test what the job's own final evaluation tested: with
     # averaging on, the weight average of the checkpoint, not a fresh average of its weights
     from distributed_adcs.evaluate import evaluate
-    from distributed_adcs.evaluation import unpack_mask
+    from distributed_adcs.accuracy import unpack_mask
 
     cfg = _cfg("eval.keep_best=false")
     splits = load_job_splits(cfg)

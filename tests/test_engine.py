@@ -8,7 +8,7 @@ import torch
 from distributed_adcs.config import CoresetConfig, TrainConfig
 from distributed_adcs.engine.checkpoint import load_checkpoint, save_checkpoint
 from distributed_adcs.engine.epoch import normalised_weights
-from distributed_adcs.engine.plan import epoch_phase, selection_epochs
+from distributed_adcs.engine.phases import epoch_phase, selection_epochs
 from distributed_adcs.engine.runtime import derive_seed, rng_state, set_rng_state
 from distributed_adcs.engine.schedule import EpochSchedule
 

@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from distributed_adcs.config import load_config
 from distributed_adcs.engine.build import load_job_splits, make_model
-from distributed_adcs.engine.plan import selection_epochs
+from distributed_adcs.engine.phases import selection_epochs
 from distributed_adcs.engine.selection import local_selector
 from distributed_adcs.methods import METHODS
 from distributed_adcs.run import JobPlan, train

@@ -24,7 +24,7 @@ SOURCES = {"autoattack": ("test_outcomes.json", "evaluate_standard_outcomes.json
 
 def _masks(files: dict[str, dict], pgd: str) -> dict[str, np.ndarray]:
     """Per attack, the last model's per-image outcomes (from whichever file has them)."""
-    from distributed_adcs.evaluation import unpack_mask
+    from distributed_adcs.accuracy import unpack_mask
 
     out = {}
     for attack, names in {**SOURCES, pgd: ("test_outcomes.json",)}.items():

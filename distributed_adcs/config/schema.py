@@ -163,7 +163,8 @@ class TrainConfig:
     channels_last: bool = True  # NHWC weights and inputs on CUDA (ignored on the CPU)
     cudnn_benchmark: bool = True  # let cuDNN pick the fastest kernels (off under `deterministic`)
     # exponential moving average of the weights and BatchNorm buffers, updated after every
-    # optimiser step; validation and the test evaluation use it (engine/ema.py). null: off
+    # optimiser step; validation and the test evaluation use it (engine/ema.py). null: off; 0.99 is
+    # the decay chosen on the validation split (docs/measurements.md)
     ema_decay: float | None = None
 
     def __post_init__(self) -> None:

@@ -19,7 +19,7 @@ import ray
 import ray.train
 
 from ..engine.checkpoint import save_checkpoint
-from ..tracking.artifacts import write_selection
+from ..coreset.table import write_selection
 from ..tracking.epochs import CHECKPOINT_FILE, coreset_name
 
 FAULT_ENV = "ADCS_FAULT_WORKER_EXIT_AT_EPOCH"  # tests: "EPOCH:MARKER" kills the last rank once, before EPOCH

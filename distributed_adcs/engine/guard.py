@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 from ..config import eval_threat
 from ..console import say
-from ..evaluation import robust_mask
+from ..accuracy import robust_mask
 from ..specs.objectives import get_objective
 from .build import make_objective
 from .runtime import generator

@@ -16,7 +16,7 @@ import torch
 
 from ..config import JobConfig, dump_yaml, eval_threat
 from ..data import Splits, iterate_batches, num_batches
-from ..evaluation import autoattack_mask, clean_accuracy, clean_mask, pack_mask, robust_mask
+from ..accuracy import autoattack_mask, clean_accuracy, clean_mask, pack_mask, robust_mask
 from ..methods import get_method
 from ..models import PassCounter, set_precision
 from ..progress import progress
@@ -27,7 +27,7 @@ from .epoch import normalised_weights, train_epoch
 from .boundary import make_boundary
 from .guard import make_guard
 from .ledger import Ledger
-from .plan import epoch_phase, warmup_epochs
+from .phases import epoch_phase, warmup_epochs
 from .records import TrainingRecords
 from .runtime import generator, rng_state, set_rng_state
 
@@ -330,7 +330,7 @@ class Job:
                              generator=generator(self.cfg.seed, "test"), progress=wrap(f"test PGD-{e.pgd_steps}"))
         clean = clean_mask(model, batches, progress=wrap("test clean"))
         pgd = f"pgd{e.pgd_steps}"
-        out = {"test_clean_acc": float(clean.float().mean()), f"test_{pgd}_acc": int(robust.sum()) / max(robust.numel(), 1)}
+        out = {"test_clean_acc": int(clean.sum()) / max(clean.numel(), 1), f"test_{pgd}_acc": int(robust.sum()) / max(robust.numel(), 1)}
         masks = {"clean": clean, pgd: robust.cpu()}
         self.test_outcomes["examples"].update({"clean": clean.numel(), pgd: robust.numel()})
         labels = torch.cat([b.y for b in batches]).cpu()
@@ -345,7 +345,7 @@ class Job:
             name = AUTOATTACK_METRICS[e.autoattack_version]
             mask = autoattack_mask(model, x, y, norm="Linf" if norm == "linf" else "L2", epsilon=eps,
                                    n_classes=self.splits.num_classes, seed=self.cfg.seed, version=e.autoattack_version)
-            out[f"test_{name}_acc"] = float(mask.float().mean())
+            out[f"test_{name}_acc"] = int(mask.sum()) / mask.numel()
             masks[name] = mask
             self.test_outcomes["examples"][name] = n
         self.test_outcomes["models"]["best" if label else "last"] = {k: pack_mask(m) for k, m in masks.items()}

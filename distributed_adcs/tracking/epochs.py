@@ -134,7 +134,7 @@ class ProcessSink:
     def epoch(self, epoch, metrics, selection, payload) -> None:
         # (imported here: a Ray Train controller imports this module, and should not load torch for it)
         from ..engine.checkpoint import save_checkpoint
-        from .artifacts import write_selection
+        from ..coreset.table import write_selection
 
         def place() -> str:
             save_checkpoint(self.local, payload)

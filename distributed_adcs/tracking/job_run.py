@@ -23,7 +23,7 @@ from pathlib import Path
 from .. import storage
 from ..config import JobConfig, UsageError, dump_yaml, flatten
 from ..engine.checkpoint import check_fits, load_checkpoint
-from ..engine.plan import selection_epochs, warmup_epochs
+from ..engine.phases import selection_epochs, warmup_epochs
 from ..methods import get_method
 from .epochs import (CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, CHECKPOINT_TAG, EpochRecorder, ProcessSink, find_checkpoint,
                      record_missing_metrics)

@@ -1,4 +1,5 @@
-"""Artifacts written next to a run: the coreset table (Parquet)."""
+"""Parquet tables of coresets: what a run records of each selection (written by the process that
+records the epoch: this one, or a Ray Train worker; read back by tests and users)."""
 
 from __future__ import annotations
 
