@@ -128,6 +128,7 @@ def complete_headline(client, arms: list[Arm], s: Settings, version: str = "stan
                 with log.open("a") as out, contextlib.redirect_stdout(out):
                     evaluate(run_id=r.info.run_id, tracking_uri=s.uri,
                              overrides=["eval.autoattack=true", f"eval.autoattack_version={version}",
+                                        "eval.keep_best=false",  # the last model only: what the table reports
                                         f"eval.autoattack_n={s.aa_n}", f"eval.test_limit={s.test}"])
                 export_records(client, s.experiment, s.records, rewrite={arm.run_name(seed)})
                 print(f"{arm.key} seed {seed}: {version} evaluation added in {time.perf_counter() - t0:.0f} s",
