@@ -67,14 +67,8 @@ def clean_accuracy(
     Returns:
         Accuracy in [0, 1].
     """
-    device = _model_device(model)
-    correct = total = 0
-    with bn_mode(model, "eval"):
-        for batch in _wrap(batches, progress):
-            y = batch.y.to(device)
-            correct += int(_correct(model, batch.x.to(device), y).sum())
-            total += y.numel()
-    return _ratio(correct, total)
+    mask = clean_mask(model, batches, progress=progress)
+    return _ratio(int(mask.sum()), mask.numel())
 
 
 @torch.no_grad()

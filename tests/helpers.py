@@ -46,10 +46,11 @@ def new_store(path: Path) -> str:
     builds one empty store once and copies it: the same file MLflow itself would have made
     (tables at the head revision, the Default experiment). The race of several jobs creating
     one new store at once is what test_concurrent_jobs tests, on a store it leaves to MLflow."""
+    import shutil
+
     global _STORE_TEMPLATE
     if _STORE_TEMPLATE is None:
         import atexit
-        import shutil
         import tempfile
 
         from mlflow.tracking import MlflowClient
@@ -58,8 +59,6 @@ def new_store(path: Path) -> str:
         atexit.register(shutil.rmtree, where, True)
         MlflowClient(f"sqlite:///{where / 'mlflow.db'}").search_experiments()  # the migrations, once
         _STORE_TEMPLATE = where / "mlflow.db"
-    import shutil
-
     path.parent.mkdir(parents=True, exist_ok=True)
     if not path.exists():
         shutil.copyfile(_STORE_TEMPLATE, path)

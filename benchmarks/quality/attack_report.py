@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from .records import finished, outcomes, runs
-from .report import quiet, write_results
+from .report import _mean_std, quiet, write_results
 from .settings import Settings
 from .stats import paired_difference
 
@@ -60,13 +60,6 @@ def _mean(xs: list) -> float:
     return statistics.mean(xs) if xs else float("nan")
 
 
-def _fmt(xs: list, digits: int = 4) -> str:
-    xs = [x for x in xs if x is not None]
-    if not xs:
-        return "-"
-    return f"{xs[0]:.{digits}f}" if len(xs) == 1 else f"{statistics.mean(xs):.{digits}f} ± {statistics.stdev(xs):.{digits}f}"
-
-
 def _paired(rs: list[dict], base: dict[int, dict], attack: str):
     pairs = [(r["masks"][attack], base[r["seed"]]["masks"][attack]) for r in rs
              if r["seed"] in base and attack in r["masks"] and attack in base[r["seed"]]["masks"]]
@@ -113,8 +106,8 @@ def table(summaries: dict[str, dict], order: list[str]) -> str:
         v, rs = summaries[arm], summaries[arm]["rows"]
         flag = " ⚠" if v["gap"] - base_gap > MASKING_GAP else ""
         per_seed = ", ".join(f"{x:.3f}" for x in (r["aa"] if r["aa"] is not None else r["aa_fast"] for r in rs) if x is not None)
-        lines.append(f"| {arm} | {v['epochs']} | {len(rs)} | {_fmt([r['clean'] for r in rs])} | {_fmt([r['pgd'] for r in rs])} "
-                     f"| {_fmt([r['aa'] for r in rs])} | {_fmt([r['aa_fast'] for r in rs])} | {v['gap']:+.2f}{flag} "
+        lines.append(f"| {arm} | {v['epochs']} | {len(rs)} | {_mean_std([r['clean'] for r in rs])} | {_mean_std([r['pgd'] for r in rs])} "
+                     f"| {_mean_std([r['aa'] for r in rs])} | {_mean_std([r['aa_fast'] for r in rs])} | {v['gap']:+.2f}{flag} "
                      f"| {v['d_aa'] or '-'} | {v['d_pgd'] or '-'} | {v['train_s']:.0f} ({v['quiet']}) | {v['x_train']:.2f}x "
                      f"| {v['x_wall']:.2f}x | {v['x_passes']:.2f}x | {v['co']} of {len(rs)} | {per_seed} |")
     return "\n".join(lines)

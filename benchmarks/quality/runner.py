@@ -104,18 +104,16 @@ def run_all(arms: list[Arm], s: Settings, client, cost: Callable[[Arm], float] |
         print(f"[{done}/{total}] {arm.key} seed {seed}: {what} in {dt:.0f} s; {eta}", flush=True)
 
 
-METRICS = {"standard": "autoattack", "square": "square"}  # engine/job.py AUTOATTACK_METRICS
-
-
 def complete_headline(client, arms: list[Arm], s: Settings, version: str = "standard") -> None:
     """Finished runs of the headline ``arms`` that lack ``version``'s evaluation (the published
     AutoAttack, for arms that ran the fast one and became headline after they ran; or Square
     alone) get it from their checkpoint (``adcs evaluate --run``), logged to the run as
     ``evaluate_test_<name>_acc`` with its per-example outcomes; their records are rewritten.
     Runs imported from records have no checkpoint here and keep what they have."""
+    from distributed_adcs.engine.job import AUTOATTACK_METRICS
     from distributed_adcs.evaluate import evaluate
 
-    name = METRICS[version]
+    name = AUTOATTACK_METRICS[version]
     for arm in (arm for arm in arms if arm.headline):
         for seed in s.seeds:
             for r in runs(client, s.experiment, arm.run_name(seed)):
