@@ -19,7 +19,7 @@ from ray.train.torch import TorchTrainer
 from distributed_adcs.config import UsageError, load_config
 from distributed_adcs.distributed.sweep import DRIVER_RESOURCE, check_sweep_store, trial_resources
 
-from helpers import ROOT, TINY, mlflow_server, new_store
+from helpers import ROOT, TINY, free_port, mlflow_server, new_store
 
 pytestmark = pytest.mark.ray
 
@@ -33,6 +33,9 @@ def cluster(tmp_path_factory):
     audit_log = tmp_path_factory.mktemp("audit") / "opened.log"
     c = Cluster(initialize_head=True, head_node_args={"num_cpus": 0, "include_dashboard": True,
                                                       "dashboard_host": "127.0.0.1",
+                                                      # Cluster pins 8265 otherwise, which another
+                                                      # test file's Ray may hold (pytest -n 2)
+                                                      "dashboard_port": free_port(),
                                                       "object_store_memory": 256 * 2**20})
     workers = [c.add_node(num_cpus=2, object_store_memory=256 * 2**20) for _ in range(2)]
     c.wait_for_nodes()
