@@ -13,10 +13,10 @@ PYTEST_ARGS ?=
 .PHONY: setup data browser run test test-fast typecheck bench quality attack mutation ui clean
 setup: $(VENV)/.installed data
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 data: $(VENV)/.installed
@@ -42,7 +42,7 @@ test-fast: setup
 	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)
 
 bench: setup
-	$(PY) -m pip install -q -e '.[bench]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[bench]'
 	for f in benchmarks/bench_*.py; do case $$f in */bench_quality.py|*/bench_attack.py) ;; *) $(PY) $$f || exit 1;; esac; done
 
 quality: setup

@@ -91,7 +91,7 @@ def test_local_cluster_yaml_passes_rays_full_bootstrap():
     assert "ray start --head" in head_start and "--dashboard-host=127.0.0.1" in head_start
     assert "RAY_AUTH_MODE=" in head_start  # explicit on both sides (see cluster/README.md)
     (mount,) = raw["file_mounts"]
-    assert any(f"pip install -q -e {mount}" in c for c in cfg["setup_commands"])
+    assert any(f"pip install -q -c {mount}/constraints.txt -e {mount}" in c for c in cfg["setup_commands"])
 
 
 def test_gpu_cluster_yaml_passes_rays_schema_validation():
@@ -115,7 +115,7 @@ def test_gpu_cluster_yaml_passes_rays_schema_validation():
     if "--num-cpus=0" in head_start:
         assert head["resources"].get("CPU") == 0, "head resources must say what ray start advertises"
     (mount,) = raw["file_mounts"]
-    assert any(f"pip install -q -e {mount}" in c for c in cfg["setup_commands"])
+    assert any(f"pip install -q -c {mount}/constraints.txt -e {mount}" in c for c in cfg["setup_commands"])
     tag = cfg["docker"]["image"].rsplit(":", 1)[1]
     assert PINNED_TAG.match(tag) and PINNED_TAG.match(tag).group(1) == ray.__version__
 
