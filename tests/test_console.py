@@ -113,3 +113,18 @@ def test_sweep_console_shows_our_lines_and_no_tune_table(tmp_path, mlflow_uri):
     assert not strays, "lines that are not ours:\n" + "\n".join(strays[:20])
     assert sum(line.startswith("  trial ") for line in lines) == 2
     assert lines[-1].startswith("sweep tiny: 2 trials")
+
+
+def test_a_line_forwarded_twice_is_shown_once(capsys):
+    """Ray forwards a worker's line once per log monitor that reads its file: nodes started on one
+    machine share the session's log directory (tests/test_ray_jobs.py has such a cluster). A line
+    the process printed again (a new N) is shown again."""
+    from distributed_adcs import console
+
+    batch = ["[adcs:epoch 1] epoch 1/2 loss=1.0000", "not ours", "[adcs 2] warning: w"]
+    console.show_forwarded(batch, source=("10.0.0.1", 7))
+    console.show_forwarded(batch[:2], source=("10.0.0.1", 7))  # the other monitor, its own batching
+    console.show_forwarded([batch[2]], source=("10.0.0.1", 7))
+    console.show_forwarded(["[adcs 3] warning: w"], source=("10.0.0.1", 7))  # printed again
+    console.show_forwarded(["(EmbeddingActor pid=8) [adcs 2] warning: w"], source=("10.0.0.1", 8))  # another process
+    assert capsys.readouterr().out.splitlines() == ["epoch 1/2 loss=1.0000", "warning: w", "warning: w", "warning: w"]
