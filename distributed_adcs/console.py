@@ -155,9 +155,8 @@ def capture(log_dir: str | os.PathLike) -> Iterator[Path]:
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        for name, swap in zip(("stdout", "stderr"), swapped):
-            if swap:
-                getattr(sys, name).close()  # (its descriptor stays open: closefd=False)
+        # The streams put in for a notebook's stay open: a logging handler made meanwhile (Ray's,
+        # on its first import) keeps writing to descriptor 2, which is the kernel's again.
         sys.stdout, sys.stderr = consoles
         os.dup2(saved[0], 1)
         os.dup2(saved[1], 2)
