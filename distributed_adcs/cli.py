@@ -91,8 +91,10 @@ def _cmd_train(args: argparse.Namespace) -> int:
     from .config import load_config
 
     cfg = load_config(args.config, args.overrides)  # every config error before torch, Ray or MLflow loads
+    from .engine.runtime import raise_on_sigterm
     from .run import train
 
+    raise_on_sigterm()  # this command owns its process: a SIGTERM marks the run KILLED, as Ctrl-C does
     return _captured(args.verbose, cfg.train.output_dir, lambda: train(cfg, resume=args.resume))
 
 
@@ -104,7 +106,7 @@ def _captured(verbose: bool, output_dir: str, job: Callable[[], object]) -> int:
         return 0
     from . import console
 
-    with console.capture(_log_dir(output_dir)) as first_path:
+    with console.capture(console.job_log_dir(output_dir)) as first_path:
         try:
             job()
         except UsageError:
@@ -134,32 +136,13 @@ def _one_line(err: BaseException) -> str:
     return f"{type(err).__name__}: {text[0]}" if text else type(err).__name__
 
 
-def _log_dir(output_dir: str) -> str:
-    """Where the console capture's log starts (the run's directory once the run exists): the
-    local output directory when it can hold it, else the temp directory (a bad output_dir is
-    reported by train itself)."""
-    import tempfile
-
-    from . import storage
-
-    if storage.is_local(output_dir):
-        path = storage.local_path(output_dir)
-        try:
-            path.mkdir(parents=True, exist_ok=True)
-            if os.access(path, os.W_OK):
-                return str(path)
-        except OSError:
-            pass
-    return tempfile.gettempdir()
-
-
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import check_overrides
 
     check_overrides(args.overrides)  # what they name and their types, before torch loads
     if args.run:
         _check_store(args.tracking_uri, must_exist=True)
-    from .evaluate import evaluate
+    from .evaluation import evaluate
 
     results = evaluate(checkpoint=args.checkpoint, run_id=args.run, tracking_uri=args.tracking_uri,
                        overrides=args.overrides)
@@ -199,8 +182,10 @@ def _cmd_sweep(args: argparse.Namespace) -> int:
 
     sweep, base = load_sweep(args.config)  # every sweep and search-space error before Ray loads
     from .distributed.sweep import run_sweep
+    from .engine.runtime import raise_on_sigterm
     from .run import train
 
+    raise_on_sigterm()  # as adcs train: a SIGTERM ends the sweep as Ctrl-C does
     output_dir = sweep.set.get("train.output_dir") or (base.get("train") or {}).get("output_dir") or "runs"
     return _captured(args.verbose, output_dir, lambda: run_sweep(args.config, train))
 

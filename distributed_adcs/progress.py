@@ -1,7 +1,9 @@
-"""Progress bars for long loops: shown on a terminal, silent in logs, CI and ``--quiet``.
+"""Progress bars for long loops: shown on a terminal and in a Jupyter notebook, silent in logs,
+CI and ``--quiet``.
 
-Bars go to the console's stderr (``console.stream()``), which stays the terminal while the
-job's own output is captured to its log file."""
+Every bar is ``tqdm.auto``'s: a notebook widget where a Jupyter kernel runs (and ipywidgets is
+installed), else a text bar on the console's stderr (``console.stream()``), which stays the
+terminal while the job's own output is captured to its log file."""
 
 from __future__ import annotations
 
@@ -21,8 +23,13 @@ def set_quiet(quiet: bool) -> None:
     _QUIET = quiet
 
 
+def in_notebook() -> bool:
+    """``tqdm.auto`` chose notebook bars: a Jupyter kernel runs this process."""
+    return any(c.__module__ == "tqdm.notebook" for c in tqdm.__mro__)
+
+
 def enabled() -> bool:
-    return not _QUIET and stream().isatty()
+    return not _QUIET and (in_notebook() or stream().isatty())
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:

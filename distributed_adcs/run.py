@@ -24,7 +24,7 @@ from . import console, storage
 from .config import JobConfig, UsageError
 from .console import say
 from .engine.build import describe_job_data, load_job_splits
-from .engine.runtime import Interrupted, interruption, raise_on_sigterm, seed_everything
+from .engine.runtime import Interrupted, interruption, seed_everything
 from .methods import MethodSpec, get_method
 
 Where = Literal["process", "ray_train"]
@@ -52,7 +52,11 @@ class JobPlan:
 
 def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
           callbacks: Sequence = ()) -> str:
-    """Run a whole training job and return its MLflow run id.
+    """Run a whole training job and return its MLflow run id (the job's entry for ``adcs train``,
+    ``adcs sweep`` and the Python API, ``api.train``).
+
+    It seeds the process's random streams (``seed``) and installs no signal handler: ``adcs``
+    turns SIGTERM into an interruption itself, and the API puts back what the job changed.
 
     Args:
         resume: an MLflow run id or a checkpoint path to continue from.
@@ -64,7 +68,6 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
     from .tracking.stores import check_tracking_uri, resolve_tracking_uri, store_warnings
     from .tracking.job_run import JobRun
 
-    raise_on_sigterm()
     uri = resolve_tracking_uri(cfg.mlflow.tracking_uri)
     joining = bool(cfg.ray.address or os.environ.get("RAY_ADDRESS"))  # as distributed.cluster.connect decides
     for warning in store_warnings(uri, joining):
@@ -94,7 +97,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             with console.epoch_bar(cfg.train.epochs):
                 RUNNERS[plan.where](plan, splits, run, run.recorder(splits.num_classes, callbacks))
             run.finish_job()
-        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (raise_on_sigterm): the run is KILLED
+        except KeyboardInterrupt as err:  # Ctrl-C, or SIGTERM (adcs: raise_on_sigterm): the run is KILLED
             raise Interrupted(getattr(err, "signum", signal.SIGINT), run.interrupted_message(err)) from None
         except Exception as err:  # a signal inside cleanup code, masked by the cleanup's own error
             cause = interruption(err)

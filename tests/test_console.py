@@ -113,3 +113,42 @@ def test_sweep_console_shows_our_lines_and_no_tune_table(tmp_path, mlflow_uri):
     assert not strays, "lines that are not ours:\n" + "\n".join(strays[:20])
     assert sum(line.startswith("  trial ") for line in lines) == 2
     assert lines[-1].startswith("sweep tiny: 2 trials")
+
+
+def test_a_line_forwarded_twice_is_shown_once(capsys):
+    """Ray forwards a worker's line once per log monitor that reads its file: nodes started on one
+    machine share the session's log directory (tests/test_ray_jobs.py has such a cluster). A line
+    the process printed again (a new N) is shown again."""
+    from distributed_adcs import console
+
+    batch = ["[adcs:epoch 1] epoch 1/2 loss=1.0000", "not ours", "[adcs 2] warning: w"]
+    console.show_forwarded(batch, source=("10.0.0.1", 7))
+    console.show_forwarded(batch[:2], source=("10.0.0.1", 7))  # the other monitor, its own batching
+    console.show_forwarded([batch[2]], source=("10.0.0.1", 7))
+    console.show_forwarded(["[adcs 3] warning: w"], source=("10.0.0.1", 7))  # printed again
+    console.show_forwarded(["(EmbeddingActor pid=8) [adcs 2] warning: w"], source=("10.0.0.1", 8))  # another process
+    assert capsys.readouterr().out.splitlines() == ["epoch 1/2 loss=1.0000", "warning: w", "warning: w", "warning: w"]
+
+
+def test_capture_in_a_notebook_keeps_its_streams(tmp_path, monkeypatch):
+    """A Jupyter kernel's sys.stdout is no file descriptor (it sends to the notebook): our lines go
+    there, what is printed through sys.stdout or written to descriptors 1 and 2 goes to the log, and
+    the kernel's streams are back afterwards."""
+    import io
+    import os
+    import sys
+
+    from distributed_adcs import console
+
+    notebook_out, notebook_err = io.StringIO(), io.StringIO()
+    monkeypatch.setattr(sys, "stdout", notebook_out)
+    monkeypatch.setattr(sys, "stderr", notebook_err)
+    with console.capture(tmp_path) as log:
+        console.say("epoch 1/1 ours")
+        print("(TrainController pid=1) Ray's forwarded line")  # how Ray prints what it forwards
+        os.write(2, b"a C++ core worker line\n")
+        console.say("warning: ours too", err=True)
+    assert sys.stdout is notebook_out and sys.stderr is notebook_err
+    assert notebook_out.getvalue() == "epoch 1/1 ours\n" and notebook_err.getvalue() == "warning: ours too\n"
+    text = log.read_text()
+    assert "Ray's forwarded line" in text and "a C++ core worker line" in text and "epoch 1/1 ours" in text

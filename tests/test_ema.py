@@ -126,9 +126,9 @@ def test_resumed_job_equals_uninterrupted_average_best_and_final_metrics(tmp_pat
 
 
 def test_evaluating_a_checkpoint_tests_the_average_and_records_each_examples_outcome(tmp_path):
-    # adcs evaluate (evaluate.py) must test what the job's own final evaluation tested: with
+    # adcs evaluate (evaluation.py) must test what the job's own final evaluation tested: with
     # averaging on, the weight average of the checkpoint, not a fresh average of its weights
-    from distributed_adcs.evaluate import evaluate
+    from distributed_adcs.evaluation import evaluate
     from distributed_adcs.accuracy import unpack_mask
 
     cfg = _cfg("eval.keep_best=false")

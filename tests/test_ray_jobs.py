@@ -1,12 +1,15 @@
 """Ray Jobs end to end: a real head from `ray start`, tiny training jobs from `ray job submit`.
 
 The head is private to this module: its own ports, its own ``--temp-dir`` and its own process
-group, with the dashboard (Jobs API) on 127.0.0.1. It is stopped by SIGTERM to its
-``ray start --block`` process (which shuts down the processes that command started), never by
-``ray stop``: ``ray stop`` ends every Ray process of the user on the machine, including the
-session's shared ``ray.init`` instance (conftest) and other people's Ray on this shared machine.
-Teardown then asserts that no process of this head (its process group, or a raylet/gcs_server
-under its temp dir) is left.
+group, with the dashboard (Jobs API) on 127.0.0.1. A worker node of no CPUs joins it from this
+machine, as a head and worker nodes on one host do: it runs nothing, but its log monitor reads
+the same session directory as the head's, so Ray forwards every worker's line to the job's
+driver twice (each line that ``adcs train`` printed from Ray Train came twice before the driver
+showed each once). Both are stopped by SIGTERM to their ``ray start --block`` processes (which
+shut down the processes those commands started), never by ``ray stop``: ``ray stop`` ends every
+Ray process of the user on the machine, including the session's shared ``ray.init`` instance
+(conftest) and other people's Ray on this shared machine. Teardown then asserts that no process
+of this cluster (its process groups, or a raylet/gcs_server under its temp dir) is left.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import psutil
@@ -48,7 +51,9 @@ class Head:
     temp_dir: Path
     dashboard: str  # the Jobs API / dashboard URL, http://127.0.0.1:<port>
     env: dict
+    gcs: str = ""  # the GCS address, 127.0.0.1:<port>, that nodes join
     start_s: float = 0.0  # wall time of `ray start` until the Jobs API answered
+    workers: list = field(default_factory=list)  # `ray start --block` of each worker node
 
 
 
@@ -93,7 +98,7 @@ def _start_head(temp_dir: Path, timeout_s: float = 90) -> Head:
     proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                             start_new_session=True)
     log.close()
-    head = Head(proc, temp_dir, dashboard, env)
+    head = Head(proc, temp_dir, dashboard, env, gcs=f"127.0.0.1:{gcs}")
     deadline = time.monotonic() + timeout_s
     log_path = temp_dir / "ray-start.log"
     # `ray start` logs this once every process (GCS, dashboard, raylet, agents) is up.
@@ -105,12 +110,31 @@ def _start_head(temp_dir: Path, timeout_s: float = 90) -> Head:
     return head
 
 
+def _add_worker_node(head: Head, timeout_s: float = 90) -> None:
+    """A worker node of no CPUs on this machine: it shares the head's session directory (its temp
+    dir), and its own process group."""
+    node_mgr, obj_mgr = free_ports(2)
+    log_path = head.temp_dir / f"ray-start-worker{len(head.workers)}.log"
+    cmd = [RAY, "start", f"--address={head.gcs}", "--block", "--disable-usage-stats", "--num-cpus=0",
+           "--num-gpus=0", f"--node-manager-port={node_mgr}", f"--object-manager-port={obj_mgr}",
+           "--min-worker-port=0", "--max-worker-port=0", f"--object-store-memory={128 * 2**20}"]
+    with open(log_path, "w") as log:
+        head.workers.append(subprocess.Popen(cmd, env=head.env, stdout=log, stderr=subprocess.STDOUT,
+                                             stdin=subprocess.DEVNULL, start_new_session=True))
+    deadline = time.monotonic() + timeout_s
+    while "Ray runtime started" not in log_path.read_text():
+        if head.workers[-1].poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError(f"ray start (worker node) failed:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 def _head_processes(head: Head) -> list[psutil.Process]:
-    """Processes of this head: its process group, plus anything naming its temp dir."""
+    """Processes of this cluster: its process groups, plus anything naming its temp dir."""
+    groups = {head.proc.pid, *(w.pid for w in head.workers)}
     found = []
     for p in psutil.process_iter(["pid", "cmdline"]):
         try:
-            in_group = os.getpgid(p.pid) == head.proc.pid
+            in_group = os.getpgid(p.pid) in groups
             mine = in_group or any(str(head.temp_dir) in a for a in p.info["cmdline"] or [])
         except (ProcessLookupError, psutil.Error):
             continue
@@ -130,13 +154,15 @@ def _core_names(procs: list[psutil.Process]) -> set[str]:
 
 
 def _stop_head(head: Head, grace_s: float = 30) -> list[str]:
-    """SIGTERM the head's `ray start --block`, wait, SIGKILL leftovers; return what was left over."""
-    if head.proc.poll() is None:
-        head.proc.send_signal(signal.SIGTERM)
-        try:
-            head.proc.wait(grace_s)
-        except subprocess.TimeoutExpired:
-            pass
+    """SIGTERM the worker nodes' and then the head's `ray start --block`, wait, SIGKILL leftovers;
+    return what was left over."""
+    for proc in [*head.workers, head.proc]:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(grace_s)
+            except subprocess.TimeoutExpired:
+                pass
     _, alive = psutil.wait_procs(_head_processes(head), timeout=10)
     leftovers = []
     for p in alive:
@@ -145,9 +171,10 @@ def _stop_head(head: Head, grace_s: float = 30) -> list[str]:
             p.kill()
         except psutil.Error:
             pass
-    if head.proc.poll() is None:
-        head.proc.kill()
-        head.proc.wait(10)
+    for proc in [*head.workers, head.proc]:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
     return leftovers
 
 
@@ -159,6 +186,7 @@ def ray_head():
     head = _start_head(temp_dir)
     head.start_s = time.perf_counter() - started
     try:
+        _add_worker_node(head)
         assert _core_names(_head_processes(head)) == {"raylet", "gcs_server"}  # the check below can see them
         yield head
     finally:
@@ -223,6 +251,14 @@ def _report(capsys, head: Head, label: str, wall: float) -> None:
         print(f"\n{label}: ray job submit wall time {wall:.1f} s (head started in {head.start_s:.1f} s)")
 
 
+def _assert_each_line_once(cli_output: str, epochs: int = 2) -> None:
+    """What the job printed reaches the submitting client once: each epoch's line, the test
+    metrics' line and the header."""
+    lines = cli_output.splitlines()
+    for start in [*(f"epoch {e}/{epochs} " for e in range(1, epochs + 1)), "test_clean_acc=", "adcs train: "]:
+        assert sum(line.startswith(start) for line in lines) == 1, f"{start!r} not once in:\n{cli_output[-3000:]}"
+
+
 def test_submitted_job_trains_and_logs_a_finished_mlflow_run(ray_head, tmp_path, capsys):
     # ray.num_workers 0: the job trains in its driver process and needs no Ray of its own.
     job_id, wall, cli_output = _submit(ray_head, tmp_path, [])
@@ -230,6 +266,7 @@ def test_submitted_job_trains_and_logs_a_finished_mlflow_run(ray_head, tmp_path,
     _assert_succeeded(ray_head, job_id, cli_output)
     run = _finished_run(tmp_path)
     assert run.data.params["ray.num_workers"] == "0"
+    _assert_each_line_once(cli_output)
 
 
 def _actor_classes(head: Head) -> set[str]:
@@ -250,6 +287,8 @@ def test_submitted_job_runs_ray_train_on_the_submitted_cluster(ray_head, tmp_pat
     assert "RayTrainWorker" in _actor_classes(ray_head), "Ray Train did not run on the submitted head"
     logs = _get_json(f"{ray_head.dashboard}/api/jobs/{job_id}/logs")["logs"]
     assert "Found multiple active Ray instances" not in logs  # Train's State API calls found this head
+    # the epoch and test lines come from Ray Train's processes, forwarded by both nodes' log monitors
+    _assert_each_line_once(cli_output)
 
 
 def test_coreset_job_fits_a_cluster_sized_for_one_phase(ray_head, tmp_path, capsys):

@@ -111,7 +111,7 @@ def complete_headline(client, arms: list[Arm], s: Settings, version: str = "stan
     ``evaluate_test_<name>_acc`` with its per-example outcomes; their records are rewritten.
     Runs imported from records have no checkpoint here and keep what they have."""
     from distributed_adcs.engine.job import AUTOATTACK_METRICS
-    from distributed_adcs.evaluate import evaluate
+    from distributed_adcs.evaluation import evaluate
 
     name = AUTOATTACK_METRICS[version]
     for arm in (arm for arm in arms if arm.headline):

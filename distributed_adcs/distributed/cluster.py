@@ -8,7 +8,7 @@ import ray
 
 from ..config import JobConfig, UsageError
 from .. import console
-from ..engine.runtime import raise_on_sigterm
+from ..engine.runtime import signal_handlers_kept
 from .resources import job_bundles, total
 
 
@@ -22,7 +22,8 @@ def attach_console() -> None:
     from ray._private.worker import global_worker_stdstream_dispatcher as dispatcher
 
     def route(data: dict) -> None:
-        console.show_forwarded(data.get("lines", ()), err=bool(data.get("is_err")))
+        console.show_forwarded(data.get("lines", ()), err=bool(data.get("is_err")),
+                               source=(data.get("ip"), data.get("pid")))
 
     dispatcher.remove_handler("adcs_console")  # one per process, however often Ray starts
     dispatcher.add_handler("adcs_console", route)
@@ -62,11 +63,11 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
     if address:
         check_address(address)
         try:
-            ray.init(address=address, log_to_driver=True)
+            with signal_handlers_kept():  # see below
+                ray.init(address=address, log_to_driver=True)
         except ConnectionError as err:
             raise UsageError(f"ray.address {address}: {str(err).splitlines()[0]}") from None
         attach_console()
-        raise_on_sigterm()
         return True
     num_cpus = max(os.cpu_count() or 1, int(-(-total(job_bundles(job)).get("CPU", 0.0) // 1)))
     # Ray runs workers at nice 15. On a small machine its own daemons then preempt the training
@@ -79,10 +80,12 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
     # its own process anyway), and Ray Train's preemption watcher (no autoscaler drains a node).
     os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
     os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
-    ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
-             dashboard_host="127.0.0.1", log_to_driver=True)
+    # ray.init replaces the process's SIGTERM handler with its own (sys.exit, and the core worker's
+    # stack-dump handler that ends in SIGABRT): the process keeps its own, so that under `adcs` a
+    # SIGTERM marks the run KILLED like Ctrl-C (engine.runtime.raise_on_sigterm), and a notebook
+    # calling the API keeps whatever it had
+    with signal_handlers_kept():
+        ray.init(address="local", num_cpus=num_cpus, resources=resources, include_dashboard=True,
+                 dashboard_host="127.0.0.1", log_to_driver=True)
     attach_console()  # our lines from Ray's processes to the console, the rest to the job's log
-    # ray.init replaces the job's SIGTERM handler with its own (sys.exit, and the core worker's
-    # stack-dump handler that ends in SIGABRT): a SIGTERM must mark the run KILLED like Ctrl-C
-    raise_on_sigterm()
     return True

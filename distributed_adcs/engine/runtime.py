@@ -5,7 +5,10 @@ from __future__ import annotations
 import hashlib
 import random
 import signal
-from typing import TYPE_CHECKING
+import sys
+import threading
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Iterator
 
 import torch
 
@@ -53,6 +56,28 @@ def seed_everything(seed: int, deterministic: bool = False) -> None:
         torch.backends.cudnn.benchmark = False
 
 
+@contextmanager
+def global_state_kept() -> Iterator[None]:
+    """What :func:`seed_everything` and a job change in the process, put back on exit: the global
+    random streams (Python's, numpy's when it is loaded, torch's and CUDA's), torch's deterministic
+    mode and cuDNN's autotuner flag (``Job`` sets it on a GPU). For a caller that keeps its process
+    after the job (the Python API)."""
+    numpy = sys.modules.get("numpy")
+    saved = (random.getstate(), numpy.random.get_state() if numpy is not None else None, rng_state(),
+             torch.are_deterministic_algorithms_enabled(), torch.is_deterministic_algorithms_warn_only_enabled(),
+             torch.backends.cudnn.benchmark)
+    try:
+        yield
+    finally:
+        py, np_state, torch_state, deterministic, warn_only, benchmark = saved
+        random.setstate(py)
+        if np_state is not None:
+            numpy.random.set_state(np_state)  # type: ignore[union-attr]
+        set_rng_state(torch_state)
+        torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+        torch.backends.cudnn.benchmark = benchmark
+
+
 def rng_state() -> dict:
     """Global RNG states as tensors/lists, loadable with ``torch.load(weights_only=True)``."""
     state: dict[str, torch.Tensor | list[torch.Tensor]] = {"torch": torch.get_rng_state()}
@@ -94,10 +119,31 @@ def interruption(err: BaseException | None) -> KeyboardInterrupt | None:
 
 def raise_on_sigterm() -> None:
     """Turn SIGTERM into :class:`Interrupted`: the run is marked KILLED, as after Ctrl-C, and
-    everything the job holds (Ray, its workers and actors) is released on the way out."""
+    everything the job holds (Ray, its workers and actors) is released on the way out. Installed
+    by the ``adcs`` command, which owns its process; the Python API installs no handler."""
     def handler(signum, frame):
         raise Interrupted(signum, "terminated (SIGTERM)")
     try:
         signal.signal(signal.SIGTERM, handler)
     except ValueError:  # not the main thread (e.g. inside a Ray actor): leave it to the host
         pass
+
+
+@contextmanager
+def signal_handlers_kept(*signums: int) -> Iterator[None]:
+    """The process's handlers of ``signums`` (default SIGTERM and SIGINT) are put back on exit.
+
+    ``ray.init`` installs its own SIGTERM handler (``sys.exit``) and Ray Train's ``fit`` one for
+    SIGINT: around them, whoever owns the process keeps its own (``adcs``: :func:`raise_on_sigterm`;
+    a notebook or script calling the API: whatever it had). Off the main thread nothing can be
+    installed, so nothing is restored."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    saved = {s: signal.getsignal(s) for s in signums or (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for signum, handler in saved.items():
+            if handler is not None:  # None: installed outside Python, nothing to put back
+                signal.signal(signum, handler)

@@ -1,4 +1,5 @@
-"""``adcs evaluate``: test-set evaluation of a saved model (a checkpoint or an MLflow run).
+"""``adcs evaluate``: test-set evaluation of a saved model (a checkpoint or an MLflow run); also
+the model a checkpoint holds, rebuilt (``api.load_model``).
 
 The job's config travels inside every checkpoint, so a checkpoint is self-describing;
 ``--set`` overrides apply on top (e.g. ``eval.autoattack=true``, ``eval.test_limit=500``).
@@ -34,20 +35,45 @@ def _checkpoint_from_run(tracker: RunTracker, run_id: str, tmp: str) -> Path:
 def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracking_uri: str | None = None,
              overrides: Sequence[str] = ()) -> dict[str, float]:
     """Evaluate and return the metrics; with ``run_id`` they are also logged to that run."""
+    tracker = open_run(run_id, tracking_uri) if run_id else None
+    payload, where = read_checkpoint(checkpoint, tracker)
+    job = job_of_checkpoint(payload, where, overrides)
+    results = job.final_evaluation()
+    if tracker is not None:
+        # per attack run, so that a later evaluation with another attack keeps this one's outcomes
+        e = job.cfg.eval
+        what = e.autoattack_version if e.autoattack else f"pgd{e.pgd_steps}"
+        tracker.log_json(job.test_outcomes, f"eval/evaluate_{what}_outcomes.json")
+        tracker.log_metrics({f"evaluate_{k}": v for k, v in results.items()}, step=int(payload["epoch"]))
+    return results
+
+
+def open_run(run_id: str, tracking_uri: str | None) -> RunTracker:
+    """An existing run of the store ``tracking_uri``, in its own experiment: opening creates none."""
+    try:
+        return RunTracker(tracking_uri, None, run_id=run_id)
+    except LookupError as err:
+        raise UsageError(str(err)) from None
+
+
+def read_checkpoint(checkpoint: str | None, tracker: RunTracker | None = None) -> tuple[dict, str]:
+    """The checkpoint's contents and where it was: the file ``checkpoint``, or the last one the
+    run of ``tracker`` recorded."""
     with tempfile.TemporaryDirectory() as tmp:
-        tracker = None
-        if run_id:
-            try:  # the run's own experiment: evaluating creates none
-                tracker = RunTracker(tracking_uri, None, run_id=run_id)
-            except LookupError as err:
-                raise UsageError(str(err)) from None
-            checkpoint = str(_checkpoint_from_run(tracker, run_id, tmp))
+        if tracker is not None:
+            checkpoint = str(_checkpoint_from_run(tracker, tracker.open_run_id, tmp))
         if checkpoint is None:  # the CLI requires one of the two
             raise UsageError("evaluate needs a checkpoint or a run id")
         try:
-            payload = load_checkpoint(checkpoint)
+            return load_checkpoint(checkpoint), checkpoint
         except (FileNotFoundError, ValueError) as err:
             raise UsageError(str(err)) from None
+
+
+def job_of_checkpoint(payload: dict, where: str, overrides: Sequence[str] = ()) -> Job:
+    """The job a checkpoint came from (its config, ``overrides`` on top), with the checkpoint's
+    models loaded (``Job.load_models``): the weight average too, what the job's own evaluation
+    tested. Seeds the process's random streams, as the job did."""
     cfg = config_from_dict(yaml.safe_load(payload["config"]), overrides)
     seed_everything(cfg.seed)
     device = resolve_device(cfg.train.device)
@@ -57,15 +83,9 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracki
         raise UsageError(str(err)) from err
     job = Job(cfg, splits, device)
     try:
-        job.load_models(payload)  # the weight average too: what the job's own evaluation tested
+        job.load_models(payload)
     except RuntimeError as err:  # another model (or data set) than the checkpoint's
         first = str(err).splitlines()[0]
-        raise UsageError(f"{checkpoint}: its weights do not fit model.name={cfg.model.name} on "
+        raise UsageError(f"{where}: its weights do not fit model.name={cfg.model.name} on "
                          f"data.name={cfg.data.name} ({first[:160]})") from None
-    results = job.final_evaluation()
-    if tracker is not None:
-        # per attack run, so that a later evaluation with another attack keeps this one's outcomes
-        what = cfg.eval.autoattack_version if cfg.eval.autoattack else f"pgd{cfg.eval.pgd_steps}"
-        tracker.log_json(job.test_outcomes, f"eval/evaluate_{what}_outcomes.json")
-        tracker.log_metrics({f"evaluate_{k}": v for k, v in results.items()}, step=int(payload["epoch"]))
-    return results
+    return job
