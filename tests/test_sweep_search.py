@@ -1,4 +1,4 @@
-"""adcs sweep's searchers (Optuna through Ray Tune), its checks, and a sweep killed for real and resumed."""
+"""adcs sweep's searchers and checks, and an Optuna sweep killed for real and resumed."""
 
 from __future__ import annotations
 
@@ -51,33 +51,12 @@ def test_search_alg_and_asha_size_are_checked(tmp_path, mlflow_uri, monkeypatch)
     assert (sweep.search_alg, grid_size(sweep), max_epochs(sweep, base)) == ("optuna", 8, 5)
 
 
-def test_optuna_sweep_of_four_tiny_trials(tmp_path, mlflow_uri):
-    from distributed_adcs.distributed.sweep import run_sweep
-    from distributed_adcs.run import train
-
+def test_optuna_sweep_killed_after_its_second_trial_resumes_and_runs_each_trial_once(tmp_path, mlflow_uri):
+    """An Optuna sweep of 4 tiny trials, one at a time, in a real ``adcs sweep`` process that is
+    killed (SIGKILL) once two trials have finished; ``adcs sweep --resume`` then runs only the
+    rest, under the same parent run, with Optuna's restored state choosing them."""
     path = _write_sweep(tmp_path, mlflow_uri, {"train.lr": {"loguniform": [0.01, 0.1]}}, search_alg="optuna",
-                        num_samples=4, scheduler="fifo")
-    spec = yaml.safe_load(path.read_text())
-    spec["set"].update({"train.epochs": 1, "coreset.method": "full", "data.limit": 192, "data.val_size": 64})
-    path.write_text(yaml.safe_dump(spec))
-    parent_id = run_sweep(path, train)
-    children = _children(mlflow_uri, parent_id)
-    assert len(children) == 4 and {r.info.status for r in children} == {"FINISHED"}
-    trials = {r.data.tags[TRIAL_TAG] for r in children}  # each run tagged with its own trial
-    assert len(trials) == 4 and all(r.info.run_name.endswith(r.data.tags[TRIAL_TAG]) for r in children)
-    lrs = {float(r.data.params["train.lr"]) for r in children}
-    assert len(lrs) == 4 and all(0.01 <= lr <= 0.1 for lr in lrs)
-    (experiment,) = (tmp_path / "runs" / "tune").iterdir()
-    states = list(experiment.glob("searcher-state-*.pkl"))
-    assert states and b"optuna.samplers._tpe" in states[0].read_bytes()  # Optuna (TPE) chose them
-    assert MlflowClient(mlflow_uri).get_run(parent_id).data.params["sweep.search_alg"] == "optuna"
-
-
-def test_sweep_killed_after_its_second_trial_resumes_and_runs_each_trial_once(tmp_path, mlflow_uri):
-    """A real ``adcs sweep`` process is killed (SIGKILL) once two of its three trials have
-    finished; ``adcs sweep --resume`` then runs only the rest, under the same parent run."""
-    path = _write_sweep(tmp_path, mlflow_uri, {"train.lr": {"grid": [0.05, 0.03, 0.02]}}, scheduler="fifo",
-                        max_concurrent_trials=1)
+                        num_samples=4, scheduler="fifo", max_concurrent_trials=1)
     spec = yaml.safe_load(path.read_text())
     spec["set"].update({"train.epochs": 1, "coreset.method": "full", "data.limit": 192, "data.val_size": 64})
     path.write_text(yaml.safe_dump(spec))
@@ -85,7 +64,7 @@ def test_sweep_killed_after_its_second_trial_resumes_and_runs_each_trial_once(tm
     driver = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               stdin=subprocess.DEVNULL, start_new_session=True)
     try:
-        deadline = time.monotonic() + 240
+        deadline = time.monotonic() + 300
         while sum(r.info.status == "FINISHED" for r in _children(mlflow_uri)) < 2:
             assert driver.poll() is None and time.monotonic() < deadline, "the sweep ended before it was killed"
             time.sleep(0.5)
@@ -100,16 +79,22 @@ def test_sweep_killed_after_its_second_trial_resumes_and_runs_each_trial_once(tm
     assert len(before) == 2
     (experiment,) = (tmp_path / "runs" / "tune").iterdir()
     proc = subprocess.run([sys.executable, "-m", "distributed_adcs.cli", "sweep", "--quiet", "--resume",
-                           str(experiment)], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                           str(experiment)], cwd=ROOT, capture_output=True, text=True, timeout=400,
                           stdin=subprocess.DEVNULL)
     assert proc.returncode == 0, proc.stderr[-3000:]
     parent_id = experiment.name.removeprefix("sweep-")
     children = _children(mlflow_uri, parent_id)
-    assert sorted(r.data.tags[TRIAL_TAG] for r in children) == sorted({r.data.tags[TRIAL_TAG] for r in children})
-    assert len(children) == 3 and {r.info.status for r in children} == {"FINISHED"}, \
+    trials = [r.data.tags[TRIAL_TAG] for r in children]  # each run tagged with its own trial, once
+    assert len(children) == 4 and len(set(trials)) == 4 and {r.info.status for r in children} == {"FINISHED"}, \
         [(r.data.tags.get(TRIAL_TAG), r.info.status) for r in children]
+    assert all(r.info.run_name.endswith(r.data.tags[TRIAL_TAG]) for r in children)
     for trial, run in before.items():  # the finished trials were not run again: the same runs, untouched
         (after,) = [r for r in children if r.data.tags[TRIAL_TAG] == trial]
         assert after.info.run_id == run.info.run_id and after.info.end_time == run.info.end_time
-    assert MlflowClient(mlflow_uri).get_run(parent_id).info.status == "FINISHED"
-    assert "3 trials" in proc.stdout
+    lrs = {float(r.data.params["train.lr"]) for r in children}
+    assert len(lrs) == 4 and all(0.01 <= lr <= 0.1 for lr in lrs)
+    states = list(experiment.glob("searcher-state-*.pkl"))
+    assert states and all(b"optuna.samplers._tpe" in f.read_bytes() for f in states)  # Optuna (TPE) chose them
+    parent = MlflowClient(mlflow_uri).get_run(parent_id)
+    assert parent.info.status == "FINISHED" and parent.data.params["sweep.search_alg"] == "optuna"
+    assert "sweep tiny: 4 trials;" in proc.stdout

@@ -125,8 +125,8 @@ def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, s
 
 
 def _sweep_params(sweep: SweepConfig) -> dict:
-    return {"search": sweep.search, "set": sweep.set, "num_samples": sweep.num_samples, "scheduler": sweep.scheduler,
-            "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials}
+    return {"search": sweep.search, "search_alg": sweep.search_alg, "set": sweep.set, "num_samples": sweep.num_samples,
+            "scheduler": sweep.scheduler, "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials}
 
 
 def _tuner(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg, train: TrainJob,
