@@ -98,3 +98,30 @@ def test_optuna_sweep_killed_after_its_second_trial_resumes_and_runs_each_trial_
     parent = MlflowClient(mlflow_uri).get_run(parent_id)
     assert parent.info.status == "FINISHED" and parent.data.params["sweep.search_alg"] == "optuna"
     assert "sweep tiny: 4 trials;" in proc.stdout
+
+
+def test_trials_bar_counts_ended_trials_and_survives_tune_storing_it(monkeypatch):
+    """The sweep's bar (a Tune callback) shows k/N trials ended: counted from Tune's trials at each
+    step, so a resumed sweep starts at k; Tune pickles it with the experiment, bar closed."""
+    import pickle
+
+    from ray.tune.experiment import Trial
+
+    from distributed_adcs import console, progress
+    from distributed_adcs.distributed.sweep_progress import TrialsBar
+
+    monkeypatch.setattr(progress, "enabled", lambda: True)  # as on a terminal
+    trials = [Trial("run_trial", stub=True) for _ in range(3)]
+    trials[0].set_status(Trial.TERMINATED)
+    bar = pickle.loads(pickle.dumps(TrialsBar(4, "tiny")))
+    try:
+        bar.on_step_end(0, trials)
+        assert (console._state.bar.initial, console._state.bar.n, console._state.bar.total) == (1, 1, 4)
+        trials[1].set_status(Trial.ERROR)
+        bar.on_step_end(1, trials)
+        assert (console._state.bar.n, console._state.bar.total) == (2, 4)
+        assert "2/4" in str(console._state.bar) and "<" in str(console._state.bar)  # k/N and the time left
+        assert not pickle.loads(pickle.dumps(bar))._open
+    finally:
+        bar.on_experiment_end(trials)
+    assert console._state.bar is None
