@@ -61,7 +61,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("sweep", help="run a Ray Tune sweep of training jobs",
                        description="A Ray Tune search over job config keys (grid or random, ASHA on validation "
                                    "robust accuracy); every trial is a whole job, nested under one MLflow run.")
-    p.add_argument("--config", required=True, metavar="FILE", help="sweep YAML, e.g. configs/sweep_quickstart.yaml")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--config", metavar="FILE", help="sweep YAML, e.g. configs/sweep_quickstart.yaml")
+    src.add_argument("--resume", metavar="DIR", help="continue a killed sweep: its Tune experiment directory, "
+                                                     "which the sweep printed when it started")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.add_argument("--verbose", action="store_true",
                    help="show Ray's and Ray Tune's own output on the console (default: in a log file under the "
@@ -180,6 +183,13 @@ def _cmd_data(args: argparse.Namespace) -> int:
 def _cmd_sweep(args: argparse.Namespace) -> int:
     from .sweep_config import load_sweep
 
+    if args.resume:
+        from .distributed.sweep import resume_sweep
+        from .run import train
+
+        # the log next to the sweep's Tune experiment, inside its train.output_dir
+        return _captured(args.verbose, os.path.dirname(os.path.abspath(args.resume)),
+                         lambda: resume_sweep(args.resume, train))
     sweep, base = load_sweep(args.config)  # every sweep and search-space error before Ray loads
     from .distributed.sweep import run_sweep
     from .engine.runtime import raise_on_sigterm

@@ -40,7 +40,8 @@ class _State:
     out: IO[str] | None = None  # the console's stdout and stderr while capturing; None: not capturing
     err: IO[str] | None = None
     log_path: Path | None = None
-    bar: Any = None  # the job's epoch bar (tqdm, untyped), on a terminal only
+    bar: Any = None  # the one progress bar (tqdm, untyped), on a terminal only
+    bar_follows_epochs = False  # epoch lines move it (a job's bar; a sweep's counts trials)
     lock = threading.Lock()  # Ray's log thread and the main thread both write
     shown: set[tuple] = set()  # (node, process, N, text) of every forwarded line shown
 
@@ -90,7 +91,7 @@ def _show(text: str, *, err: bool, epoch: bool) -> None:
             bar.clear()
         print(text, file=target, flush=True)
         if bar is not None:
-            if epoch and (m := _EPOCH.match(text)):
+            if epoch and _state.bar_follows_epochs and (m := _EPOCH.match(text)):
                 bar.n = int(m.group(1))
             bar.refresh()
 
@@ -98,18 +99,43 @@ def _show(text: str, *, err: bool, epoch: bool) -> None:
 @contextmanager
 def epoch_bar(epochs: int, desc: str = "training") -> Iterator[None]:
     """A bar over the job's epochs on the console's stderr while the job runs (terminals only)."""
-    from .progress import enabled
-
-    if not enabled() or _state.bar is not None:
-        yield
-        return
-    from tqdm.auto import tqdm
-
-    _state.bar = tqdm(total=epochs, desc=desc, unit="epoch", file=stream(), dynamic_ncols=True, leave=False)
+    opened = open_bar(epochs, desc, "epoch", follows_epochs=True)
     try:
         yield
     finally:
-        with _state.lock:
+        if opened:
+            close_bar()
+
+
+def open_bar(total: int, desc: str, unit: str, *, initial: int = 0, follows_epochs: bool = False) -> bool:
+    """Open the console's one progress bar (k/total, rate and time left; terminals only), at
+    ``initial`` done before it opened (left out of the rate). False, and nothing opened, when
+    bars are off or one is open already."""
+    from .progress import enabled
+
+    if not enabled() or _state.bar is not None:
+        return False
+    from tqdm.auto import tqdm
+
+    _state.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream(), dynamic_ncols=True,
+                      leave=False)
+    _state.bar_follows_epochs = follows_epochs
+    return True
+
+
+def set_bar(done: int, total: int | None = None) -> None:
+    """Move the open bar (if any) to ``done`` of ``total``."""
+    with _state.lock:
+        if _state.bar is not None:
+            if total is not None:
+                _state.bar.total = total
+            _state.bar.n = done
+            _state.bar.refresh()
+
+
+def close_bar() -> None:
+    with _state.lock:
+        if _state.bar is not None:
             _state.bar.close()
             _state.bar = None
 
@@ -219,5 +245,5 @@ def show_forwarded(lines, err: bool = False, source: tuple = ()) -> None:
         _show(found.group(3), err=err, epoch=bool(found.group(1)))
 
 
-__all__ = ["capture", "capturing", "epoch_bar", "job_log_dir", "log_path", "move_log", "say",
-           "show_forwarded", "stream"]
+__all__ = ["capture", "capturing", "close_bar", "epoch_bar", "job_log_dir", "log_path", "move_log", "open_bar",
+           "say", "set_bar", "show_forwarded", "stream"]

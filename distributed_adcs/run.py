@@ -18,7 +18,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
-from typing import Callable, Literal, Sequence
+from typing import Callable, Literal, Mapping, Sequence
 
 from . import console, storage
 from .config import JobConfig, UsageError
@@ -51,7 +51,7 @@ class JobPlan:
 
 
 def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
-          callbacks: Sequence = ()) -> str:
+          callbacks: Sequence = (), tags: Mapping[str, str] | None = None) -> str:
     """Run a whole training job and return its MLflow run id (the job's entry for ``adcs train``,
     ``adcs sweep`` and the Python API, ``api.train``).
 
@@ -64,6 +64,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
         callbacks: objects with ``on_epoch(epoch, metrics)``, called after each epoch's metrics
             are recorded, wherever the job runs (``tracking.epochs.EpochHook``: on the Ray
             Train path they run in its controller, so they must pickle).
+        tags: more MLflow tags for the run (a sweep's trial id).
     """
     from .tracking.stores import check_tracking_uri, resolve_tracking_uri, store_warnings
     from .tracking.job_run import JobRun
@@ -86,7 +87,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             check_address(cfg.ray.address)
         # a Ray Train job's driver trains on no image: it reads the data's description only
         splits = load_job_splits(cfg) if plan.where == "process" else describe_job_data(cfg)
-        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id)
+        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id, tags=tags)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     with run.tracker:

@@ -9,8 +9,14 @@ A sweep file names a base job config and a search space over dotted job keys::
       coreset.method: {grid: [craig, random]}
       train.lr: {loguniform: [0.01, 0.1]}
     num_samples: 1                   # repeats of the grid (random keys are redrawn)
+    search_alg: random               # grid, random, optuna or hyperopt (the last two: pip install '.[sweep]')
     scheduler: asha                  # or fifo
     max_concurrent_trials: 2
+
+``search_alg``: ``random`` is Tune's basic generator (grid keys crossed, the other keys drawn
+anew for each of ``num_samples`` repeats); ``grid`` is the same with grid keys only, so every
+point is run; ``optuna`` (TPE) and ``hyperopt`` (TPE) choose each trial from the results so far,
+``num_samples`` trials in all, and take no ``grid`` key (a model-based search needs a ``choice``).
 
 Every searched key and every value (or bounds) is checked against the job schema before a
 single trial starts, so a typo fails in a second, not after an hour.
@@ -18,9 +24,10 @@ single trial starts, so a typo fails in a second, not after an hour.
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,6 +37,9 @@ from .config import ConfigError, JobConfig, config_from_dict, read_yaml, walk
 from .errors import check
 
 KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
+# search_alg -> the package its Ray Tune searcher needs (None: Tune's own generator)
+SEARCHERS: dict[str, str | None] = {"random": None, "grid": None, "optuna": "optuna", "hyperopt": "hyperopt"}
+EXTRA = "sweep"  # pyproject's extra that installs every searcher's package
 
 
 @dataclass(kw_only=True, slots=True)
@@ -38,6 +48,7 @@ class SweepConfig:
     set: dict[str, Any] = field(default_factory=dict)
     search: dict[str, dict[str, list]] = field(default_factory=dict)
     num_samples: int = 1
+    search_alg: Literal["random", "grid", "optuna", "hyperopt"] = "random"
     metric: str = "val_robust_acc"
     mode: Literal["max", "min"] = "max"
     scheduler: Literal["asha", "fifo"] = "asha"
@@ -61,6 +72,24 @@ class SweepConfig:
             check(isinstance(values, list) and len(values) > 0, f"search.{key}.{kind}", "must be a non-empty list")
             if kind in ("uniform", "loguniform", "randint"):
                 check(len(values) == 2 and values[0] < values[1], f"search.{key}.{kind}", "must be [low, high]")
+            if self.search_alg == "grid":
+                check(kind == "grid", f"search.{key}", f"search_alg grid runs every point of a grid: {kind} is not "
+                                                       f"one (use search_alg random)")
+            elif SEARCHERS[self.search_alg]:
+                check(kind != "grid", f"search.{key}", f"search_alg {self.search_alg} chooses each trial itself and "
+                                                       f"takes no grid: use choice")
+
+
+def check_searcher_installed(sweep: SweepConfig) -> None:
+    """The searcher's package is importable, or a one-line error naming the extra that installs it.
+
+    Raises:
+        ConfigError: ``search_alg`` needs a package this environment lacks.
+    """
+    package = SEARCHERS[sweep.search_alg]
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError("search_alg", f"{sweep.search_alg} needs the {package} package, which is not installed: "
+                                        f"pip install 'distributed_adcs[{EXTRA}]'")
 
 
 def trial_config(base: dict, fixed: dict[str, Any], params: dict[str, Any]) -> JobConfig:
@@ -90,10 +119,33 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
                 trial_config(base, sweep.set, {key: value})
             except ConfigError as err:
                 raise ConfigError(f"search.{key}", str(err)) from None
+    check_searcher_installed(sweep)
     return sweep, base
 
 
+def max_epochs(sweep: SweepConfig, base: dict) -> int:
+    """The epochs of the sweep's longest trial: the largest searched ``train.epochs`` (a
+    ``randint``'s high bound is exclusive), else the base config's with ``set`` applied."""
+    spec = sweep.search.get("train.epochs")
+    if spec is None:
+        return trial_config(base, sweep.set, {}).train.epochs
+    kind, values = next(iter(spec.items()))
+    return int(max(values)) - (kind == "randint")
+
+
+def sweep_state(sweep: SweepConfig, base: dict) -> dict:
+    """What ``adcs sweep --resume`` needs to run the same sweep again (the base config's mapping
+    itself, so that an edit of the file afterwards changes nothing)."""
+    return {"sweep": asdict(sweep), "base": base}
+
+
+def sweep_from_state(state: dict) -> tuple[SweepConfig, dict]:
+    """The inverse of :func:`sweep_state`."""
+    return walk(SweepConfig, state["sweep"]), state["base"]
+
+
 def grid_size(sweep: SweepConfig) -> int:
-    """Number of trials Tune will run (grid points times ``num_samples``)."""
+    """Number of trials Tune will run (grid points times ``num_samples``; a searcher's sweep has no
+    grid key, so ``num_samples``)."""
     sizes = [len(values) for spec in sweep.search.values() for kind, values in spec.items() if kind == "grid"]
     return sweep.num_samples * math.prod(sizes)

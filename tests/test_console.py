@@ -99,6 +99,8 @@ SWEEP_LINES = [  # what `adcs sweep` may show: its trials' own lines, one line p
     *job_lines("sweeps", 3),
     re.compile(r"^  trial \w+: train\.lr=\S+: val_robust_acc=\S+ after \d+ epochs, FINISHED \(MLflow run [0-9a-f]{32}\)$"),
     re.compile(r"^sweep tiny: 2 trials; MLflow parent run [0-9a-f]{32} at sqlite:///\S+$"),
+    re.compile(r"^sweep tiny: 2 trials \(random\); Tune experiment (\S+) \(continue a killed sweep with: "
+               r"adcs sweep --resume \1\)$"),
 ]
 
 

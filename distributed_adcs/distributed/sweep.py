@@ -1,10 +1,16 @@
 """``adcs sweep``: a Ray Tune search where every trial is a whole training job.
 
-Train V2 refuses ``Tuner(TorchTrainer)``, so each trial is a function trainable that calls the
-job entry point it is handed (``adcs sweep`` hands it ``distributed_adcs.run.train``): in-process training (``ray.num_workers: 0``, the trial holds
-``trial_cpus``) or a Ray Train job (the trial itself holds only a sliver of the custom
-``TRAIN_DRIVER`` resource so that on a small machine its workers get the CPUs; see
-RAY-MLFLOW-NOTES). ASHA stops weak trials on ``val_robust_acc``.
+Each trial (``sweep_trial.run_trial``) trains in-process (``ray.num_workers: 0``, the trial
+holds ``trial_cpus``) or runs a Ray Train job (the trial itself holds only a sliver of the
+custom ``TRAIN_DRIVER`` resource so that on a small machine its workers get the CPUs; see
+RAY-MLFLOW-NOTES). Tune's basic generator (``search_alg: random | grid``) or a model-based
+searcher (``optuna``, ``hyperopt``) proposes the trials, at most ``max_concurrent_trials`` at a
+time; ASHA stops weak trials on ``val_robust_acc``.
+
+Resume: the sweep's Tune experiment lives in ``<train.output_dir>/tune/sweep-<parent run id>``,
+with ``adcs_sweep.json`` (the sweep and its base config). ``adcs sweep --resume <that
+directory>`` restores it with ``Tuner.restore``: finished trials are not run again, and the
+same parent run collects the rest.
 
 MLflow: one parent run for the sweep; each trial's job run is nested under it. Trials that
 ASHA stops are killed with their actor, so their runs would stay RUNNING: the driver marks
@@ -15,89 +21,100 @@ them KILLED. The parent logs ``summary.csv``, ``best_config.yaml`` (ready to run
 from __future__ import annotations
 
 import csv
+import json
 import tempfile
 from functools import partial
 from pathlib import Path
-from typing import Callable
 
 import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import ray  # noqa: E402
-import torch  # noqa: E402
 from ray import tune  # noqa: E402
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from ray.tune.search import Searcher  # noqa: E402
 
 from .. import storage  # noqa: E402
 from ..config import dump_yaml  # noqa: E402
 from ..console import say  # noqa: E402
-from ..sweep_config import SweepConfig, grid_size, load_sweep, trial_config  # noqa: E402
+from ..sweep_config import (SweepConfig, grid_size, load_sweep, max_epochs, sweep_from_state, sweep_state,  # noqa: E402
+                            trial_config)
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
-from ..tracking.job_run import run_name  # noqa: E402
 from ..tracking.plots import curve_over_time, over_time_figure  # noqa: E402
 from .cluster import connect  # noqa: E402
+from .sweep_progress import TrialsBar  # noqa: E402
+from .sweep_trial import TRIAL_TAG, TrainJob, run_trial  # noqa: E402
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
             "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
+STATE_FILE = "adcs_sweep.json"  # in the sweep's Tune experiment directory: what --resume reads
 
 
-TrainJob = Callable[..., str]  # the signature of distributed_adcs.run.train
+def _optuna(seed: int) -> Searcher:
+    from ray.tune.search.optuna import OptunaSearch
+
+    return OptunaSearch(seed=seed)
 
 
-def _trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_run_id: str, uri: str,
-           output_dir: str, trial_cpus: float) -> None:
-    cfg = trial_config(base, fixed, config["params"])
-    cfg.mlflow.tracking_uri, cfg.train.output_dir = uri, output_dir  # trial actors change directory
-    cfg.mlflow.run_name = f"{run_name(cfg)}-{tune.get_context().get_trial_id()}"
-    cfg.ray.address = None  # already inside the sweep's Ray
-    torch.set_num_threads(max(1, int(trial_cpus)))  # (a Ray Train trial computes nothing in this process)
-    train(cfg, parent_run_id=parent_run_id, callbacks=[TuneEpochReport()])
+def _hyperopt(seed: int) -> Searcher:
+    from ray.tune.search.hyperopt import HyperOptSearch
+
+    return HyperOptSearch(random_state_seed=seed)
 
 
-class TuneEpochReport:
-    """The trials' epoch hook: each epoch's metrics to the Tune trial that runs the job.
-
-    An in-process job calls it in the trial itself. A Ray Train job calls it in the Train
-    controller, another process, which reaches the trial through the queue that Tune's own
-    ``TuneReportCallback`` holds: that callback is made (in the trial, where it must be) when
-    this hook is pickled for the controller, so an in-process trial starts no queue actor.
-    """
-
-    def __init__(self):
-        self._queue = None
-
-    def __getstate__(self) -> dict:
-        from ray.tune.integration.ray_train import TuneReportCallback
-
-        return {"_queue": self._queue or TuneReportCallback()}
-
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
-        row = {**metrics, "epoch": epoch}
-        if self._queue is None:
-            tune.report(row)
-        else:
-            self._queue.after_report(None, [row], None)
+# search_alg -> its Ray Tune searcher, seeded with the base config's seed (None: Tune's basic
+# generator, which crosses grid keys and draws the rest); Tune's ConcurrencyLimiter wraps it
+SEARCHERS = {"random": None, "grid": None, "optuna": _optuna, "hyperopt": _hyperopt}
 
 
 def run_sweep(path: str | Path, train: TrainJob) -> str:
     """Run the sweep in ``path``, every trial a ``train(cfg, parent_run_id=..., ...)`` job;
     returns the parent MLflow run id."""
     sweep, base = load_sweep(path)
+    return _sweep(sweep, base, train)
+
+
+def resume_sweep(directory: str, train: TrainJob) -> str:
+    """Continue the sweep whose Tune experiment is ``directory`` (killed at trial k of N): its
+    unfinished trials run under the same parent run; returns that run's id.
+
+    Raises:
+        UsageError: ``directory`` holds no sweep that can be restored.
+    """
+    from ..config import UsageError
+
+    directory = storage.join(directory)
+    if not storage.exists(storage.join(directory, STATE_FILE)) or not tune.Tuner.can_restore(directory):
+        raise UsageError(f"--resume {directory}: not a sweep's directory (no {STATE_FILE} and Tune experiment "
+                         f"state in it); adcs sweep prints it when it starts")
+    with tempfile.TemporaryDirectory() as tmp:
+        state = json.loads(storage.download(storage.join(directory, STATE_FILE), Path(tmp) / STATE_FILE).read_text())
+    sweep, base = sweep_from_state(state)
+    return _sweep(sweep, base, train, resume=(directory, state["parent_run_id"]))
+
+
+def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, str] | None = None) -> str:
     base_cfg = trial_config(base, sweep.set, {})
     uri = resolve_tracking_uri(base_cfg.mlflow.tracking_uri)
     parent = RunTracker(uri, base_cfg.mlflow.experiment)
-    parent.start(f"sweep-{sweep.name}", {f"sweep.{k}": v for k, v in _sweep_params(sweep).items()},
-                 {"adcs.sweep": sweep.name, "adcs.dataset": base_cfg.data.name},
-                 f"Ray Tune sweep of {grid_size(sweep)} grid trials over {', '.join(sweep.search)}")
+    if resume:
+        parent.run_id = resume[1]
+        parent.resume()
+    else:
+        parent.start(f"sweep-{sweep.name}", {f"sweep.{k}": v for k, v in _sweep_params(sweep).items()},
+                     {"adcs.sweep": sweep.name, "adcs.dataset": base_cfg.data.name},
+                     f"Ray Tune sweep of {grid_size(sweep)} trials ({sweep.search_alg}) over "
+                     f"{', '.join(sweep.search)}")
     output_dir = storage.join(base_cfg.train.output_dir)  # a URI stays one; a path is made absolute
     with parent:
         # the same Ray start-up as adcs train, plus the trial drivers' custom resource
         started = connect(base_cfg, resources={DRIVER_RESOURCE: 1000})
         try:
             check_sweep_store(uri, base_cfg.ray.num_workers > 0)
-            results = _fit(sweep, base, uri, parent.run_id, output_dir, base_cfg, train)
+            tuner = _tuner(sweep, base, uri, parent.run_id, output_dir, base_cfg, train, resume is not None)
+            results = tuner.fit()
         finally:
             if started:
                 ray.shutdown()
@@ -108,26 +125,42 @@ def run_sweep(path: str | Path, train: TrainJob) -> str:
 
 
 def _sweep_params(sweep: SweepConfig) -> dict:
-    return {"search": sweep.search, "set": sweep.set, "num_samples": sweep.num_samples, "scheduler": sweep.scheduler,
-            "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials}
+    return {"search": sweep.search, "search_alg": sweep.search_alg, "set": sweep.set, "num_samples": sweep.num_samples,
+            "scheduler": sweep.scheduler, "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials}
 
 
-def _fit(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg, train: TrainJob):
+def _tuner(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg, train: TrainJob,
+           resume: bool) -> tune.Tuner:
+    resources = trial_resources(base_cfg.ray.num_workers > 0, sweep.trial_cpus)
+    fn = tune.with_resources(partial(run_trial, train=train, base=base, fixed=sweep.set, parent_run_id=parent_run_id,
+                                     uri=uri, output_dir=output_dir, trial_cpus=sweep.trial_cpus), resources)
+    directory = storage.join(output_dir, "tune", f"sweep-{parent_run_id}")
+    if resume:  # the stored experiment: its searcher's state, scheduler and callbacks (the trials bar)
+        return tune.Tuner.restore(directory, fn, resume_unfinished=True, resume_errored=False)
+    say(f"sweep {sweep.name}: {grid_size(sweep)} trials ({sweep.search_alg}); Tune experiment {directory} "
+        f"(continue a killed sweep with: adcs sweep --resume {directory})")
+    _write_state(directory, {**sweep_state(sweep, base), "parent_run_id": parent_run_id})
     space = {"params": {key: SAMPLERS[kind](values) for key, spec in sweep.search.items()
                         for kind, values in spec.items()}}
-    resources = trial_resources(base_cfg.ray.num_workers > 0, sweep.trial_cpus)
-    fn = partial(_trial, train=train, base=base, fixed=sweep.set, parent_run_id=parent_run_id, uri=uri, output_dir=output_dir,
-                 trial_cpus=sweep.trial_cpus)
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=base_cfg.train.epochs + 1,
+    # max_t one past the longest trial's epochs: a trial at its last epoch still has its final
+    # evaluation to run, which ASHA must not cut off
+    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(sweep, base) + 1,
                                grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
                  if sweep.scheduler == "asha" else FIFOScheduler())
-    tuner = tune.Tuner(
-        tune.with_resources(fn, resources), param_space=space,
+    searcher = SEARCHERS[sweep.search_alg]
+    return tune.Tuner(
+        fn, param_space=space,
         tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, scheduler=scheduler,
+                                    search_alg=searcher(base_cfg.seed) if searcher else None,
                                     num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
         run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=storage.join(output_dir, "tune"),
-                                  verbose=0))
-    return tuner.fit()
+                                  verbose=0, callbacks=[TrialsBar(grid_size(sweep), sweep.name)]))
+
+
+def _write_state(directory: str, state: dict) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        (Path(tmp) / STATE_FILE).write_text(json.dumps(state, indent=1))
+        storage.upload(Path(tmp) / STATE_FILE, storage.join(directory, STATE_FILE))
 
 
 def check_sweep_store(uri: str, distributed: bool) -> None:
@@ -168,8 +201,8 @@ def trial_resources(distributed: bool, trial_cpus: float) -> dict[str, float]:
 
 
 def _trial_id(run) -> str:
-    """The Tune trial id a child run is named after (``_trial`` names it ``<run name>-<id>``)."""
-    return run.info.run_name.rsplit("-", 1)[-1]
+    """The Tune trial id of a child run (its tag)."""
+    return run.data.tags.get(TRIAL_TAG, "")
 
 
 def _close_children(parent: RunTracker, results) -> list:

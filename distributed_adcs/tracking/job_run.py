@@ -19,6 +19,7 @@ import signal
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Mapping
 
 from .. import storage
 from ..config import JobConfig, UsageError, dump_yaml, flatten
@@ -121,9 +122,11 @@ class JobRun:
     checkpoint_uri: str | None = None  # remote train.output_dir/<run id>: where the checkpoints go
 
     @classmethod
-    def open(cls, cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None) -> "JobRun":
+    def open(cls, cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
+             tags: Mapping[str, str] | None = None) -> "JobRun":
         """Create the run (or reopen the run named by ``resume``; it first records the metrics its
-        checkpoint carries if the run lacks them, see ``epochs.record_missing_metrics``).
+        checkpoint carries if the run lacks them, see ``epochs.record_missing_metrics``), tagged
+        with ``tags`` besides its own.
 
         Raises:
             FileNotFoundError: ``resume`` names nothing (neither a checkpoint file nor a run).
@@ -154,7 +157,7 @@ class JobRun:
                     else str(local_checkpoint_dir(output, tracker.open_run_id)))
         remote = None if storage.is_local(home) else home
         ckpt_dir = local_checkpoint_dir(remote, tracker.open_run_id) if remote else storage.local_path(home)
-        tracker.set_tags({HOME_TAG: home})
+        tracker.set_tags({**(tags or {}), HOME_TAG: home})
         return cls(cfg, tracker, ckpt_dir, ckpt, remote)
 
     @property
