@@ -60,7 +60,7 @@ def test_a_tiny_run_logs_its_models_with_their_robustness_cards(job, monkeypatch
     assert (tags["pgd.steps"], tags["pgd.n_examples"], tags["autoattack.version"]) == ("3", "128", "none")
     assert (tags["training.objective"], tags["coreset.method"], tags["coreset.fraction"]) == ("pgd_linf", "full", "1")
     assert int(tags["cost.passes_forward"]) == int(m["passes_forward"]) > 0
-    assert int(tags["epoch"]) == int(m["best_epoch"])
+    assert int(tags["epoch"]) == int(m["best_epoch"]) and m["time_model_log_s"] > 0
     # the card travels with the model as a JSON file; the last model's card has the last model's numbers
     card = json.loads(Path(mlflow.artifacts.download_artifacts(f"runs:/{run_id}/model/robustness_card.json",
                                                                dst_path=str(where))).read_text())

@@ -187,12 +187,19 @@ class JobRun:
                           warmup_epochs=warmup_epochs(self.cfg.coreset))
         if not self.cfg.mlflow.log_model:
             return
+        from ..console import say
+        from ..engine.saved_models import SHAPE_KEY
         from .model_log import log_job_models
 
         found = find_checkpoint(self.tracker.client, self.tracker.open_run_id, self.checkpoint_dir)
         if found is None:  # every finished job recorded one
             raise RuntimeError(f"run {self.tracker.run_id} recorded no checkpoint: no model to log")
-        self.logged_models = log_job_models(self.tracker, self.cfg, load_checkpoint(found))
+        payload = load_checkpoint(found)
+        if SHAPE_KEY not in payload:  # a resumed job with no epoch left, whose checkpoint predates model_shape
+            say(f"warning: no model logged: the run's checkpoint {found} predates model_shape "
+                f"(adcs evaluate --run {self.tracker.run_id} still evaluates it)", err=True)
+            return
+        self.logged_models = log_job_models(self.tracker, self.cfg, payload)
 
     def interrupted_message(self, err: BaseException) -> str:
         how = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}.get(

@@ -27,6 +27,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ MODEL_NAMES = {"last": "model", "best": "best_model"}  # checkpoint's model -> t
 CARD_FILE = "robustness_card.json"
 METADATA_KEY = "adcs"  # MLmodel metadata: {"config": YAML, "model_shape": {...}, "weights": "last"|"best"}
 THREAT_MODELS = {"linf": "Linf", "l2": "L2"}  # RobustBench's names
+MODEL_LOG_METRIC = "time_model_log_s"  # seconds this process spent logging the models (and registering one)
 
 
 @dataclass(frozen=True)
@@ -114,6 +116,7 @@ def log_job_models(tracker, cfg: JobConfig, payload: dict[str, Any]) -> list[Log
 
     from ..engine.saved_models import SHAPE_KEY, saved_models
 
+    started = time.perf_counter()
     run_id, client = tracker.open_run_id, tracker.client
     models = saved_models(payload)
     run = client.get_run(run_id)
@@ -144,6 +147,7 @@ def log_job_models(tracker, cfg: JobConfig, payload: dict[str, Any]) -> list[Log
             with _tracking_uri(tracker.uri):  # the registry finds the logged model through the global URI
                 version = _register(client, registered, entity.model_id, run_id, card_tags(card))
         logged.append(LoggedModel(which, f"runs:/{run_id}/{name}", entity.model_id, version))
+    tracker.log_metrics({MODEL_LOG_METRIC: time.perf_counter() - started}, step=cfg.train.epochs)
     return logged
 
 
