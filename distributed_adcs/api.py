@@ -98,8 +98,8 @@ def train(config: JobConfig, *, resume: str | None = None, verbose: bool = False
     return Run.of(run_id, config.mlflow.tracking_uri, log)
 
 
-def evaluate(run: Run | str | None = None, *, checkpoint: str | None = None, tracking_uri: str | None = None,
-             overrides: Sequence[str] = ()) -> dict[str, float]:
+def evaluate(run: Run | str | None = None, *, checkpoint: str | None = None, model: str | None = None,
+             tracking_uri: str | None = None, overrides: Sequence[str] = ()) -> dict[str, float]:
     """Test a trained model again (what ``adcs evaluate`` runs): clean, PGD-k and, with
     ``overrides=["eval.autoattack=true"]``, AutoAttack accuracy.
 
@@ -107,16 +107,19 @@ def evaluate(run: Run | str | None = None, *, checkpoint: str | None = None, tra
         run: a :class:`Run` or an MLflow run id: its last checkpoint is tested and the results
             are logged to it as ``evaluate_*`` metrics.
         checkpoint: a checkpoint file instead of a run (nothing is logged).
+        model: an MLflow Model that a job logged instead (``models:/<name>/<version>``,
+            ``runs:/<run id>/model``; nothing is logged).
         tracking_uri: the store of a run given by id (default ``./mlflow.db``).
         overrides: ``key=value`` config overrides on top of the job's own config.
     """
     from .evaluation import evaluate as evaluate_job
 
     run_id, tracking_uri = _run_of(run, tracking_uri)
-    if (run_id is None) == (checkpoint is None):
-        raise UsageError("evaluate needs one of a run (a Run or a run id) and a checkpoint")
+    if sum(x is not None for x in (run_id, checkpoint, model)) != 1:
+        raise UsageError("evaluate needs one of a run (a Run or a run id), a checkpoint and a model URI")
     with _as_found():
-        return evaluate_job(checkpoint=checkpoint, run_id=run_id, tracking_uri=tracking_uri, overrides=overrides)
+        return evaluate_job(checkpoint=checkpoint, run_id=run_id, model=model, tracking_uri=tracking_uri,
+                            overrides=overrides)
 
 
 def load_model(source: Run | str, *, tracking_uri: str | None = None) -> "torch.nn.Module":
@@ -140,11 +143,15 @@ def load_model(source: Run | str, *, tracking_uri: str | None = None) -> "torch.
 
 
 def _checkpoint_model(run_id: str, tracking_uri: str) -> "torch.nn.Module":
-    """The model the run's job tested last, rebuilt from its last recorded checkpoint (the job's
-    config, data set included, says what to build; ``Job.load_models`` loads it)."""
+    """The model the run's job tested last (the weight average with ``train.ema_decay``), rebuilt
+    from its last recorded checkpoint alone (``engine/saved_models.py``); a checkpoint older than
+    ``model_shape`` is rebuilt through its job, whose data set says the shape."""
+    from .engine.saved_models import checkpoint_shape, saved_models
     from .evaluation import job_of_checkpoint, open_run, read_checkpoint
 
     payload, where = read_checkpoint(None, open_run(run_id, tracking_uri))
+    if checkpoint_shape(payload) is not None:
+        return saved_models(payload)["last"]
     return job_of_checkpoint(payload, where, ["train.device=cpu"]).eval_model
 
 
@@ -156,9 +163,10 @@ def _logged_model(model_uri: str, tracking_uri: str) -> "torch.nn.Module":
     is this one for the call and the caller's is put back (``_use_tracking_uri`` restores it
     exactly, "not set" included; tests/test_api.py checks it)."""
     import mlflow.pytorch
-    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    with _use_tracking_uri(tracking_uri):
+    from .tracking.model_log import tracking_uri_for_a_while
+
+    with tracking_uri_for_a_while(tracking_uri):
         return mlflow.pytorch.load_model(model_uri, map_location="cpu")
 
 

@@ -2,6 +2,7 @@
 
     adcs train --config configs/quickstart.yaml --set train.epochs=2
     adcs evaluate --checkpoint runs/<run_id>/last.pt --set eval.autoattack=true
+    adcs evaluate --model models:/<registered name>/<version>
     adcs sweep --config configs/sweep_quickstart.yaml
     adcs ui
     adcs data export --dataset fashion_mnist --out data/fmnist_parquet
@@ -50,12 +51,15 @@ def build_parser() -> argparse.ArgumentParser:
                         "also MLflow artifact logs/adcs.log)")
     _common(p)
 
-    p = sub.add_parser("evaluate", help="evaluate a checkpoint or an MLflow run's final model",
+    p = sub.add_parser("evaluate", help="evaluate a checkpoint, an MLflow run's final model or a logged MLflow Model",
                        description="Clean, PGD-k and (with --set eval.autoattack=true) AutoAttack test accuracy.")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--checkpoint", metavar="PATH", help="a checkpoint file written by adcs train")
     src.add_argument("--run", metavar="RUN_ID", help="an MLflow run of adcs train; results are logged to it")
-    p.add_argument("--tracking-uri", metavar="URI", help="MLflow tracking URI for --run (default: ./mlflow.db)")
+    src.add_argument("--model", metavar="URI", help="an MLflow Model logged by adcs train: models:/NAME/VERSION "
+                                                   "(a registered one) or runs:/RUN_ID/model")
+    p.add_argument("--tracking-uri", metavar="URI",
+                   help="MLflow tracking URI for --run and --model (default: ./mlflow.db)")
     _common(p)
 
     p = sub.add_parser("sweep", help="run a Ray Tune sweep of training jobs",
@@ -143,11 +147,11 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .config import check_overrides
 
     check_overrides(args.overrides)  # what they name and their types, before torch loads
-    if args.run:
+    if args.run or args.model:
         _check_store(args.tracking_uri, must_exist=True)
     from .evaluation import evaluate
 
-    results = evaluate(checkpoint=args.checkpoint, run_id=args.run, tracking_uri=args.tracking_uri,
+    results = evaluate(checkpoint=args.checkpoint, run_id=args.run, model=args.model, tracking_uri=args.tracking_uri,
                        overrides=args.overrides)
     for k, v in results.items():
         print(f"{k}={v:.4f}")

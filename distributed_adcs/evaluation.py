@@ -1,8 +1,10 @@
-"""``adcs evaluate``: test-set evaluation of a saved model (a checkpoint or an MLflow run); also
+"""``adcs evaluate``: test-set evaluation of a saved model (a checkpoint, an MLflow run, or an
+MLflow Model that ``adcs train`` logged, e.g. a registered one: ``models:/<name>/<version>``); also
 the model a checkpoint holds, rebuilt (``api.load_model``).
 
-The job's config travels inside every checkpoint, so a checkpoint is self-describing;
-``--set`` overrides apply on top (e.g. ``eval.autoattack=true``, ``eval.test_limit=500``).
+The job's config and the model's shape travel inside every checkpoint and logged model, so each
+is self-describing: the data set is read only to evaluate on. ``--set`` overrides apply on top
+(e.g. ``eval.autoattack=true``, ``eval.test_limit=500``).
 """
 
 from __future__ import annotations
@@ -14,10 +16,11 @@ from typing import Sequence
 import yaml
 
 from .config import UsageError, config_from_dict
-from .engine.build import load_job_splits
+from .engine.build import load_job_splits, model_shape
 from .engine.checkpoint import load_checkpoint
 from .engine.job import Job
 from .engine.runtime import resolve_device, seed_everything
+from .engine.saved_models import SHAPE_KEY, check_same_input, checkpoint_shape
 from .tracking import RunTracker
 
 
@@ -32,11 +35,31 @@ def _checkpoint_from_run(tracker: RunTracker, run_id: str, tmp: str) -> Path:
     return found
 
 
-def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, tracking_uri: str | None = None,
-             overrides: Sequence[str] = ()) -> dict[str, float]:
-    """Evaluate and return the metrics; with ``run_id`` they are also logged to that run."""
+def _payload_from_model(uri: str, tracking_uri: str | None) -> dict:
+    """A checkpoint-shaped payload of a model logged by ``adcs train`` (``tracking/model_log.py``):
+    its weights (already averaged when the job averaged), its job's config and its shape."""
+    from .tracking.model_log import load_logged_model
+
+    try:
+        meta, state = load_logged_model(uri, tracking_uri)
+    except (LookupError, ValueError) as err:
+        raise UsageError(str(err)) from None
+    return {"model": state, "epoch": int(meta["epoch"]) + 1, "config": meta["config"], SHAPE_KEY: meta[SHAPE_KEY]}
+
+
+def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, model: str | None = None,
+             tracking_uri: str | None = None, overrides: Sequence[str] = ()) -> dict[str, float]:
+    """Evaluate and return the metrics; with ``run_id`` they are also logged to that run.
+
+    ``model``: an MLflow Model that ``adcs train`` logged (``models:/<name>/<version>``, or
+    ``runs:/<run id>/model``); it is evaluated as it was logged, one model with its weights as
+    they are (averaging and keeping the best epoch's model are training-time matters)."""
     tracker = open_run(run_id, tracking_uri) if run_id else None
-    payload, where = read_checkpoint(checkpoint, tracker)
+    if model is not None:
+        payload, where = _payload_from_model(model, tracking_uri), model
+        overrides = [*overrides, "train.ema_decay=null", "eval.keep_best=false"]
+    else:
+        payload, where = read_checkpoint(checkpoint, tracker)
     job = job_of_checkpoint(payload, where, overrides)
     results = job.final_evaluation()
     if tracker is not None:
@@ -62,8 +85,8 @@ def read_checkpoint(checkpoint: str | None, tracker: RunTracker | None = None) -
     with tempfile.TemporaryDirectory() as tmp:
         if tracker is not None:
             checkpoint = str(_checkpoint_from_run(tracker, tracker.open_run_id, tmp))
-        if checkpoint is None:  # the CLI requires one of the two
-            raise UsageError("evaluate needs a checkpoint or a run id")
+        if checkpoint is None:  # the CLI requires one of the three
+            raise UsageError("evaluate needs a checkpoint, a run id or a model URI")
         try:
             return load_checkpoint(checkpoint), checkpoint
         except (FileNotFoundError, ValueError) as err:
@@ -79,9 +102,12 @@ def job_of_checkpoint(payload: dict, where: str, overrides: Sequence[str] = ()) 
     device = resolve_device(cfg.train.device)
     try:
         splits = load_job_splits(cfg)
+        shape = checkpoint_shape(payload)  # the model's own (None: a checkpoint older than model_shape)
+        if shape is not None:
+            check_same_input(shape, model_shape(splits), str(where))
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
-    job = Job(cfg, splits, device)
+    job = Job(cfg, splits, device, shape=shape)
     try:
         job.load_models(payload)
     except RuntimeError as err:  # another model (or data set) than the checkpoint's

@@ -76,7 +76,10 @@ def run_adcs(*args: str, cwd: Path | None = None, env: dict | None = None, timeo
 # in the adcs process (Ray tests set ray.* themselves).
 TINY = ["data.limit=384", "data.val_size=128", "data.batch_size=64", "data.eval_batch_size=128",
         "objective.steps=2", "eval.val_pgd_steps=2", "eval.pgd_steps=3", "eval.test_limit=128",
-        "train.epochs=2", "coreset.method=full", "ray.num_workers=0", "ray.num_actors=0"]
+        "train.epochs=2", "coreset.method=full", "ray.num_workers=0", "ray.num_actors=0",
+        # logging the models costs a job seconds (torch.export's import, docs/measurements.md): the tests
+        # of it turn it on (test_model_logging.py)
+        "mlflow.log_model=false"]
 
 
 class EpochLog:
@@ -158,3 +161,34 @@ def two_gloo_ranks(fn, *args) -> dict:
         out = manager.dict()
         mp.spawn(_gloo_rank, args=(free_port(), fn, args, out), nprocs=2, join=True)
         return dict(out)
+
+
+def logged_and_saved_logits(mlflow_uri: str, run_id: str, where: Path) -> dict[str, tuple]:
+    """``{which: (logits of the run's logged MLflow Model, logits of that model rebuilt from the
+    run's last recorded checkpoint)}`` on the same random inputs, for each model the run logged
+    (``tracking/model_log.py``: ``model`` and ``best_model``)."""
+    import mlflow.pytorch
+    import torch
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.engine.checkpoint import load_checkpoint
+    from distributed_adcs.engine.saved_models import checkpoint_shape, saved_models
+    from distributed_adcs.tracking.epochs import find_checkpoint
+    from distributed_adcs.tracking.model_log import MODEL_NAMES
+
+    payload = load_checkpoint(find_checkpoint(MlflowClient(mlflow_uri), run_id, where))
+    models, shape = saved_models(payload), checkpoint_shape(payload)
+    x = torch.rand(6, shape.in_channels, shape.image_size, shape.image_size, generator=torch.Generator().manual_seed(0))
+    out = {}
+    before = os.environ.get("MLFLOW_TRACKING_URI")
+    os.environ["MLFLOW_TRACKING_URI"] = mlflow_uri  # MLflow finds a run's logged models through its global URI
+    try:
+        with torch.no_grad():
+            for which, model in models.items():
+                out[which] = (mlflow.pytorch.load_model(f"runs:/{run_id}/{MODEL_NAMES[which]}")(x), model(x))
+    finally:
+        if before is None:
+            os.environ.pop("MLFLOW_TRACKING_URI")
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = before
+    return out

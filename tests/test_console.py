@@ -24,6 +24,7 @@ def job_lines(experiment: str, epochs: int) -> list[re.Pattern]:
         re.compile(r"^test_clean_acc=\S+ test_pgd3_acc=\S+$"),
         re.compile(rf"^MLflow run [0-9a-f]{{32}} FINISHED in experiment '{experiment}' at sqlite:///\S+$"),
         re.compile(r"^  see it with: adcs ui .+$"),
+        re.compile(r"^  (last|best) model: runs:/[0-9a-f]{32}/\w+( \(registered: models:/\S+/\d+\))?$"),
     ]
 
 

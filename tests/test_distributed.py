@@ -106,7 +106,7 @@ def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_pa
     hook = EpochLog(tmp_path / "epochs.jsonl")
     cfg = _cfg(tmp_path, mlflow_uri, "ray.num_workers=2", "ray.num_actors=1", "ray.cpus_per_worker=1",
                "coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1", "train.epochs=3",
-               "objective.name=trades")
+               "objective.name=trades", "mlflow.log_model=true")
     run_id = train(cfg, callbacks=[hook])
     client = MlflowClient(mlflow_uri)
     run = client.get_run(run_id)
@@ -135,6 +135,13 @@ def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_pa
     assert n == 128 and outcomes["models"]["last"].keys() >= {"clean", "pgd3"}
     assert float(unpack_mask(outcomes["models"]["last"]["pgd3"], n).float().mean()) == \
         pytest.approx(run.data.metrics["test_pgd3_acc"])
+    # the Ray Train path logs the job's models too, once: the last checkpoint's, as MLflow Models
+    from helpers import logged_and_saved_logits
+
+    logits = logged_and_saved_logits(mlflow_uri, run_id, tmp_path / "models")
+    assert set(logits) == {"last", "best"}
+    assert all(torch.allclose(logged, saved, atol=1e-5) for logged, saved in logits.values())
+    assert len(client.search_logged_models([run.info.experiment_id])) == 2  # logged once
 
 
 def test_training_worker_killed_resumes_from_last_checkpoint(ray_session, tmp_path, mlflow_uri, monkeypatch):

@@ -41,7 +41,9 @@ class Settings:
         """Every arm tiny (minutes for the whole benchmark), the same table."""
         return replace(self, n=384, val=128, test=128, epochs=3, short=2, warmup=1, pgd_steps=3, aa_n=8, val_every=1,
                        probe_epochs=3, smoke=True,
-                       set=[*self.set, "objective.steps=2", "eval.val_pgd_steps=2", "data.batch_size=64"])
+                       # (logging the models costs each tiny arm seconds: docs/measurements.md; real arms log them)
+                       set=[*self.set, "objective.steps=2", "eval.val_pgd_steps=2", "data.batch_size=64",
+                            "mlflow.log_model=false"])
 
     def for_probe(self) -> Settings:
         """Full AT's validation curve: every epoch, one seed; its records stay in the store."""

@@ -327,6 +327,20 @@ class MlflowConfig:
     tracking_uri: str | None = None  # None: sqlite:///<cwd>/mlflow.db
     experiment: str = "distributed_adcs"
     run_name: str | None = None  # None: derived from dataset, objective, method and fraction
+    # log the last epoch's model (the weight average with train.ema_decay) as runs:/<id>/model and,
+    # with eval.keep_best, the best epoch's as runs:/<id>/best_model: MLflow Models exported with
+    # torch.export, with a robustness card (tracking/model_log.py)
+    log_model: bool = True
+    # register the logged model under this name (a new version per run): the best epoch's model
+    # with eval.keep_best, else the last one. None: register nothing
+    registered_model: str | None = None
+
+    def __post_init__(self) -> None:
+        name = self.registered_model
+        _check(name is None or (name.strip() == name and name != "" and "/" not in name and ":" not in name),
+               "registered_model", f"must be a name without '/', ':' or surrounding spaces, got {name!r}")
+        _check(name is None or self.log_model, "registered_model",
+               "needs mlflow.log_model: true (only a logged model can be registered)")
 
 
 @dataclass(kw_only=True, slots=True)

@@ -9,9 +9,10 @@ import torch
 from ..config import JobConfig, ObjectiveConfig
 from ..data import DataSummary, Splits, describe_splits, load_splits
 from ..data.augment import get_augmentation
-from ..models import AdcsModel, build_model
+from ..models import AdcsModel, ModelShape
 from ..objectives import build_objective
 from ..specs import params_kwargs
+from .saved_models import build_job_model
 from .schedule import EpochSchedule
 
 
@@ -30,10 +31,15 @@ def describe_job_data(cfg: JobConfig) -> DataSummary:
                            **params_kwargs(d.params))
 
 
+def model_shape(splits: Splits) -> ModelShape:
+    """What the job's model must know of its data: classes, image channels and side, mean and std."""
+    c, h, _ = splits.image_shape
+    return ModelShape(num_classes=splits.num_classes, in_channels=c, image_size=h,
+                      mean=tuple(float(m) for m in splits.mean), std=tuple(float(s) for s in splits.std))
+
+
 def make_model(cfg: JobConfig, splits: Splits) -> AdcsModel:
-    c, h, w = splits.image_shape
-    return build_model(cfg.model.name, num_classes=splits.num_classes, in_channels=c, image_size=h,
-                       mean=splits.mean, std=splits.std, **params_kwargs(cfg.model.params))
+    return build_job_model(cfg, model_shape(splits))
 
 
 def make_objective(cfg: ObjectiveConfig, *, steps: int | None = None):

@@ -5,7 +5,9 @@ epochs completed), ``coreset`` (``{"indices", "weights", "epoch"}`` global indic
 ``rng`` (torch/CUDA generator states), ``config`` (the job's YAML text), ``metrics`` (those the
 run records for the last epoch completed: a resume records them when the job died before it had),
 ``ema`` (the weight average and its step count, or None) and ``best`` (the best epoch's model by
-validation robust accuracy, that epoch and its accuracy, or None; ``engine/ema.py``).
+validation robust accuracy, that epoch and its accuracy, or None; ``engine/ema.py``) and
+``model_shape`` (the model's class count, image channels and side, mean and std: with ``config``
+it rebuilds the model without the data set, ``engine/saved_models.py``).
 Writes are atomic (temporary file, then rename) so a crash never leaves half a checkpoint.
 """
 

@@ -18,9 +18,9 @@ from ..config import JobConfig, dump_yaml, eval_threat
 from ..data import Splits, iterate_batches, num_batches
 from ..accuracy import autoattack_mask, clean_accuracy, clean_mask, pack_mask, robust_mask
 from ..methods import get_method
-from ..models import PassCounter, set_precision
+from ..models import ModelShape, PassCounter, set_precision
 from ..progress import progress
-from .build import TIME_SPLIT, TrainState, make_augment, make_model, make_objective, make_optimizer
+from .build import TIME_SPLIT, TrainState, make_augment, make_objective, make_optimizer, model_shape
 from .checkpoint import unwrap
 from .ema import BestModel, WeightAverage
 from .epoch import normalised_weights, train_epoch
@@ -30,6 +30,7 @@ from .ledger import Ledger
 from .phases import epoch_phase, warmup_epochs
 from .records import TrainingRecords
 from .runtime import generator, rng_state, set_rng_state
+from .saved_models import SHAPE_KEY, build_job_model, shape_entry
 
 
 @dataclass
@@ -85,8 +86,10 @@ class LocalBackend:
 class Job:
     def __init__(self, cfg: JobConfig, splits: Splits, device: torch.device, *,
                  backend: Backend | None = None, selector: Selector | None = None,
-                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m):
+                 wrap_model: Callable[[torch.nn.Module], torch.nn.Module] = lambda m: m, shape: ModelShape | None = None):
+        """``shape``: the model's (a saved model's, ``engine/saved_models.py``); None: the data's."""
         self.cfg, self.splits, self.device = cfg, splits, device
+        self.shape = shape or model_shape(splits)  # stored in every checkpoint: it rebuilds the model alone
         self.backend = backend or LocalBackend()
         self.selector = selector
         self.method = get_method(cfg.coreset.method)
@@ -94,7 +97,7 @@ class Job:
         # FGSM-PGI's cached perturbations; no field, no cost
         self.ledger = Ledger(splits.train.indices, tuple(splits.train.images.shape[1:]))
         self.records = TrainingRecords(self.ledger) if self.method.needs_records else None
-        model = set_precision(make_model(cfg, splits).to(device), cfg.train.precision, device, cfg.train.channels_last)
+        model = set_precision(build_job_model(cfg, self.shape).to(device), cfg.train.precision, device, cfg.train.channels_last)
         if device.type == "cuda":
             torch.backends.cudnn.benchmark = cfg.train.cudnn_benchmark and not cfg.deterministic
         # fp16 only: scale the update's loss so that small gradients survive in half precision
@@ -153,7 +156,7 @@ class Job:
                 "scaler": None if self.scaler is None else self.scaler.state_dict(),  # fp16's loss scale
                 "ema": None if self.ema is None else self.ema.state_dict(), "best": self.best.state_dict(),
                 "guard": None if self.guard is None else self.guard.state_dict(),
-                "metrics": dict(metrics or {})}
+                "metrics": dict(metrics or {}), SHAPE_KEY: shape_entry(self.shape)}
 
     def load_models(self, payload: dict[str, Any]) -> None:
         """What the evaluation of a checkpoint needs: the weights, the weight average (the model

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import signal
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Mapping
 
@@ -120,6 +120,7 @@ class JobRun:
     checkpoint_dir: Path  # local: last.pt after every epoch (the staging of its upload when checkpoint_uri)
     resume_checkpoint: Path | None  # a checkpoint file to continue from, when it exists here
     checkpoint_uri: str | None = None  # remote train.output_dir/<run id>: where the checkpoints go
+    logged_models: list = field(default_factory=list)  # model_log.LoggedModel of finish_job
 
     @classmethod
     def open(cls, cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
@@ -182,9 +183,26 @@ class JobRun:
         self.tracker.log_text(dump_yaml(self.cfg), "config.yaml")
 
     def finish_job(self) -> None:
-        """Log the accuracy plot (the last epoch recorded its checkpoint; the tracker closes the run)."""
+        """Log the accuracy plot and, with ``mlflow.log_model``, the models of the run's last
+        recorded checkpoint (``model_log.py``): after the final evaluation, on both paths, once
+        (the last epoch recorded its checkpoint; the tracker closes the run)."""
         log_accuracy_plot(self.tracker, selection_epochs=selection_epochs(self.cfg.train.epochs, self.cfg.coreset),
                           warmup_epochs=warmup_epochs(self.cfg.coreset))
+        if not self.cfg.mlflow.log_model:
+            return
+        from ..console import say
+        from ..engine.saved_models import SHAPE_KEY
+        from .model_log import log_job_models
+
+        found = find_checkpoint(self.tracker.client, self.tracker.open_run_id, self.checkpoint_dir)
+        if found is None:  # every finished job recorded one
+            raise RuntimeError(f"run {self.tracker.run_id} recorded no checkpoint: no model to log")
+        payload = load_checkpoint(found)
+        if SHAPE_KEY not in payload:  # a resumed job with no epoch left, whose checkpoint predates model_shape
+            say(f"warning: no model logged: the run's checkpoint {found} predates model_shape "
+                f"(adcs evaluate --run {self.tracker.run_id} still evaluates it)", err=True)
+            return
+        self.logged_models = log_job_models(self.tracker, self.cfg, payload)
 
     def interrupted_message(self, err: BaseException) -> str:
         how = {signal.SIGINT: "interrupted (SIGINT)", signal.SIGTERM: "terminated (SIGTERM)"}.get(
@@ -196,6 +214,10 @@ class JobRun:
         t = self.tracker
         text = (f"MLflow run {t.run_id} FINISHED in experiment '{self.cfg.mlflow.experiment}' at {t.uri}\n"
                 f"  see it with: adcs ui   (or: mlflow ui --backend-store-uri {t.uri} --host 127.0.0.1)")
+        for m in self.logged_models:
+            text += f"\n  {'best' if m.which == 'best' else 'last'} model: {m.uri}"
+            if m.version is not None:
+                text += f" (registered: models:/{self.cfg.mlflow.registered_model}/{m.version})"
         if log is not None:
             text += f"\n  Ray's and Train's log: {log} (artifact logs/{log.name})"
         return text
