@@ -322,11 +322,21 @@ class RayConfig:
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
 
 
+OUTAGE_S = 300.0  # mlflow.outage_s: 5 minutes, the default
+
+
 @dataclass(kw_only=True, slots=True)
 class MlflowConfig:
     tracking_uri: str | None = None  # None: sqlite:///<cwd>/mlflow.db
     experiment: str = "distributed_adcs"
     run_name: str | None = None  # None: derived from dataset, objective, method and fraction
+    # how long a job keeps a tracking server's records and retries when the server does not
+    # answer (a restart, a pod move, a database failover), training on, before the run fails
+    # (tracking/outbox.py); http(s) tracking URIs only
+    outage_s: float = OUTAGE_S
+
+    def __post_init__(self) -> None:
+        _check(self.outage_s >= 0, "outage_s", f"must be >= 0 seconds, got {self.outage_s}")
 
 
 @dataclass(kw_only=True, slots=True)

@@ -87,7 +87,7 @@ def run_sweep(path: str | Path, train: TrainJob) -> str:
     sweep, base = load_sweep(path)
     base_cfg = trial_config(base, sweep.set, {})
     uri = resolve_tracking_uri(base_cfg.mlflow.tracking_uri)
-    parent = RunTracker(uri, base_cfg.mlflow.experiment)
+    parent = RunTracker(uri, base_cfg.mlflow.experiment, outage_s=base_cfg.mlflow.outage_s)
     parent.start(f"sweep-{sweep.name}", {f"sweep.{k}": v for k, v in _sweep_params(sweep).items()},
                  {"adcs.sweep": sweep.name, "adcs.dataset": base_cfg.data.name},
                  f"Ray Tune sweep of {grid_size(sweep)} grid trials over {', '.join(sweep.search)}")
