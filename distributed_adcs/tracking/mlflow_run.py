@@ -208,9 +208,9 @@ class RunTracker:
         if self.run_id is not None:
             if exc_type is None:
                 self.finish("FINISHED")
-            else:
+            elif not issubclass(exc_type, ServerUnreachable):  # (a server gone that long is not waited for again)
                 try:
                     self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
-                except ServerUnreachable:  # the job's own error is the one to report (often this one)
+                except ServerUnreachable:  # the job's own error is the one to report
                     pass
         return False

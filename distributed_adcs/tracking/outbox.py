@@ -30,6 +30,7 @@ with MLflow's retries off (one request each), so the backoff and the deadline ar
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import tempfile
 import threading
@@ -207,5 +208,11 @@ class Outbox:
 
 
 def _one_line(err: BaseException) -> str:
-    text = str(err).strip().splitlines()
-    return (text[0] if text else type(err).__name__)[:200]
+    """Why a write failed, short: the socket's error when there is one (MLflow's message puts it
+    last, after the whole URL and urllib3's pool description)."""
+    text = str(err).strip()
+    cause = re.search(r"\[Errno -?\d+\] [^'\"()]+|Read timed out|Connection aborted|\b[45]\d\d [A-Z][A-Za-z ]+", text)
+    if cause:
+        return cause.group(0).strip()
+    lines = text.splitlines()
+    return (lines[0] if lines else type(err).__name__)[:200]
