@@ -1,5 +1,6 @@
 # make run   : create .venv, get Fashion-MNIST, run the quickstart (adversarial coreset training, MLflow in ./mlflow.db)
-# make test  : create .venv, get Fashion-MNIST and a headless Chromium, run the whole test suite
+# make test  : create .venv, get Fashion-MNIST, a headless Chromium and PostgreSQL's binaries, run the
+#              whole test suite (tests/test_postgres_store.py starts and stops its own PostgreSQL)
 # make test-fast : the unit tests only (no Ray, no subprocess jobs, no servers), for the edit-test loop
 # make bench : the benchmark scripts under benchmarks/ (slow; prints tables), but the quality one
 # make quality : benchmarks/bench_quality.py, every coreset arm against full AT (hours; resumable)
@@ -10,7 +11,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: setup data browser run test test-fast typecheck bench quality attack mutation ui clean
+.PHONY: setup data browser postgres run test test-fast typecheck bench quality attack mutation ui clean
 setup: $(VENV)/.installed data
 
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -25,6 +26,9 @@ data: $(VENV)/.installed
 browser:
 	bash scripts/get_chromium.sh
 
+postgres:
+	bash scripts/get_postgres.sh
+
 run: setup
 	$(VENV)/bin/adcs train --config configs/quickstart.yaml
 
@@ -35,7 +39,7 @@ typecheck: setup
 
 # two workers, a test file per worker at a time (module-scoped Ray sessions stay whole); the
 # slowest tests are listed at the end, to keep the suite within its 20 minutes
-test: setup browser typecheck
+test: setup browser postgres typecheck
 	$(PY) -m pytest -n 2 --dist loadfile --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup

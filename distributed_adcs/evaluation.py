@@ -68,6 +68,7 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, model:
         what = e.autoattack_version if e.autoattack else f"pgd{e.pgd_steps}"
         tracker.log_json(job.test_outcomes, f"eval/evaluate_{what}_outcomes.json")
         tracker.log_metrics({f"evaluate_{k}": v for k, v in results.items()}, step=int(payload["epoch"]))
+        tracker.flush()  # a server that is restarting gets them when it is back (tracking/outbox.py)
     return results
 
 

@@ -103,42 +103,139 @@ def tiny_args(tmp_path: Path, mlflow_uri: str, *extra: str) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
-@contextmanager
-def mlflow_server(where: Path, artifacts: str, env: dict | None = None) -> Iterator[str]:
-    """``mlflow server`` with a sqlite database in ``where`` and artifacts proxied to
-    ``artifacts`` (a directory or a URI such as ``s3://bucket/mlflow``), on a free loopback
-    port; yields its URL, and stops the server's whole process group."""
-    port = free_port()
-    new_store(where / "server.db")  # (kept when the server restarts on it)
-    log = where / "mlflow-server.log"
-    mlflow = Path(sys.executable).with_name("mlflow")
-    with open(log, "w") as err:
-        proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(port),
-                                 "--backend-store-uri", f"sqlite:///{where / 'server.db'}",
-                                 "--serve-artifacts", "--artifacts-destination", artifacts, "--workers", "1"],
-                                stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                                env={**os.environ, **(env or {})}, start_new_session=True)  # its own group
-    url = f"http://127.0.0.1:{port}"
-    try:
+class MlflowServer:
+    """``mlflow server`` on a free loopback port (or ``port``), its store ``backend`` (a sqlite file
+    of ``where`` by default, or a PostgreSQL URI), artifacts proxied to ``artifacts`` (a directory
+    or a URI such as ``s3://bucket/mlflow``). :meth:`kill` and :meth:`start` again: the same
+    server restarting on the same port and store (tests/test_postgres_store.py's outage)."""
+
+    def __init__(self, where: Path, artifacts: str, env: dict | None = None, backend: str | None = None):
+        self.where, self.artifacts, self.env = where, artifacts, env
+        if backend is None:
+            new_store(where / "server.db")  # (kept when the server restarts on it)
+            backend = f"sqlite:///{where / 'server.db'}"
+        self.backend, self.port = backend, free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> str:
+        log = self.where / "mlflow-server.log"
+        mlflow = Path(sys.executable).with_name("mlflow")
+        with open(log, "a") as err:
+            self.proc = subprocess.Popen([str(mlflow), "server", "--host", "127.0.0.1", "--port", str(self.port),
+                                          "--backend-store-uri", self.backend, "--serve-artifacts",
+                                          "--artifacts-destination", self.artifacts, "--workers", "1"],
+                                         stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
+                                         env={**os.environ, **(self.env or {})}, start_new_session=True)  # its own group
         deadline = time.time() + 120
         while True:
             try:
-                with urllib.request.urlopen(f"{url}/health", timeout=2) as r:
+                with urllib.request.urlopen(f"{self.url}/health", timeout=2) as r:
                     if r.status == 200:
-                        break
+                        return self.url
             except OSError:
                 pass
-            if proc.poll() is not None or time.time() > deadline:
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.kill()
                 raise RuntimeError(f"mlflow server did not come up: {log.read_text()[-2000:]}")
             time.sleep(0.5)
-        yield url
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)  # the server, its uvicorn workers and its job consumers
+
+    def kill(self, sig: int = signal.SIGTERM) -> None:
+        """Stop the server's whole process group (the server, its uvicorn workers and job consumers)."""
+        if self.proc is None:
+            return
         try:
-            proc.wait(30)
+            os.killpg(self.proc.pid, sig)
+        except ProcessLookupError:
+            pass
+        try:
+            self.proc.wait(30)
         except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.proc = None
+
+
+@contextmanager
+def mlflow_server(where: Path, artifacts: str, env: dict | None = None, backend: str | None = None) -> Iterator[str]:
+    """A :class:`MlflowServer` for the block; yields its URL."""
+    server = MlflowServer(where, artifacts, env, backend)
+    try:
+        yield server.start()
+    finally:
+        server.kill()
+
+
+POSTGRES_USER = "nobody"  # postgres refuses to run as root: the tests run it as this user
+
+
+def _postgres_bin(name: str) -> str:
+    found = sorted(Path("/usr/lib/postgresql").glob(f"*/bin/{name}"), key=lambda p: int(p.parts[-3]))
+    if not found:
+        raise RuntimeError("PostgreSQL not installed: run scripts/get_postgres.sh (Debian: apt-get install postgresql)")
+    return str(found[-1])
+
+
+@contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL: ``initdb`` in a new temporary directory and ``postgres`` on a free
+    loopback port, a child of this process (no system service), stopped and deleted at the end.
+    Yields a URI without a database (``postgresql+psycopg://mlflow@127.0.0.1:PORT``, the form
+    cluster/mlflow-server.yaml uses: add ``/<name>`` after :func:`create_database`). As root it runs as ``nobody``: postgres refuses root."""
+    import shutil
+    import tempfile
+
+    as_user: dict = {}
+    data = Path(tempfile.mkdtemp(prefix="adcs-postgres-"))
+    if os.geteuid() == 0:
+        import pwd
+
+        pw = pwd.getpwnam(POSTGRES_USER)
+        os.chown(data, pw.pw_uid, pw.pw_gid)
+        as_user = {"user": pw.pw_uid, "group": pw.pw_gid, "extra_groups": []}
+    env = {**os.environ, "LC_ALL": "C", "HOME": str(data)}
+    port = free_port()
+    proc = None
+    try:
+        subprocess.run([_postgres_bin("initdb"), "-D", str(data / "db"), "-U", "mlflow", "--auth=trust", "-E", "UTF8",
+                        "--no-sync"], check=True, capture_output=True, stdin=subprocess.DEVNULL, env=env, cwd=data,
+                       **as_user)
+        with open(data / "postgres.log", "w") as log:
+            proc = subprocess.Popen([_postgres_bin("postgres"), "-D", str(data / "db"), "-p", str(port),
+                                     "-h", "127.0.0.1", "-k", str(data), "-c", "fsync=off", "-c", "max_connections=200"],
+                                    stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, cwd=data,
+                                    start_new_session=True, **as_user)
+        import psycopg
+
+        deadline = time.time() + 60
+        while True:
+            try:
+                psycopg.connect(host="127.0.0.1", port=port, user="mlflow", dbname="postgres").close()
+                break
+            except psycopg.OperationalError:
+                if proc.poll() is not None or time.time() > deadline:
+                    raise RuntimeError(f"postgres did not come up: {(data / 'postgres.log').read_text()[-2000:]}")
+                time.sleep(0.2)
+        yield f"postgresql+psycopg://mlflow@127.0.0.1:{port}"
+    finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)  # fast shutdown: end the sessions, stop
+            try:
+                proc.wait(30)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        shutil.rmtree(data, ignore_errors=True)
+
+
+def create_database(cluster: str, name: str) -> str:
+    """A new database ``name`` in the :func:`postgres_cluster` at ``cluster``; returns its URI."""
+    import psycopg
+
+    host, port = cluster.rsplit("@", 1)[1].split(":")
+    with psycopg.connect(host=host, port=int(port), user="mlflow", dbname="postgres", autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return f"{cluster}/{name}"
 
 
 def _gloo_rank(rank: int, port: int, fn, args: tuple, out) -> None:
@@ -192,3 +289,16 @@ def logged_and_saved_logits(mlflow_uri: str, run_id: str, where: Path) -> dict[s
         else:
             os.environ["MLFLOW_TRACKING_URI"] = before
     return out
+class KillServerAt:
+    """An epoch hook (``train(callbacks=[...])``) that SIGKILLs a process group (an
+    :class:`MlflowServer`'s) after epoch ``epoch`` is recorded, once, and writes ``marker``: a
+    tracking server dying in the middle of a job, at a known point. It pickles (a Ray Train
+    job runs it in its controller)."""
+
+    def __init__(self, pgid: int, marker: Path, epoch: int = 0):
+        self.pgid, self.marker, self.epoch = pgid, str(marker), epoch
+
+    def on_epoch(self, epoch: int, metrics: dict) -> None:
+        if epoch == self.epoch and not Path(self.marker).exists():
+            os.killpg(self.pgid, signal.SIGKILL)
+            Path(self.marker).write_text(str(time.time()))

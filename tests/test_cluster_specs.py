@@ -267,7 +267,9 @@ def test_mlflow_server_manifest_serves_what_the_rayjob_records_into():
     server = by_kind["Deployment"][name]["spec"]["template"]["spec"]
     args = " ".join(server["containers"][0]["args"])
     assert "mlflow server" in args and f"--port {port}" in args and "--serve-artifacts" in args
-    assert re.search(r"--backend-store-uri \"postgresql://[^\"]+@mlflow-db:5432/", args)
+    # the driver and URI form tests/test_postgres_store.py runs the server with
+    assert re.search(r"--backend-store-uri \"postgresql\+psycopg://[^\"]+@mlflow-db:5432/", args)
+    assert 'pip install --quiet "psycopg[binary]' in args
     assert host in args  # --allowed-hosts admits the name the jobs use
     mount = server["containers"][0]["volumeMounts"][0]
     assert f"--artifacts-destination {mount['mountPath']}" in args

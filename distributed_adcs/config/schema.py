@@ -322,6 +322,9 @@ class RayConfig:
             _check(getattr(self, key) >= 0, key, f"must be >= 0, got {getattr(self, key)}")
 
 
+OUTAGE_S = 300.0  # mlflow.outage_s: 5 minutes, the default
+
+
 @dataclass(kw_only=True, slots=True)
 class MlflowConfig:
     tracking_uri: str | None = None  # None: sqlite:///<cwd>/mlflow.db
@@ -334,6 +337,10 @@ class MlflowConfig:
     # register the logged model under this name (a new version per run): the best epoch's model
     # with eval.keep_best, else the last one. None: register nothing
     registered_model: str | None = None
+    # how long a job keeps a tracking server's records and retries when the server does not
+    # answer (a restart, a pod move, a database failover), training on, before the run fails
+    # (tracking/outbox.py); http(s) tracking URIs only
+    outage_s: float = OUTAGE_S
 
     def __post_init__(self) -> None:
         name = self.registered_model
@@ -341,6 +348,7 @@ class MlflowConfig:
                "registered_model", f"must be a name without '/', ':' or surrounding spaces, got {name!r}")
         _check(name is None or self.log_model, "registered_model",
                "needs mlflow.log_model: true (only a logged model can be registered)")
+        _check(self.outage_s >= 0, "outage_s", f"must be >= 0 seconds, got {self.outage_s}")
 
 
 @dataclass(kw_only=True, slots=True)

@@ -31,6 +31,7 @@ from ray.train.torch import TorchConfig, TorchTrainer
 from .. import storage
 from ..config import JobConfig, to_dict
 from ..tracking.epochs import CHECKPOINT_FILE, EpochRecorder
+from ..tracking.outbox import ServerUnreachable
 from .cluster import connect
 from .reporter import MlflowReporter
 from .resources import check_cluster, job_bundles
@@ -69,7 +70,13 @@ def run_trainer(cfg: JobConfig, recorder: EpochRecorder, storage_path: str, last
                                  failure_config=FailureConfig(max_failures=cfg.ray.max_failures,  # type: ignore[call-arg]
                                                               controller_failure_limit=cfg.ray.startup_retries),
                                  callbacks=[MlflowReporter(recorder, storage_path, name)]))  # type: ignore[list-item]
-        result = _fit(trainer)
+        try:
+            result = _fit(trainer)
+        except Exception as err:  # the controller gave up on the tracking server: its one line, not Ray's wrapping
+            failure = getattr(err, "controller_failure", None)
+            if isinstance(failure, ServerUnreachable):
+                raise failure from None
+            raise
         if result.checkpoint is None:  # no epoch left to train: the run's checkpoint is the one it resumed from
             if last is not None and resume_from is not None and resume_from.resolve() != last.resolve():
                 last.parent.mkdir(parents=True, exist_ok=True)

@@ -5,7 +5,9 @@ already persisted to the job's storage. The reporter records the epoch with the 
 ``EpochRecorder`` (``tracking/epochs.py``: coreset, checkpoint, metrics, then the job's epoch
 hooks): it reads only the coreset file back, and records the checkpoint where Ray Train put
 it, so the checkpoint is written once per epoch (plus the MLflow copy when the storage is a
-directory of this machine).
+directory of this machine). While the tracking server restarts, the records wait in the
+recorder's outbox and the controller goes on; the final evaluation's report waits until they
+are all delivered (``EpochRecorder.final``), so the job ends with its run whole.
 """
 
 from __future__ import annotations

@@ -98,7 +98,7 @@ def resume_sweep(directory: str, train: TrainJob) -> str:
 def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, str] | None = None) -> str:
     base_cfg = trial_config(base, sweep.set, {})
     uri = resolve_tracking_uri(base_cfg.mlflow.tracking_uri)
-    parent = RunTracker(uri, base_cfg.mlflow.experiment)
+    parent = RunTracker(uri, base_cfg.mlflow.experiment, outage_s=base_cfg.mlflow.outage_s)
     if resume:
         parent.run_id = resume[1]
         parent.resume()

@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, Callable, Protocol, Sequence
 
 from .. import storage
+from ..config.schema import OUTAGE_S
 from ..console import say
 from ..progress import epoch_line, final_line
 
@@ -50,8 +51,9 @@ KILL_ENV = "ADCS_FAULT_KILL_AFTER"
 
 
 class EpochHook(Protocol):
-    """``train(callbacks=...)``: called after each epoch's metrics are recorded, in the process that
-    records them (a Ray Train job's controller: such a hook must pickle)."""
+    """``train(callbacks=...)``: called after each epoch's metrics are recorded (or, while a tracking
+    server restarts, wait in the run's outbox to be), in the process that records them (a Ray
+    Train job's controller: such a hook must pickle)."""
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
@@ -68,6 +70,10 @@ class EpochRecorder:
         self.hooks = list(hooks)
         self.fault = os.environ.get(KILL_ENV)  # read where the job starts: a controller has another environment
         self._tracker = tracker
+        # what a copy opens its own tracker with: the run's experiment (no look-up while the
+        # server may be down) and how long it rides out an outage (mlflow.outage_s)
+        self.experiment_id = tracker.experiment_id if tracker is not None else None
+        self.outage_s = tracker.outage_s if tracker is not None else OUTAGE_S
         self._named: str | None = None  # the checkpoint the tag names now (set once per place)
 
     def __getstate__(self) -> dict[str, Any]:
@@ -78,7 +84,8 @@ class EpochRecorder:
         if self._tracker is None:  # MLflow loads on first use, not when a controller unpickles this
             from .mlflow_run import RunTracker
 
-            self._tracker = RunTracker(self.tracking_uri, None, run_id=self.run_id)
+            self._tracker = RunTracker(self.tracking_uri, None, run_id=self.run_id, experiment_id=self.experiment_id,
+                                       outage_s=self.outage_s)
         return self._tracker
 
     def record(self, epoch: int, metrics: dict[str, float], *, coreset: Path | None,
@@ -105,10 +112,13 @@ class EpochRecorder:
 
     def final(self, metrics: dict[str, float], outcomes: dict | None = None) -> None:
         """The test evaluation, at ``step = epochs``, and each test example's outcome under each
-        attack (``Job.test_outcomes``) as the artifact :data:`OUTCOMES_ARTIFACT`."""
+        attack (``Job.test_outcomes``) as the artifact :data:`OUTCOMES_ARTIFACT`; then every record
+        of the job is delivered (a Ray Train controller ends after this: what waits in its outbox,
+        for a tracking server that is restarting, is sent first, or the job fails naming the server)."""
         if outcomes:
             self.tracker.log_json(outcomes, OUTCOMES_ARTIFACT)
         self.tracker.log_metrics(metrics, step=self.epochs)
+        self.tracker.flush()
         say(final_line(metrics))
 
     def _fault(self, epoch: int, step: str) -> None:
@@ -160,7 +170,9 @@ def find_checkpoint(client, run_id: str, here: Path) -> Path | None:
 
     The file its ``adcs.checkpoint`` tag names, when this machine reads it (a file here, or a
     URI, downloaded into ``here``); else the run's MLflow copy (``checkpoints/last.pt``, into
-    ``here``), which exists whenever the tagged place is a file of one machine.
+    ``here``), which exists whenever the tagged place is a file of one machine; else ``last.pt``
+    in ``here`` itself (the run's directory on this machine), which a job that failed while its
+    tracking server was down left unrecorded.
     """
     tagged = client.get_run(run_id).data.tags.get(CHECKPOINT_TAG)
     if tagged and storage.is_local(tagged) and storage.local_path(tagged).is_file():
@@ -170,7 +182,11 @@ def find_checkpoint(client, run_id: str, here: Path) -> Path | None:
     try:
         return Path(client.download_artifacts(run_id, CHECKPOINT_ARTIFACT, str(here)))
     except Exception:  # no such artifact (or an artifact store this machine cannot read)
-        return None
+        pass
+    # the job's own copy in the run's directory here: its record never reached the tracking
+    # server (the job failed while the server was down), which must not block the resume
+    own = here / CHECKPOINT_FILE
+    return own if own.is_file() else None
 
 
 def record_missing_metrics(tracker, payload: dict[str, Any]) -> bool:

@@ -134,7 +134,7 @@ class JobRun:
             NothingToResume: ``resume`` names a run without a recorded checkpoint.
             Both are raised before any run is created or changed.
         """
-        tracker = RunTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment)
+        tracker = RunTracker(cfg.mlflow.tracking_uri, cfg.mlflow.experiment, outage_s=cfg.mlflow.outage_s)
         run_id = tagged = ckpt = payload = None
         output = cfg.train.output_dir
         if resume:
@@ -185,7 +185,9 @@ class JobRun:
     def finish_job(self) -> None:
         """Log the accuracy plot and, with ``mlflow.log_model``, the models of the run's last
         recorded checkpoint (``model_log.py``): after the final evaluation, on both paths, once
-        (the last epoch recorded its checkpoint; the tracker closes the run)."""
+        (the last epoch recorded its checkpoint; the tracker closes the run). The plot reads the
+        run's metrics back: they are all delivered first."""
+        self.tracker.flush()
         log_accuracy_plot(self.tracker, selection_epochs=selection_epochs(self.cfg.train.epochs, self.cfg.coreset),
                           warmup_epochs=warmup_epochs(self.cfg.coreset))
         if not self.cfg.mlflow.log_model:

@@ -20,6 +20,8 @@ from typing import Any, Iterable, Literal, Mapping
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
+from ..config.schema import OUTAGE_S
+from .outbox import Outbox, ServerUnreachable
 from .stores import resolve_tracking_uri
 
 _MAX_PARAM = 6000  # MLflow's parameter value limit (characters)
@@ -72,20 +74,33 @@ class RunTracker:
     """Owns one MLflow run: params, per-epoch metrics, artifacts and the terminal status.
 
     Use as a context manager: an exception marks the run FAILED (KeyboardInterrupt: KILLED)
-    and propagates; a clean exit marks it FINISHED.
+    and propagates; a clean exit marks it FINISHED, once every record is delivered.
+
+    On a tracking server (an http(s) URI) the run's writes go through an :class:`Outbox`: what
+    the server does not take while it restarts waits, in order, and is delivered when it is
+    back, for up to ``outage_s`` (``mlflow.outage_s``; ``tracking/outbox.py``).
     """
 
-    def __init__(self, tracking_uri: str | None, experiment: str | None, *, run_id: str | None = None):
+    def __init__(self, tracking_uri: str | None, experiment: str | None, *, run_id: str | None = None,
+                 experiment_id: str | None = None, outage_s: float = OUTAGE_S):
         """``experiment``: the one new runs go to (created if missing). With ``run_id`` (an
-        existing run) and no ``experiment``, the run's own, and nothing is created.
+        existing run) and no ``experiment``, the run's own, and nothing is created;
+        ``experiment_id``, when the caller knows it, spares the look-up (a Ray Train
+        controller opens the run while the server may be down).
 
         Raises:
             LookupError: ``run_id`` is not a run of this store.
         """
         self.uri = resolve_tracking_uri(tracking_uri)
+        self.outage_s = outage_s
+        self.outbox = Outbox(self.uri, outage_s) if self.uri.startswith(("http://", "https://")) else None
         with store_lock(self.uri):  # the first use of a new sqlite store creates its schema
             self.client = MlflowClient(self.uri)
-            self._open(experiment, run_id)
+            self.run_id: str | None = run_id
+            if experiment_id is not None and run_id is not None:
+                self.experiment_id = experiment_id
+            else:
+                self._open(experiment, run_id)
 
     def _open(self, experiment: str | None, run_id: str | None) -> None:
         if experiment is None:
@@ -136,16 +151,39 @@ class RunTracker:
 
     def log_history(self, history: Mapping[str, Iterable[tuple[int, float]]]) -> None:
         """Metrics of many steps, ``{key: [(step, value), ...]}``, in as few batches as MLflow takes."""
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000)  # (a row sent again carries the same time: MLflow keeps one)
         rows = [Metric(k, float(v), now, step) for k, points in history.items() for step, v in points]
+        run_id = self.open_run_id
         for i in range(0, len(rows), _BATCH_METRICS):
-            self.client.log_batch(self.open_run_id, metrics=rows[i:i + _BATCH_METRICS])
+            batch = rows[i:i + _BATCH_METRICS]
+            steps = sorted({m.step for m in batch})
+            self._write(f"metrics of step {steps[0]}" + (f" to {steps[-1]}" if len(steps) > 1 else ""),
+                        lambda _, batch=batch: self.client.log_batch(run_id, metrics=batch))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self.client.log_batch(self.open_run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+        run_id, rows = self.open_run_id, [RunTag(k, str(v)) for k, v in tags.items()]
+        self._write(f"tags {', '.join(tags)}", lambda _: self.client.log_batch(run_id, tags=rows))
 
     def log_artifact(self, path: str | Path, artifact_path: str | None = None) -> None:
-        self.client.log_artifact(self.open_run_id, str(path), artifact_path)
+        run_id, name = self.open_run_id, Path(path).name
+        self._write(f"artifact {artifact_path}/{name}" if artifact_path else f"artifact {name}",
+                    lambda f: self.client.log_artifact(run_id, str(f), artifact_path), Path(path))
+
+    def _write(self, what: str, send, file: Path | None = None) -> None:
+        """``send(file)`` now, or through the outbox on a tracking server."""
+        if self.outbox is None:
+            send(file)
+        else:
+            self.outbox.send(what, send, file)
+
+    def flush(self) -> None:
+        """Wait until the server holds every record written so far (before reading them back).
+
+        Raises:
+            ServerUnreachable: the server took nothing for ``outage_s``.
+        """
+        if self.outbox is not None:
+            self.outbox.flush()
 
     def log_text(self, text: str, name: str) -> None:
         with tempfile.TemporaryDirectory() as tmp:
@@ -158,7 +196,10 @@ class RunTracker:
         self.log_text(json.dumps(obj, indent=2, sort_keys=True, default=str), name)
 
     def finish(self, status: str = "FINISHED") -> None:
-        self.client.set_terminated(self.open_run_id, status=status)
+        """Mark the run ``status`` once every record before it is delivered."""
+        run_id = self.open_run_id
+        self._write(f"status {status}", lambda _: self.client.set_terminated(run_id, status=status))
+        self.flush()
 
     def __enter__(self) -> "RunTracker":
         return self
@@ -167,6 +208,9 @@ class RunTracker:
         if self.run_id is not None:
             if exc_type is None:
                 self.finish("FINISHED")
-            else:
-                self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+            elif not issubclass(exc_type, ServerUnreachable):  # (a server gone that long is not waited for again)
+                try:
+                    self.finish("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
+                except ServerUnreachable:  # the job's own error is the one to report
+                    pass
         return False
