@@ -327,6 +327,16 @@ class MlflowConfig:
     tracking_uri: str | None = None  # None: sqlite:///<cwd>/mlflow.db
     experiment: str = "distributed_adcs"
     run_name: str | None = None  # None: derived from dataset, objective, method and fraction
+    # MLflow's system metrics (CPU, memory, disk, network, and GPUs that NVML sees) as
+    # system/... metrics: from the job's process, or from each node of a Ray Train job
+    # (system/<node>/...). One sample per interval: 30 s keeps a day-long job to 2,880 points a
+    # metric (MLflow's default of 10 s: 8,640); MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 30.0
+
+    def __post_init__(self) -> None:
+        _check(self.system_metrics_interval_s > 0, "system_metrics_interval_s",
+               f"must be > 0, got {self.system_metrics_interval_s}")
 
 
 @dataclass(kw_only=True, slots=True)
