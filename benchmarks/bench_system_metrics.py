@@ -6,15 +6,18 @@ interval (one sample per 30 s) and on at one sample a second, side by side.
 The job: `adcs train` of configs/quickstart.yaml on 384 Fashion-MNIST images, two epochs of full
 adversarial training in the adcs process (tests/helpers.py's TINY), a fresh sqlite store each
 time: the shape where the monitor's fixed costs (its imports, its thread, its first and last
-samples) weigh most. The arms run in turn within each round, so that a noisy neighbour hurts
-all alike; the table gives the median of the command's wall time and of the run's training
-time (its last `wall_time_s`), and their ratio to the arm without system metrics.
+samples) weigh most. The arms run in turn within each round, each round starting with the
+next arm, so that a noisy neighbour and the order hurt all alike; the table gives the medians of the command's wall time, of its CPU time (user +
+system, of the process and its children: what the monitor's thread and imports add, less
+sensitive than wall time to a busy neighbour) and of the run's training time (its last
+`wall_time_s`), and their ratios to the arm without system metrics.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -38,18 +41,21 @@ def run_job(tmp: Path, extra: list[str]) -> dict:
 
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     sets = [*JOB, f"mlflow.tracking_uri={uri}", f"train.output_dir={tmp / 'runs'}", *extra]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "distributed_adcs.cli", "train", "--quiet", "--config",
                            str(ROOT / "configs/quickstart.yaml"), *[a for s in sets for a in ("--set", s)]],
                           cwd=tmp, capture_output=True, text=True, stdin=subprocess.DEVNULL,
                           env={**os.environ, "PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     if proc.returncode != 0:
         raise SystemExit(f"the job failed:\n{(proc.stdout + proc.stderr)[-3000:]}")
     client = MlflowClient(uri)
     (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
     samples = len(client.get_metric_history(run.info.run_id, "system/cpu_utilization_percentage"))
-    return {"wall_s": wall, "train_s": run.data.metrics["wall_time_s"], "samples": samples}
+    return {"wall_s": wall, "cpu_s": cpu, "train_s": run.data.metrics["wall_time_s"], "samples": samples}
 
 
 def main() -> None:
@@ -58,19 +64,21 @@ def main() -> None:
     args = parser.parse_args()
     print(header("bench_system_metrics: a tiny in-process job with and without MLflow's system metrics", args.repeats))
     samples: dict[str, list[dict]] = {name: [] for name in ARMS}
+    names = list(ARMS)
     for r in range(args.repeats):
-        for name, extra in ARMS.items():
+        for name in names[r % len(names):] + names[:r % len(names)]:  # each arm first in turn
+            extra = ARMS[name]
             with tempfile.TemporaryDirectory() as tmp:
                 samples[name].append(run_job(Path(tmp), extra))
         print(f"round {r + 1}/{args.repeats}: " + "; ".join(f"{n} {s[-1]['wall_s']:.1f} s" for n, s in samples.items()),
               flush=True)
-    base = {k: statistics.median(s[k] for s in samples["off"]) for k in ("wall_s", "train_s")}
+    timed = ("wall_s", "cpu_s", "train_s")
+    base = {k: statistics.median(s[k] for s in samples["off"]) for k in timed}
     rows = []
     for name, runs in samples.items():
-        med = {k: statistics.median(s[k] for s in runs) for k in ("wall_s", "train_s", "samples")}
-        rows.append({"arm": name, **med, "wall ratio": med["wall_s"] / base["wall_s"],
-                     "train ratio": med["train_s"] / base["train_s"]})
-    print(table(rows, ["arm", "wall_s", "train_s", "samples", "wall ratio", "train ratio"]))
+        med = {k: statistics.median(s[k] for s in runs) for k in (*timed, "samples")}
+        rows.append({"arm": name, **med, **{f"{k[:-2]} ratio": med[k] / base[k] for k in timed}})
+    print(table(rows, ["arm", *timed, "samples", "wall ratio", "cpu ratio", "train ratio"]))
 
 
 if __name__ == "__main__":

@@ -119,11 +119,20 @@ def train_loop_per_worker(config: dict) -> None:
     started = time.time()
     ctx = ray.train.get_context()
     node = ray.get_runtime_context().get_node_id()
-    spec = config.get("system_metrics") if ctx.get_local_rank() == 0 else None
+    spec = config.get("system_metrics") if _first_on_node(node, ctx.get_world_size()) else None
     # the series' node id: the first 8 hex digits of Ray's node id (the full one, and the host, in its tag)
     with system_metrics(spec, node_id=node[:8], node=f"{socket.gethostname()} {ray.util.get_node_ip_address()}, "
-                        f"Ray node {node}, node rank {ctx.get_node_rank()}"):
+                        f"Ray node {node}"):
         _train(config, ctx, started)
+
+
+def _first_on_node(node: str, world_size: int) -> bool:
+    """Whether this rank is the first of its Ray node to ask: an atomic counter per node in the
+    process group's store (no collective, so no device). Ray Train's local rank counts ranks
+    per IP address, which several nodes of one machine share."""
+    if world_size == 1:
+        return True
+    return dist.distributed_c10d._get_default_store().add(f"adcs/system-metrics/{node}", 1) == 1
 
 
 def _train(config: dict, ctx, started: float) -> None:

@@ -19,6 +19,7 @@ A run recorded elsewhere and imported (``benchmarks/quality/records.py``) carrie
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from pathlib import Path
 from typing import Any
@@ -52,14 +53,19 @@ def source_tags(package: Path = _PACKAGE) -> dict[str, str]:
     return tags
 
 
-def dataset_input(name: str, files: DataFiles, context: str = "training") -> DatasetInput:
-    """The run input of a data set read from ``files``."""
+def dataset_input(name: str, files: DataFiles, context: str = "training") -> DatasetInput | None:
+    """The run input of a data set read from ``files``; None where MLflow has no dataset source
+    for their location's scheme (it has for paths, ``file``, ``s3``, ``gs``, ``hdfs``; not ``abfs``)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
+    from mlflow.exceptions import MlflowException
 
     with warnings.catch_warnings():  # a local path matches MLflow's local source twice, and it says so
         warnings.simplefilter("ignore", UserWarning)
-        source = resolve_dataset_source(files.location)
+        try:
+            source = resolve_dataset_source(files.location)
+        except MlflowException:
+            return None
     # (MLflow's stub declares Dataset.profile abstract; MetaDataset has none, which means no profile)
     meta = MetaDataset(source, name=name, digest=files.digest)._to_mlflow_entity()  # type: ignore[abstract]
     profile = json.dumps({"files": len(files.stamps), "bytes": files.num_bytes})
@@ -70,8 +76,14 @@ def dataset_input(name: str, files: DataFiles, context: str = "training") -> Dat
 def log_dataset(client, run_id: str, name: str, files: DataFiles | None) -> None:
     """Log the training set as the run's input (again on a resume: MLflow keeps one copy of an
     input it already has, and a changed set shows as a second version)."""
-    if files is not None:
-        client.log_inputs(run_id, datasets=[dataset_input(name, files)])
+    if files is None:
+        return
+    used = dataset_input(name, files)
+    if used is None:
+        logging.getLogger(__name__).warning("MLflow has no dataset source for %s: the run has no dataset input",
+                                            files.location)
+    else:
+        client.log_inputs(run_id, datasets=[used])
 
 
 def recorded(run) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 on a thread beside the training.
 
 Who samples: the job's process when it trains in-process (``system/cpu_utilization_percentage``,
-...); on Ray Train, one worker per node, its local rank 0, under the node's id
+...); on Ray Train, one worker per Ray node (the first rank there), under the node's id
 (``system/<node>/cpu_utilization_percentage``, MLflow's ``node_id``), so each node of the job
 has its own series, and the run's ``adcs.node.<node>`` tag says which machine that is.
 
