@@ -87,7 +87,7 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             check_address(cfg.ray.address)
         # a Ray Train job's driver trains on no image: it reads the data's description only
         splits = load_job_splits(cfg) if plan.where == "process" else describe_job_data(cfg)
-        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id, tags=tags)
+        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id, tags=tags, data=splits.files)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     with run.tracker:
@@ -138,21 +138,23 @@ def _in_process(plan: JobPlan, splits, run, recorder) -> None:
     from .engine.loop import run_epochs
     from .engine.runtime import resolve_device
     from .engine.selection import local_selector
+    from .tracking.system import system_metrics
 
-    device = resolve_device(plan.cfg.train.device)
-    job = Job(plan.cfg, splits, device)
-    job.started_at = plan.started_at
-    with ExitStack() as stack:
-        if plan.selection == "actors":
-            from .distributed.actors import actor_selector
+    with system_metrics(run.system_metrics):  # this process's machine, its final evaluation included
+        device = resolve_device(plan.cfg.train.device)
+        job = Job(plan.cfg, splits, device)
+        job.started_at = plan.started_at
+        with ExitStack() as stack:
+            if plan.selection == "actors":
+                from .distributed.actors import actor_selector
 
-            job.selector = stack.enter_context(actor_selector(plan.cfg, splits))
-        elif plan.selection == "process":
-            job.selector = local_selector(plan.cfg, splits, device)
-        if run.resume_checkpoint is not None:
-            job.restore(load_checkpoint(run.resume_checkpoint))  # on the CPU: restore() moves what it loads
-        run_epochs(job, run.process_sink(recorder, splits.train))
-    recorder.final(job.final_evaluation(), job.test_outcomes)  # after the actors are released
+                job.selector = stack.enter_context(actor_selector(plan.cfg, splits))
+            elif plan.selection == "process":
+                job.selector = local_selector(plan.cfg, splits, device)
+            if run.resume_checkpoint is not None:
+                job.restore(load_checkpoint(run.resume_checkpoint))  # on the CPU: restore() moves what it loads
+            run_epochs(job, run.process_sink(recorder, splits.train))
+        recorder.final(job.final_evaluation(), job.test_outcomes)  # after the actors are released
 
 
 def _on_ray_train(plan: JobPlan, splits, run, recorder) -> None:
@@ -160,7 +162,7 @@ def _on_ray_train(plan: JobPlan, splits, run, recorder) -> None:
 
     # a local copy of the last checkpoint where the run's directory is on this machine
     run_trainer(plan.cfg, recorder, run.ray_storage, None if run.checkpoint_uri else run.last_checkpoint,
-                resume_from=run.resume_checkpoint, started_at=plan.started_at)
+                resume_from=run.resume_checkpoint, started_at=plan.started_at, system_metrics=run.system_metrics)
 
 
 RUNNERS: dict[Where, Callable[..., None]] = {"process": _in_process, "ray_train": _on_ray_train}

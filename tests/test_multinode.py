@@ -106,6 +106,9 @@ def test_ray_train_job_on_two_worker_nodes_never_opens_the_driver_disk(cluster, 
     assert [m.step for m in client.get_metric_history(second, "train_loss")] == [2]  # from the driver's file
     workers = list_actors(filters=[("class_name", "=", "RayTrainWorker")], limit=1000)
     assert {a.node_id for a in workers} == {w.node_id for w in cluster.workers}  # both, never the CPU-less head
+    # each worker node recorded its own system metrics, under its node id (tracking/system.py)
+    series = {k.split("/")[1] for k in client.get_run(first).data.metrics if k.startswith("system/")}
+    assert series == {w.node_id[:8] for w in cluster.workers}
     assert _opened(cluster) == []
 
 

@@ -6,6 +6,8 @@ sessions skips what is done: ``export_records`` writes each finished arm once,
 A record also carries the run's per-example test outcomes (the ``eval/*outcomes.json``
 artifacts: ``tracking.epochs.OUTCOMES_ARTIFACT`` and what ``adcs evaluate`` added), which
 paired intervals over test images need; an imported run gets them back as the same artifacts.
+And it carries where the run came from (``tracking.provenance``: the commit and source it ran,
+its training set's dataset input and digest), which the imported run keeps.
 """
 
 from __future__ import annotations
@@ -48,6 +50,8 @@ def outcomes(client, run_id: str) -> dict[str, dict]:
 def export_records(client, experiment: str, records: Path, *, rewrite: set[str] = frozenset()) -> int:
     """Write every finished arm that has no record file yet (or whose key is in ``rewrite``);
     return how many were written."""
+    from distributed_adcs.tracking.provenance import recorded
+
     records.mkdir(parents=True, exist_ok=True)
     written = 0
     for r in runs(client, experiment):
@@ -59,7 +63,7 @@ def export_records(client, experiment: str, records: Path, *, rewrite: set[str] 
                                                              key=lambda m: m.step)] for name in HISTORIES}
         tags = {k: v for k, v in r.data.tags.items() if k.startswith("bench.") and k != "bench.imported"}
         path.write_text(json.dumps({"key": key, "run_id": r.info.run_id, "tags": tags, "metrics": r.data.metrics,
-                                    "params": r.data.params, "history": history,
+                                    "params": r.data.params, "history": history, "provenance": recorded(r),
                                     "outcomes": outcomes(client, r.info.run_id)}, indent=1, sort_keys=True) + "\n")
         written += 1
     return written
@@ -69,6 +73,7 @@ def import_records(client, uri: str, experiment: str, records: Path) -> int:
     """Log every record file whose arm has no finished run in this store as a finished run;
     return how many were imported."""
     from distributed_adcs.tracking import RunTracker
+    from distributed_adcs.tracking.provenance import restore
 
     imported = 0
     for path in sorted(records.glob("*.json")) if records.is_dir() else []:
@@ -78,6 +83,7 @@ def import_records(client, uri: str, experiment: str, records: Path) -> int:
         tracker = RunTracker(uri, experiment)
         tracker.start(rec["key"], rec.get("params", {}),
                       tags={**rec["tags"], "bench.imported": rec["run_id"], "bench.record": path.name})
+        restore(client, tracker.open_run_id, rec.get("provenance", {}))  # (records before it have none)
         # final values at step 0, the curves at their steps
         finals = {k: [(0, v)] for k, v in rec["metrics"].items() if k not in rec["history"]}
         tracker.log_history({**finals, **{name: [(step, v) for step, v in points]

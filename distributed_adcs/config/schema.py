@@ -341,6 +341,12 @@ class MlflowConfig:
     # answer (a restart, a pod move, a database failover), training on, before the run fails
     # (tracking/outbox.py); http(s) tracking URIs only
     outage_s: float = OUTAGE_S
+    # MLflow's system metrics (CPU, memory, disk, network, and GPUs that NVML sees) as
+    # system/... metrics: from the job's process, or from each node of a Ray Train job
+    # (system/<node>/...). One sample per interval: 30 s keeps a day-long job to 2,880 points a
+    # metric (MLflow's default of 10 s: 8,640); MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL overrides it
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 30.0
 
     def __post_init__(self) -> None:
         name = self.registered_model
@@ -349,6 +355,8 @@ class MlflowConfig:
         _check(name is None or self.log_model, "registered_model",
                "needs mlflow.log_model: true (only a logged model can be registered)")
         _check(self.outage_s >= 0, "outage_s", f"must be >= 0 seconds, got {self.outage_s}")
+        _check(self.system_metrics_interval_s > 0, "system_metrics_interval_s",
+               f"must be > 0, got {self.system_metrics_interval_s}")
 
 
 @dataclass(kw_only=True, slots=True)

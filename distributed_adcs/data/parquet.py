@@ -41,7 +41,7 @@ import torch
 from PIL import Image
 
 from distributed_adcs import storage
-from distributed_adcs.data.types import RawDataset, channel_stats
+from distributed_adcs.data.types import DataFiles, RawDataset, channel_stats
 
 META_IMAGE_SHAPE = b"adcs.image_shape"
 META_NUM_CLASSES = b"adcs.num_classes"
@@ -264,9 +264,13 @@ def _split_files(root: str | None) -> tuple[pafs.FileSystem, dict[str, list[str]
     return fs, files
 
 
-def describe_parquet(root: str | None, *, image_column: str, label_column: str) -> tuple[int, int]:
-    """``(training rows, classes)`` of a Parquet set from its footers alone: no image is read
-    (the label column only where the schema metadata has no class count).
+def _data_files(root: str | None, files: dict[str, list[str]]) -> DataFiles:
+    return DataFiles.of(str(root), files["train"] + files["test"])
+
+
+def describe_parquet(root: str | None, *, image_column: str, label_column: str) -> tuple[int, int, DataFiles]:
+    """``(training rows, classes, files)`` of a Parquet set from its footers alone: no image is
+    read (the label column only where the schema metadata has no class count).
 
     Raises:
         FileNotFoundError, ValueError: as :func:`load_parquet` for the same set.
@@ -283,7 +287,7 @@ def describe_parquet(root: str | None, *, image_column: str, label_column: str) 
     classes = _metadata(footers[0], files["train"][0]).num_classes
     if classes is None:
         classes = int(torch.cat([_all_labels(fs, files[s], label_column) for s in ("train", "test")]).max()) + 1
-    return total, classes
+    return total, classes, _data_files(root, files)
 
 
 def load_parquet(
@@ -330,4 +334,5 @@ def load_parquet(
         mean, std = channel_stats(train.images)
     whole = train.positions.numel() == train.total
     return RawDataset(train.images, train.labels, test.images, test.labels, num_classes, mean, std,
-                      train_positions=None if whole else train.positions, train_total=train.total)
+                      train_positions=None if whole else train.positions, train_total=train.total,
+                      files=_data_files(root, files))

@@ -107,6 +107,7 @@ def split_raw(name: str, raw: RawDataset, *, limit: int | None = None, val_size:
         mean=tuple(raw.mean),
         std=tuple(raw.std),
         image_shape=raw.image_shape,
+        files=raw.files,
     )
 
 
@@ -166,8 +167,8 @@ def describe_splits(
     if describe is None:
         splits = load_splits(name, root=root, download=download, limit=limit, val_size=val_size, test_limit=0,
                              **params)
-        return DataSummary(name, splits.num_train, splits.num_classes)
+        return DataSummary(name, splits.num_train, splits.num_classes, splits.files)
     kwargs = checked_params(DATASETS, name, "data", params)
     _check_counts(limit, val_size, None)
-    total, classes = describe(root, **kwargs)
-    return DataSummary(name, _train_count(name, total, limit, val_size), classes)
+    total, classes, files = describe(root, **kwargs)
+    return DataSummary(name, _train_count(name, total, limit, val_size), classes, files)

@@ -6,10 +6,17 @@ Images stay ``uint8`` NCHW in memory (a quarter of the float32 footprint: 47 MB 
 
 from __future__ import annotations
 
+import hashlib
+import json
+import posixpath
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pyarrow.fs as pafs
 import torch
 from torch import Tensor
+
+from distributed_adcs import storage
 
 
 def _check_images_labels(images: Tensor, labels: Tensor, what: str) -> None:
@@ -19,6 +26,48 @@ def _check_images_labels(images: Tensor, labels: Tensor, what: str) -> None:
         raise ValueError(f"{what}: labels must be int64 [N], got {labels.dtype} {tuple(labels.shape)}")
     if labels.shape[0] != images.shape[0]:
         raise ValueError(f"{what}: {images.shape[0]} images but {labels.shape[0]} labels")
+
+
+@dataclass(frozen=True)
+class DataFiles:
+    """The files a loader read a set from, identified without reading them: each file's name,
+    size and modification time, what ``make`` and ``rsync`` compare. A new version of a file
+    (rewritten, exported again, downloaded again) gets a new modification time, so a new digest;
+    hashing the bytes instead would read the whole set on every run (on an object store, a
+    download of all of it). A copy whose times were not kept counts as another version.
+
+    Attributes:
+        location: the directory (path or URI) that holds them.
+        stamps: ``(name relative to location, bytes, mtime in ns)`` per file, in reading order.
+    """
+
+    location: str
+    stamps: tuple[tuple[str, int, int], ...]
+
+    @property
+    def digest(self) -> str:
+        """16 hex digits of the SHA-256 of the stamps (MLflow keeps up to 36)."""
+        return hashlib.sha256(json.dumps(self.stamps).encode()).hexdigest()[:16]
+
+    @property
+    def num_bytes(self) -> int:
+        return sum(size for _, size, _ in self.stamps)
+
+    @classmethod
+    def of(cls, location: str, paths: Sequence[str]) -> "DataFiles":
+        """The stamps of ``paths`` (paths of ``storage.filesystem(location)``: a local path, or
+        the ``bucket/key`` form pyarrow lists) from one metadata call each, no byte read.
+
+        Raises:
+            FileNotFoundError: one of them is not there.
+        """
+        fs, base = storage.filesystem(location)
+        stamps = []
+        for info in fs.get_file_info(list(paths)):
+            if info.type != pafs.FileType.File:
+                raise FileNotFoundError(f"{info.path}: no such file")
+            stamps.append((posixpath.relpath(info.path, base), int(info.size), int(info.mtime_ns or 0)))
+        return cls(str(location), tuple(stamps))
 
 
 @dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous; compare by identity
@@ -75,6 +124,7 @@ class Splits:
         mean: per-channel mean of [0, 1] pixels, for the model's internal normalisation.
         std: per-channel standard deviation of [0, 1] pixels.
         image_shape: (C, H, W).
+        files: the files the set was read from (None: not from files).
     """
 
     name: str
@@ -85,6 +135,7 @@ class Splits:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     image_shape: tuple[int, int, int]
+    files: DataFiles | None = None
 
     @property
     def num_train(self) -> int:
@@ -100,6 +151,7 @@ class DataSummary:
     name: str
     num_train: int
     num_classes: int
+    files: DataFiles | None = None  # the files the set is read from
 
 
 @dataclass(frozen=True, eq=False)  # eq on tensors is ambiguous; compare by identity
@@ -117,6 +169,7 @@ class RawDataset:
         train_positions: when the loader read only part of the training split (a Parquet set
             with ``limit``), the ascending positions in it of the rows held; None: all rows.
         train_total: the training split's size (the rows held when None).
+        files: the files it was read from (``data.files.data_files``); None: not from files.
     """
 
     train_images: Tensor
@@ -128,6 +181,7 @@ class RawDataset:
     std: tuple[float, ...]
     train_positions: Tensor | None = None
     train_total: int | None = None
+    files: DataFiles | None = None
 
     def __post_init__(self) -> None:
         _check_images_labels(self.train_images, self.train_labels, "train split")

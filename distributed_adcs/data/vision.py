@@ -35,7 +35,7 @@ import torch
 
 from distributed_adcs import storage
 from distributed_adcs.data.idx import find_idx, read_idx
-from distributed_adcs.data.types import RawDataset
+from distributed_adcs.data.types import DataFiles, RawDataset
 
 DEFAULT_ROOT = "./data"
 FASHION_MNIST_SYSTEM_DIR = "/usr/share/datasets/fashion-mnist"  # Debian: dataset-fashion-mnist
@@ -132,7 +132,9 @@ def _load_mnist_family(
     train_images, train_labels = _read_idx_split(found, "train")
     test_images, test_labels = _read_idx_split(found, "test")
     mean, std = DATASET_STATS[name]
-    return RawDataset(train_images, train_labels, test_images, test_labels, 10, mean, std)
+    files = [str(find_idx(found, stem)) for pair in _IDX_STEMS.values() for stem in pair]
+    return RawDataset(train_images, train_labels, test_images, test_labels, 10, mean, std,
+                      files=DataFiles.of(str(found), files))
 
 
 def load_fashion_mnist(root: str | None, download: bool, **_opts: object) -> RawDataset:
@@ -195,7 +197,8 @@ def _load_cifar(
     train_images, train_labels = _read_cifar_split(folder, train_names, label_key)
     test_images, test_labels = _read_cifar_split(folder, test_names, label_key)
     mean, std = DATASET_STATS[name]
-    return RawDataset(train_images, train_labels, test_images, test_labels, num_classes, mean, std)
+    return RawDataset(train_images, train_labels, test_images, test_labels, num_classes, mean, std,
+                      files=DataFiles.of(str(folder), [str(folder / n) for n in train_names + test_names]))
 
 
 def load_cifar10(root: str | None, download: bool, **_opts: object) -> RawDataset:
@@ -257,4 +260,5 @@ def load_svhn(root: str | None, download: bool, **_opts: object) -> RawDataset:
     train_images, train_labels = _read_svhn_mat(paths["train"])
     test_images, test_labels = _read_svhn_mat(paths["test"])
     mean, std = DATASET_STATS["svhn"]
-    return RawDataset(train_images, train_labels, test_images, test_labels, 10, mean, std)
+    return RawDataset(train_images, train_labels, test_images, test_labels, 10, mean, std,
+                      files=DataFiles.of(str(base), [str(p) for p in paths.values()]))

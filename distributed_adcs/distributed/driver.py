@@ -32,6 +32,7 @@ from .. import storage
 from ..config import JobConfig, to_dict
 from ..tracking.epochs import CHECKPOINT_FILE, EpochRecorder
 from ..tracking.outbox import ServerUnreachable
+from ..tracking.system import SystemMetrics
 from .cluster import connect
 from .reporter import MlflowReporter
 from .resources import check_cluster, job_bundles
@@ -44,10 +45,11 @@ def trainer_name(run_id: str, fit: str) -> str:
 
 
 def run_trainer(cfg: JobConfig, recorder: EpochRecorder, storage_path: str, last: Path | None, *,
-                resume_from: Path | None = None, started_at: float | None = None) -> bool:
+                resume_from: Path | None = None, started_at: float | None = None,
+                system_metrics: SystemMetrics | None = None) -> bool:
     """Run the job's trainer (``storage_path``: Ray Train's, a path or URI), recording its epochs
-    with ``recorder``, and copy its last checkpoint to the local file ``last`` (if not None);
-    return whether there was one."""
+    with ``recorder`` and each node's system metrics with ``system_metrics`` (None: none), and
+    copy its last checkpoint to the local file ``last`` (if not None); return whether there was one."""
     name = trainer_name(recorder.run_id, uuid.uuid4().hex[:8])
     started = connect(cfg)
     try:
@@ -56,7 +58,7 @@ def run_trainer(cfg: JobConfig, recorder: EpochRecorder, storage_path: str, last
         trainer = TorchTrainer(
             train_loop_per_worker,
             train_loop_config={"cfg": to_dict(cfg), "fit_called_at": time.time(), "job_started_at": started_at,
-                               "fault": os.environ.get(FAULT_ENV),
+                               "fault": os.environ.get(FAULT_ENV), "system_metrics": system_metrics,
                                # the bytes, not a path: a worker on another node has no driver disk
                                "resume": ray.put(resume_from.read_bytes()) if resume_from else None},
             scaling_config=ScalingConfig(num_workers=cfg.ray.num_workers, use_gpu=cfg.ray.use_gpu,

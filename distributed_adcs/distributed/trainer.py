@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import datetime
 import io
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from ..engine.job import Job
 from ..engine.loop import run_epochs
 from ..engine.runtime import generator, seed_everything
 from ..methods import get_method
+from ..tracking.system import system_metrics
 from .rank_shards import rank_shard_selector
 from .worker_sink import CHECKPOINT_FILE, ReportSink
 
@@ -112,10 +114,29 @@ class DDPBackend:
 
 
 def train_loop_per_worker(config: dict) -> None:
-    """Ray Train's per-worker function: the whole job, from the last checkpoint if any."""
+    """Ray Train's per-worker function: the whole job, from the last checkpoint if any; the first
+    rank of each node records the node's system metrics meanwhile (``tracking/system.py``)."""
     started = time.time()
-    cfg: JobConfig = config_from_dict(config["cfg"])
     ctx = ray.train.get_context()
+    node = ray.get_runtime_context().get_node_id()
+    spec = config.get("system_metrics") if _first_on_node(node, ctx.get_world_size()) else None
+    # the series' node id: the first 8 hex digits of Ray's node id (the full one, and the host, in its tag)
+    with system_metrics(spec, node_id=node[:8], node=f"{socket.gethostname()} {ray.util.get_node_ip_address()}, "
+                        f"Ray node {node}"):
+        _train(config, ctx, started)
+
+
+def _first_on_node(node: str, world_size: int) -> bool:
+    """Whether this rank is the first of its Ray node to ask: an atomic counter per node in the
+    process group's store (no collective, so no device). Ray Train's local rank counts ranks
+    per IP address, which several nodes of one machine share."""
+    if world_size == 1:
+        return True
+    return dist.distributed_c10d._get_default_store().add(f"adcs/system-metrics/{node}", 1) == 1
+
+
+def _train(config: dict, ctx, started: float) -> None:
+    cfg: JobConfig = config_from_dict(config["cfg"])
     rank, world = ctx.get_world_rank(), ctx.get_world_size()
     torch.set_num_threads(max(1, int(cfg.ray.cpus_per_worker)))
     seed_everything(cfg.seed, cfg.deterministic)

@@ -3,7 +3,8 @@
 A new dataset is one module plus one entry in ``DATASETS``. The module provides a loader
 ``fn(root, download, *, limit, val_size, test_limit, **params) -> RawDataset``
 (``distributed_adcs.data.types``): the source training and test splits as uint8 NCHW tensors
-with int64 labels, the class count and the per-channel mean/std of the [0, 1] training pixels.
+with int64 labels, the class count, the per-channel mean/std of the [0, 1] training pixels, and
+the files it read (``DataFiles.of``: what the run's dataset input and its digest are made of).
 Its keyword arguments are the fields of the entry's ``params``; ``limit``, ``val_size`` and
 ``test_limit`` say which rows the job will use, so a loader that can read part of a set reads
 only those (``data/parquet.py``), and any other ignores them. It raises ``FileNotFoundError``
@@ -18,7 +19,7 @@ Fields of :class:`DatasetSpec`:
 - ``augment``: what ``data.augment: auto`` trains with, a key of ``data.augment.AUGMENTATIONS``
   (crop and flip for natural images; none for digits, where a flip changes the digit, and for
   the small centred Fashion-MNIST images).
-- ``describe``: ``"module:attribute"`` of ``fn(root, **params) -> (training rows, classes)``
+- ``describe``: ``"module:attribute"`` of ``fn(root, **params) -> (training rows, classes, files)``
   that reads no image (a cluster's driver describes a shared Parquet set from its footers);
   ``None``: the set is loaded and counted.
 - ``params``: the dataclass of the dataset's own parameters (``data.params``).

@@ -23,6 +23,7 @@ from typing import Mapping
 
 from .. import storage
 from ..config import JobConfig, UsageError, dump_yaml, flatten
+from ..data.types import DataFiles
 from ..engine.checkpoint import check_fits, load_checkpoint
 from ..engine.phases import selection_epochs, warmup_epochs
 from ..methods import get_method
@@ -30,6 +31,8 @@ from .epochs import (CHECKPOINT_ARTIFACT, CHECKPOINT_FILE, CHECKPOINT_TAG, Epoch
                      record_missing_metrics)
 from .mlflow_run import RunTracker
 from .plots import log_accuracy_plot
+from .provenance import log_dataset, source_tags
+from .system import SystemMetrics
 
 HOME_TAG = "adcs.checkpoint_dir"  # the run's directory: where it writes its checkpoints
 
@@ -124,10 +127,12 @@ class JobRun:
 
     @classmethod
     def open(cls, cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
-             tags: Mapping[str, str] | None = None) -> "JobRun":
+             tags: Mapping[str, str] | None = None, data: DataFiles | None = None) -> "JobRun":
         """Create the run (or reopen the run named by ``resume``; it first records the metrics its
         checkpoint carries if the run lacks them, see ``epochs.record_missing_metrics``), tagged
-        with ``tags`` besides its own.
+        with ``tags`` besides its own. A new run is tagged with its code's source
+        (``provenance.source_tags``); ``data``, the files of the job's training set, is logged as
+        its dataset input.
 
         Raises:
             FileNotFoundError: ``resume`` names nothing (neither a checkpoint file nor a run).
@@ -149,8 +154,9 @@ class JobRun:
             assert payload is not None  # a run id comes from --resume, whose checkpoint was loaded above
             record_missing_metrics(tracker, payload)
         else:
-            tracker.start(run_name(cfg), flatten(cfg), run_tags(cfg), run_description(cfg),
+            tracker.start(run_name(cfg), flatten(cfg), {**source_tags(), **run_tags(cfg)}, run_description(cfg),
                           parent_run_id=parent_run_id)
+        log_dataset(tracker.client, tracker.open_run_id, cfg.data.name, data)
         # a run keeps writing where it wrote (its tag), else where this config says
         home = tagged if _reachable_home(tagged) else None
         if home is None:
@@ -164,6 +170,11 @@ class JobRun:
     @property
     def last_checkpoint(self) -> Path:
         return self.checkpoint_dir / CHECKPOINT_FILE
+
+    @property
+    def system_metrics(self) -> SystemMetrics | None:
+        """Where this run's system metrics go (``tracking/system.py``); None when they are off."""
+        return SystemMetrics.of(self.cfg.mlflow, self.tracker.uri, self.tracker.open_run_id)
 
     @property
     def ray_storage(self) -> str:
