@@ -87,6 +87,9 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
 def main() -> int:
     a, s = parse()
     s.store.mkdir(parents=True, exist_ok=True)
+    from distributed_adcs.engine.runtime import raise_on_sigterm
+
+    raise_on_sigterm()  # as adcs train: a SIGTERM marks the running arm's run KILLED, resumable
     from common import header
     from mlflow.tracking import MlflowClient
 
