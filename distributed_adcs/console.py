@@ -118,7 +118,7 @@ def open_bar(total: int, desc: str, unit: str, *, initial: int = 0, follows_epoc
     from tqdm.auto import tqdm
 
     _state.bar = tqdm(total=total, desc=desc, unit=unit, initial=initial, file=stream(), dynamic_ncols=True,
-                      leave=False)
+                      leave=False, disable=False)  # enabled() decided, TQDM_DISABLE included
     _state.bar_follows_epochs = follows_epochs
     return True
 

@@ -7,6 +7,7 @@ terminal while the job's own output is captured to its log file."""
 
 from __future__ import annotations
 
+import os
 from typing import Iterable, Iterator, TypeVar
 
 from tqdm.auto import tqdm
@@ -29,7 +30,10 @@ def in_notebook() -> bool:
 
 
 def enabled() -> bool:
-    return not _QUIET and (in_notebook() or stream().isatty())
+    """Whether bars show: not ``--quiet``, not ``TQDM_DISABLE`` (tqdm's own switch, decided here
+    so that a bar that opens is a real one), and a person watching (a terminal or a notebook)."""
+    off = os.environ.get("TQDM_DISABLE", "").strip().lower() not in ("", "0", "false", "no")
+    return not _QUIET and not off and (in_notebook() or stream().isatty())
 
 
 def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iterator[T]:
@@ -37,7 +41,7 @@ def progress(iterable: Iterable[T], desc: str, total: int | None = None) -> Iter
     if not enabled():
         yield from iterable
         return
-    yield from tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=stream())
+    yield from tqdm(iterable, desc=desc, total=total, leave=False, dynamic_ncols=True, file=stream(), disable=False)
 
 
 def epoch_line(epoch: int, epochs: int, metrics: dict) -> str:
