@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 import warnings
 from pathlib import Path
 from typing import Any
 
 from mlflow.entities import Dataset, DatasetInput, InputTag
+from mlflow.exceptions import MlflowException
 from mlflow.utils.mlflow_tags import (MLFLOW_DATASET_CONTEXT, MLFLOW_GIT_BRANCH, MLFLOW_GIT_COMMIT, MLFLOW_GIT_REPO_URL,
                                       MLFLOW_SOURCE_NAME, MLFLOW_SOURCE_TYPE, MLFLOW_USER)
 
@@ -58,7 +60,6 @@ def dataset_input(name: str, files: DataFiles, context: str = "training") -> Dat
     for their location's scheme (it has for paths, ``file``, ``s3``, ``gs``, ``hdfs``; not ``abfs``)."""
     from mlflow.data.dataset_source_registry import resolve_dataset_source
     from mlflow.data.meta_dataset import MetaDataset
-    from mlflow.exceptions import MlflowException
 
     with warnings.catch_warnings():  # a local path matches MLflow's local source twice, and it says so
         warnings.simplefilter("ignore", UserWarning)
@@ -83,7 +84,17 @@ def log_dataset(client, run_id: str, name: str, files: DataFiles | None) -> None
         logging.getLogger(__name__).warning("MLflow has no dataset source for %s: the run has no dataset input",
                                             files.location)
     else:
-        client.log_inputs(run_id, datasets=[used])
+        for attempt in range(3):
+            try:
+                client.log_inputs(run_id, datasets=[used])
+                return
+            except MlflowException as err:
+                # MLflow's store looks for the data set's row and then inserts it: runs of one
+                # experiment opening at the same moment (a sweep's trials) race to insert it, and
+                # the loser's insert breaks the table's unique key. Its next try finds the row.
+                if attempt == 2 or "unique constraint" not in str(err).lower():
+                    raise
+                time.sleep(0.2 * (attempt + 1))
 
 
 def recorded(run) -> dict[str, Any]:
