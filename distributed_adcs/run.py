@@ -18,6 +18,7 @@ import sys
 import time
 from contextlib import ExitStack
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Callable, Literal, Mapping, Sequence
 
 from . import console, storage
@@ -51,7 +52,7 @@ class JobPlan:
 
 
 def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
-          callbacks: Sequence = (), tags: Mapping[str, str] | None = None) -> str:
+          callbacks: Sequence = (), tags: Mapping[str, str] | None = None, start_from: Path | None = None) -> str:
     """Run a whole training job and return its MLflow run id (the job's entry for ``adcs train``,
     ``adcs sweep`` and the Python API, ``api.train``).
 
@@ -65,6 +66,8 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             are recorded, wherever the job runs (``tracking.epochs.EpochHook``: on the Ray
             Train path they run in its controller, so they must pickle).
         tags: more MLflow tags for the run (a sweep's trial id).
+        start_from: with ``resume`` (a run id), the checkpoint file to continue that run from instead
+            of its own (a sweep's PBT exploit: another trial's, ``tracking.job_run.JobRun.open``).
     """
     from .tracking.stores import check_tracking_uri, resolve_tracking_uri, store_warnings
     from .tracking.job_run import JobRun
@@ -87,7 +90,8 @@ def train(cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | Non
             check_address(cfg.ray.address)
         # a Ray Train job's driver trains on no image: it reads the data's description only
         splits = load_job_splits(cfg) if plan.where == "process" else describe_job_data(cfg)
-        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id, tags=tags, data=splits.files)
+        run = JobRun.open(cfg, resume=resume, parent_run_id=parent_run_id, tags=tags, data=splits.files,
+                          start_from=start_from)
     except (FileNotFoundError, ValueError) as err:
         raise UsageError(str(err)) from err
     with run.tracker:

@@ -10,13 +10,19 @@ A sweep file names a base job config and a search space over dotted job keys::
       train.lr: {loguniform: [0.01, 0.1]}
     num_samples: 1                   # repeats of the grid (random keys are redrawn)
     search_alg: random               # grid, random, optuna or hyperopt (the last two: pip install '.[sweep]')
-    scheduler: asha                  # or fifo
+    scheduler: asha                  # fifo, or pbt (with pbt: {mutate: [train.lr], ...})
     max_concurrent_trials: 2
 
 ``search_alg``: ``random`` is Tune's basic generator (grid keys crossed, the other keys drawn
 anew for each of ``num_samples`` repeats); ``grid`` is the same with grid keys only, so every
 point is run; ``optuna`` (TPE) and ``hyperopt`` (TPE) choose each trial from the results so far,
 ``num_samples`` trials in all, and take no ``grid`` key (a model-based search needs a ``choice``).
+
+``scheduler: pbt`` is Ray Tune's population-based training (:class:`PbtConfig`): every
+``pbt.perturbation_interval`` epochs the trials in the lowest ``quantile_fraction`` continue from
+the checkpoint of one in the highest, with the ``pbt.mutate`` keys perturbed within their
+``search`` space. It needs Tune's basic generator (``search_alg: random | grid``) and in-process
+trials (``ray.num_workers: 0``: a Ray Train trial hands Tune no checkpoint).
 
 Every searched key and every value (or bounds) is checked against the job schema before a
 single trial starts, so a typo fails in a second, not after an hour.
@@ -40,6 +46,37 @@ KINDS = ("grid", "choice", "uniform", "loguniform", "randint")
 # search_alg -> the package its Ray Tune searcher needs (None: Tune's own generator)
 SEARCHERS: dict[str, str | None] = {"random": None, "grid": None, "optuna": "optuna", "hyperopt": "hyperopt"}
 EXTRA = "sweep"  # pyproject's extra that installs every searcher's package
+# job keys PBT cannot change mid-run: a donor's checkpoint only fits the same model and data set,
+# and the epochs fix the learning-rate schedule's length
+FROZEN = ("model.", "data.name", "train.epochs")
+
+
+@dataclass(kw_only=True, slots=True)
+class PbtConfig:
+    """``scheduler: pbt``: Ray Tune's ``PopulationBasedTraining``, synchronous (every trial stops at
+    each perturbation, so a trial continues from a donor's checkpoint of the same epoch)."""
+
+    mutate: list[str] = field(default_factory=list)  # searched keys perturbed within their search space
+    perturbation_interval: int = 2  # epochs between two perturbations (each restarts every trial)
+    quantile_fraction: float = 0.25  # the bottom fraction that copies the top fraction
+    resample_probability: float = 0.25  # a mutated key is drawn anew rather than perturbed (x0.8/x1.2, a shift)
+
+    def validate(self, sweep: "SweepConfig") -> None:
+        check(self.perturbation_interval >= 1, "pbt.perturbation_interval", "must be >= 1 (epochs)")
+        check(0 < self.quantile_fraction <= 0.5, "pbt.quantile_fraction", "must be in (0, 0.5]")
+        check(0 <= self.resample_probability <= 1, "pbt.resample_probability", "must be in [0, 1]")
+        if sweep.scheduler != "pbt":
+            check(self == PbtConfig(), "pbt", f"set only with scheduler: pbt (scheduler is {sweep.scheduler})")
+            return
+        check(not SEARCHERS[sweep.search_alg], "search_alg", f"scheduler pbt takes Tune's basic generator (random "
+                                                             f"or grid), not {sweep.search_alg}: Tune refuses a "
+                                                             f"searcher with PBT")
+        check(bool(self.mutate), "pbt.mutate", "must name at least one searched key for PBT to perturb")
+        for key in self.mutate:
+            check(key in sweep.search, f"pbt.mutate.{key}", f"not searched: a mutated key takes its space from "
+                                                            f"search (searched: {', '.join(sweep.search)})")
+            check(not key.startswith(FROZEN), f"pbt.mutate.{key}", "cannot change mid-run (a donor's checkpoint "
+                                                                   "fits only the same model, data and epochs)")
 
 
 @dataclass(kw_only=True, slots=True)
@@ -51,12 +88,13 @@ class SweepConfig:
     search_alg: Literal["random", "grid", "optuna", "hyperopt"] = "random"
     metric: str = "val_robust_acc"
     mode: Literal["max", "min"] = "max"
-    scheduler: Literal["asha", "fifo"] = "asha"
+    scheduler: Literal["asha", "fifo", "pbt"] = "asha"
     grace_period: int = 1  # ASHA: epochs before a trial can be stopped
     reduction_factor: int = 2
     max_concurrent_trials: int = 2
     trial_cpus: float = 1.0  # in-process trials (ray.num_workers 0): CPUs each trial holds
     name: str = "sweep"
+    pbt: PbtConfig = field(default_factory=PbtConfig)  # scheduler pbt's settings
 
     def __post_init__(self) -> None:
         check(self.num_samples >= 1, "num_samples", f"must be >= 1, got {self.num_samples}")
@@ -78,6 +116,19 @@ class SweepConfig:
             elif SEARCHERS[self.search_alg]:
                 check(kind != "grid", f"search.{key}", f"search_alg {self.search_alg} chooses each trial itself and "
                                                        f"takes no grid: use choice")
+        self.pbt.validate(self)
+
+
+def within_search(config: dict, search: dict[str, dict[str, list]]) -> dict:
+    """PBT's explore step clipped to the search space: a perturbed bound key (x0.8, x1.2) stays in
+    its ``[low, high]`` (``randint``'s high is exclusive), so every mutated trial is a valid job."""
+    params = config["params"]
+    for key, spec in search.items():
+        kind, values = next(iter(spec.items()))
+        if kind in ("uniform", "loguniform", "randint") and key in params:
+            high = values[1] - 1 if kind == "randint" else values[1]
+            params[key] = type(params[key])(min(max(params[key], values[0]), high))
+    return config
 
 
 def check_searcher_installed(sweep: SweepConfig) -> None:
@@ -119,6 +170,11 @@ def load_sweep(path: str | Path) -> tuple[SweepConfig, dict]:
                 trial_config(base, sweep.set, {key: value})
             except ConfigError as err:
                 raise ConfigError(f"search.{key}", str(err)) from None
+    if sweep.scheduler == "pbt":  # a Ray Train trial reports no checkpoint to Tune, which PBT copies
+        workers = trial_config(base, sweep.set, {}).ray.num_workers
+        check(workers == 0 and "ray.num_workers" not in sweep.search, "scheduler",
+              f"pbt needs in-process trials (ray.num_workers: 0, got {workers}): a Ray Train trial hands Tune "
+              f"no checkpoint to copy")
     check_searcher_installed(sweep)
     return sweep, base
 

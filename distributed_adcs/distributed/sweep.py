@@ -5,7 +5,8 @@ holds ``trial_cpus``) or runs a Ray Train job (the trial itself holds only a sli
 custom ``TRAIN_DRIVER`` resource so that on a small machine its workers get the CPUs; see
 RAY-MLFLOW-NOTES). Tune's basic generator (``search_alg: random | grid``) or a model-based
 searcher (``optuna``, ``hyperopt``) proposes the trials, at most ``max_concurrent_trials`` at a
-time; ASHA stops weak trials on ``val_robust_acc``.
+time; ASHA stops weak trials on ``val_robust_acc``, or PBT (``scheduler: pbt``) has the weak
+ones continue from the strong ones' checkpoints with perturbed values (``sweep_trial``).
 
 Resume: the sweep's Tune experiment lives in ``<train.output_dir>/tune/sweep-<parent run id>``,
 with ``adcs_sweep.json`` (the sweep and its base config). ``adcs sweep --resume <that
@@ -23,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
+from dataclasses import asdict
 from functools import partial
 from pathlib import Path
 
@@ -32,19 +34,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler  # noqa: E402
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from .. import storage  # noqa: E402
 from ..config import dump_yaml  # noqa: E402
 from ..console import say  # noqa: E402
 from ..sweep_config import (SweepConfig, grid_size, load_sweep, max_epochs, sweep_from_state, sweep_state,  # noqa: E402
-                            trial_config)
+                            trial_config, within_search)
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
 from ..tracking.plots import curve_over_time, over_time_figure  # noqa: E402
 from .cluster import connect  # noqa: E402
 from .sweep_progress import TrialsBar  # noqa: E402
-from .sweep_trial import TRIAL_TAG, TrainJob, run_trial  # noqa: E402
+from .sweep_trial import PBT_CLOCK, TRIAL_TAG, TrainJob, run_trial  # noqa: E402
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
 SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
@@ -126,14 +128,16 @@ def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, s
 
 def _sweep_params(sweep: SweepConfig) -> dict:
     return {"search": sweep.search, "search_alg": sweep.search_alg, "set": sweep.set, "num_samples": sweep.num_samples,
-            "scheduler": sweep.scheduler, "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials}
+            "scheduler": sweep.scheduler, "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials,
+            **({"pbt": asdict(sweep.pbt)} if sweep.scheduler == "pbt" else {})}
 
 
 def _tuner(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg, train: TrainJob,
            resume: bool) -> tune.Tuner:
     resources = trial_resources(base_cfg.ray.num_workers > 0, sweep.trial_cpus)
     fn = tune.with_resources(partial(run_trial, train=train, base=base, fixed=sweep.set, parent_run_id=parent_run_id,
-                                     uri=uri, output_dir=output_dir, trial_cpus=sweep.trial_cpus), resources)
+                                     uri=uri, output_dir=output_dir, trial_cpus=sweep.trial_cpus,
+                                     checkpoints=sweep.scheduler == "pbt"), resources)
     directory = storage.join(output_dir, "tune", f"sweep-{parent_run_id}")
     if resume:  # the stored experiment: its searcher's state, scheduler and callbacks (the trials bar)
         return tune.Tuner.restore(directory, fn, resume_unfinished=True, resume_errored=False)
@@ -142,19 +146,36 @@ def _tuner(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_
     _write_state(directory, {**sweep_state(sweep, base), "parent_run_id": parent_run_id})
     space = {"params": {key: SAMPLERS[kind](values) for key, spec in sweep.search.items()
                         for kind, values in spec.items()}}
-    # max_t one past the longest trial's epochs: a trial at its last epoch still has its final
-    # evaluation to run, which ASHA must not cut off
-    scheduler = (ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(sweep, base) + 1,
-                               grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
-                 if sweep.scheduler == "asha" else FIFOScheduler())
     searcher = SEARCHERS[sweep.search_alg]
     return tune.Tuner(
         fn, param_space=space,
-        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, scheduler=scheduler,
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, scheduler=_scheduler(sweep, base),
                                     search_alg=searcher(base_cfg.seed) if searcher else None,
                                     num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
         run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=storage.join(output_dir, "tune"),
-                                  verbose=0, callbacks=[TrialsBar(grid_size(sweep), sweep.name)]))
+                                  verbose=0, callbacks=[TrialsBar(grid_size(sweep), sweep.name)],
+                                  # PBT copies a trial's latest checkpoints; ASHA and FIFO report none
+                                  checkpoint_config=tune.CheckpointConfig(num_to_keep=3)))
+
+
+def _scheduler(sweep: SweepConfig, base: dict) -> TrialScheduler:
+    if sweep.scheduler == "asha":
+        # max_t one past the longest trial's epochs: a trial at its last epoch still has its final
+        # evaluation to run, which ASHA must not cut off
+        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(sweep, base) + 1,
+                             grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
+    if sweep.scheduler == "fifo":
+        return FIFOScheduler()
+    # a list is shifted one place (or redrawn), a range multiplied by 0.8 or 1.2 (or redrawn), then
+    # clipped to its bounds; synchronous, so that a trial takes a donor's checkpoint of its own epoch
+    # and its run records every epoch once (each trial restarts at each perturbation)
+    spaces = {key: values if kind in ("grid", "choice") else SAMPLERS[kind](values)
+              for key in sweep.pbt.mutate for kind, values in sweep.search[key].items()}
+    return PopulationBasedTraining(time_attr=PBT_CLOCK, perturbation_interval=sweep.pbt.perturbation_interval,
+                                   hyperparam_mutations={"params": spaces}, synch=True,
+                                   quantile_fraction=sweep.pbt.quantile_fraction,
+                                   resample_probability=sweep.pbt.resample_probability,
+                                   custom_explore_fn=partial(within_search, search=sweep.search))
 
 
 def _write_state(directory: str, state: dict) -> None:

@@ -10,19 +10,35 @@ A run that FINISHED is reported to Tune as it stands and not trained again (the 
 have died before Tune's experiment state recorded that the trial had ended); one that was cut
 off continues from its last checkpoint; one cut off before its first checkpoint is deleted and
 the trial starts over.
+
+PBT (``scheduler: pbt``): each epoch's report carries the job's checkpoint and a note of the
+trial that wrote it (:data:`NOTE`). A trial that Tune restarts with another trial's
+checkpoint (an exploit) continues its own run from that checkpoint, with its new values: it
+records the exploit first (:func:`record_exploit`), and the checkpoint, of the same epoch as the
+run's last (Tune's PBT runs synchronous), keeps the run's steps one per epoch.
 """
 
 from __future__ import annotations
 
+import json
+import tempfile
+from pathlib import Path
 from typing import Callable
 
 import torch
 from ray import tune
 
+from .. import storage
 from ..sweep_config import trial_config
+from ..tracking.epochs import CHECKPOINT_FILE
 from ..tracking.job_run import NothingToResume, run_name
 
 TRIAL_TAG = "adcs.sweep_trial"  # a child run's Tune trial id
+EXPLOIT_TAG = "adcs.pbt.exploit"  # + ".epochNNN": one tag per exploit (JSON: donor trial and run, values)
+# PBT's time attribute: epochs completed, the last one not counted, so that no perturbation (which
+# restarts every trial) falls after the last epoch, when no epoch is left to train
+PBT_CLOCK = "pbt_epochs"
+NOTE = "adcs_trial.json"  # beside a reported checkpoint: the trial that wrote it, epochs completed
 TrainJob = Callable[..., str]  # the signature of distributed_adcs.run.train
 
 
@@ -34,22 +50,34 @@ def trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
 
 
 def run_trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_run_id: str, uri: str,
-              output_dir: str, trial_cpus: float) -> None:
-    """The function trainable (``functools.partial`` binds everything but Tune's ``config``)."""
+              output_dir: str, trial_cpus: float, checkpoints: bool = False) -> None:
+    """The function trainable (``functools.partial`` binds everything but Tune's ``config``);
+    with ``checkpoints`` (PBT) each epoch's report carries the job's checkpoint."""
     from mlflow.tracking import MlflowClient
 
-    cfg = trial_config(base, fixed, config["params"])
+    cfg = trial_config(base, fixed, config["params"])  # (after a PBT exploit: the new values)
     trial_id = tune.get_context().get_trial_id()
     cfg.mlflow.tracking_uri, cfg.train.output_dir = uri, output_dir  # trial actors change directory
     cfg.mlflow.run_name = f"{run_name(cfg)}-{trial_id}"
     cfg.ray.address = None  # already inside the sweep's Ray
     torch.set_num_threads(max(1, int(trial_cpus)))  # (a Ray Train trial computes nothing in this process)
     client = MlflowClient(uri)
-    earlier = trial_run(client, client.get_run(parent_run_id).info.experiment_id, parent_run_id, trial_id)
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    earlier = trial_run(client, experiment_id, parent_run_id, trial_id)
     if earlier is not None and earlier.info.status == "FINISHED":
-        tune.report({**earlier.data.metrics, "epoch": cfg.train.epochs - 1})
+        tune.report({**earlier.data.metrics, "epoch": cfg.train.epochs - 1, PBT_CLOCK: cfg.train.epochs - 1})
         return
-    job = dict(parent_run_id=parent_run_id, callbacks=[TuneEpochReport()], tags={TRIAL_TAG: trial_id})
+    hook = TuneEpochReport(cfg.train.epochs if checkpoints else None)
+    job = dict(parent_run_id=parent_run_id, callbacks=[hook], tags={TRIAL_TAG: trial_id})
+    given = tune.get_checkpoint()  # Tune's, when it restarts this trial: its own or (PBT) a donor's
+    if given is not None and earlier is not None:
+        with tempfile.TemporaryDirectory() as tmp:
+            note = json.loads(Path(given.to_directory(tmp), NOTE).read_text())
+            if note["trial_id"] != trial_id:  # an exploit: the donor's weights, this trial's run and values
+                donor = trial_run(client, experiment_id, parent_run_id, note["trial_id"])
+                record_exploit(client, earlier.info.run_id, note, donor.info.run_id if donor else "", config["params"])
+                train(cfg, resume=earlier.info.run_id, start_from=Path(tmp, CHECKPOINT_FILE), **job)
+                return
     if earlier is not None:
         try:
             train(cfg, resume=earlier.info.run_id, **job)
@@ -59,6 +87,19 @@ def run_trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_
     train(cfg, **job)
 
 
+def record_exploit(client, run_id: str, note: dict, donor_run_id: str, params: dict) -> None:
+    """An exploit in the trial's run (whose params, immutable, keep the first values): a tag with
+    the donor and the values from now on, and each numeric value as metric ``pbt.<key>`` at the
+    first step trained with it."""
+    epoch = int(note["epoch"])
+    client.set_tag(run_id, f"{EXPLOIT_TAG}.epoch{epoch:03d}",
+                   json.dumps({"donor_trial": note["trial_id"], "donor_run": donor_run_id, "epoch": epoch,
+                               "values": params}))
+    for key, value in params.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            client.log_metric(run_id, f"pbt.{key}", float(value), step=epoch)
+
+
 class TuneEpochReport:
     """The trials' epoch hook: each epoch's metrics to the Tune trial that runs the job.
 
@@ -66,19 +107,33 @@ class TuneEpochReport:
     controller, another process, which reaches the trial through the queue that Tune's own
     ``TuneReportCallback`` holds: that callback is made (in the trial, where it must be) when
     this hook is pickled for the controller, so an in-process trial starts no queue actor.
+
+    With ``pbt_epochs``, the job's epochs (PBT; in-process trials only: Tune's queue carries no
+    checkpoint), each report carries the epoch's checkpoint (the recorder hands it,
+    ``takes_checkpoint``) with a note of who wrote it (:data:`NOTE`), and PBT's clock
+    (:data:`PBT_CLOCK`).
     """
 
-    def __init__(self):
+    def __init__(self, pbt_epochs: int | None = None):
         self._queue = None
+        self.pbt_epochs = pbt_epochs
+        self.takes_checkpoint = pbt_epochs is not None
 
     def __getstate__(self) -> dict:
         from ray.tune.integration.ray_train import TuneReportCallback
 
-        return {"_queue": self._queue or TuneReportCallback()}
+        return {"_queue": self._queue or TuneReportCallback(), "pbt_epochs": None, "takes_checkpoint": False}
 
-    def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None:
+    def on_epoch(self, epoch: int, metrics: dict[str, float], checkpoint: str | None = None) -> None:
         row = {**metrics, "epoch": epoch}
-        if self._queue is None:
-            tune.report(row)
-        else:
+        if self._queue is not None:
             self._queue.after_report(None, [row], None)
+        elif checkpoint is None or self.pbt_epochs is None:
+            tune.report(row)
+        else:  # Tune copies the directory into its experiment before report returns
+            row[PBT_CLOCK] = min(epoch + 1, self.pbt_epochs - 1)
+            with tempfile.TemporaryDirectory() as tmp:
+                storage.download(checkpoint, Path(tmp, CHECKPOINT_FILE))
+                note = {"trial_id": tune.get_context().get_trial_id(), "epoch": epoch + 1}
+                Path(tmp, NOTE).write_text(json.dumps(note))
+                tune.report(row, checkpoint=tune.Checkpoint.from_directory(tmp))

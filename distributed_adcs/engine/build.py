@@ -64,10 +64,15 @@ def make_augment(cfg: JobConfig):
 
 
 def make_optimizer(cfg: JobConfig, model: torch.nn.Module) -> tuple[torch.optim.Optimizer, EpochSchedule]:
+    opt = torch.optim.SGD(model.parameters(), lr=cfg.train.lr, **optimizer_settings(cfg))
+    return opt, EpochSchedule(opt, cfg.train)
+
+
+def optimizer_settings(cfg: JobConfig) -> dict:
+    """The optimiser's settings from the config (its learning rate is the schedule's): a restored
+    optimiser takes them anew, so a checkpoint continues under this job's values (a PBT exploit)."""
     t = cfg.train
-    opt = torch.optim.SGD(model.parameters(), lr=t.lr, momentum=t.momentum, weight_decay=t.weight_decay,
-                          nesterov=t.nesterov and t.momentum > 0)
-    return opt, EpochSchedule(opt, t)
+    return {"momentum": t.momentum, "weight_decay": t.weight_decay, "nesterov": t.nesterov and t.momentum > 0}
 
 
 TIME_SPLIT = ("startup", "warmup", "selection", "training", "validation", "test")

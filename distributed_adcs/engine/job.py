@@ -20,7 +20,8 @@ from ..accuracy import autoattack_mask, clean_accuracy, clean_mask, pack_mask, r
 from ..methods import get_method
 from ..models import ModelShape, PassCounter, set_precision
 from ..progress import progress
-from .build import TIME_SPLIT, TrainState, make_augment, make_objective, make_optimizer, model_shape
+from .build import (TIME_SPLIT, TrainState, make_augment, make_objective, make_optimizer, model_shape,
+                    optimizer_settings)
 from .checkpoint import unwrap
 from .ema import BestModel, WeightAverage
 from .epoch import normalised_weights, train_epoch
@@ -170,8 +171,10 @@ class Job:
     def restore(self, payload: dict[str, Any]) -> None:
         s = self.state
         self.load_models(payload)
-        s.optimizer.load_state_dict(payload["optimizer"])
-        s.schedule.load_state_dict(payload["schedule"])
+        s.optimizer.load_state_dict(payload["optimizer"])  # its buffers; its settings and lr are this config's:
+        for group in s.optimizer.param_groups:
+            group.update(optimizer_settings(self.cfg))
+        s.schedule.load_state_dict(payload["schedule"])  # the lr at the checkpoint's progress
         s.elapsed_s = float(payload.get("elapsed_s", 0.0))
         s.time_split.update(payload.get("time_split", {}))
         core = payload.get("coreset")

@@ -53,7 +53,8 @@ KILL_ENV = "ADCS_FAULT_KILL_AFTER"
 class EpochHook(Protocol):
     """``train(callbacks=...)``: called after each epoch's metrics are recorded (or, while a tracking
     server restarts, wait in the run's outbox to be), in the process that records them (a Ray
-    Train job's controller: such a hook must pickle)."""
+    Train job's controller: such a hook must pickle). A hook whose ``takes_checkpoint`` is true is
+    also handed ``checkpoint=``: where the epoch's checkpoint is recorded (a file here, or a URI)."""
 
     def on_epoch(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
@@ -107,7 +108,7 @@ class EpochRecorder:
         self.tracker.log_metrics(metrics, step=epoch)
         self._fault(epoch, "metrics")
         for hook in self.hooks:
-            hook.on_epoch(epoch, metrics)
+            hook.on_epoch(epoch, metrics, **({"checkpoint": where} if getattr(hook, "takes_checkpoint", False) else {}))
         say(epoch_line(epoch, self.epochs, metrics), epoch=True)
 
     def final(self, metrics: dict[str, float], outcomes: dict | None = None) -> None:

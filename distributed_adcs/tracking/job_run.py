@@ -127,12 +127,15 @@ class JobRun:
 
     @classmethod
     def open(cls, cfg: JobConfig, *, resume: str | None = None, parent_run_id: str | None = None,
-             tags: Mapping[str, str] | None = None, data: DataFiles | None = None) -> "JobRun":
+             tags: Mapping[str, str] | None = None, data: DataFiles | None = None,
+             start_from: Path | None = None) -> "JobRun":
         """Create the run (or reopen the run named by ``resume``; it first records the metrics its
         checkpoint carries if the run lacks them, see ``epochs.record_missing_metrics``), tagged
         with ``tags`` besides its own. A new run is tagged with its code's source
         (``provenance.source_tags``); ``data``, the files of the job's training set, is logged as
-        its dataset input.
+        its dataset input. ``start_from``, a checkpoint file, replaces the checkpoint of the run
+        that ``resume`` names (a sweep's PBT exploit: another trial's; the run records none of its
+        metrics).
 
         Raises:
             FileNotFoundError: ``resume`` names nothing (neither a checkpoint file nor a run).
@@ -144,6 +147,7 @@ class JobRun:
         output = cfg.train.output_dir
         if resume:
             run_id, tagged, ckpt = _resume_target(tracker, resume, output)
+            ckpt = start_from or ckpt
             if ckpt is None:
                 raise NothingToResume(_nowhere(tracker, resume))
             payload = load_checkpoint(ckpt)  # a file that is no checkpoint, or another job's, fails before the run opens
@@ -152,7 +156,8 @@ class JobRun:
             tracker.run_id = run_id
             tracker.resume()
             assert payload is not None  # a run id comes from --resume, whose checkpoint was loaded above
-            record_missing_metrics(tracker, payload)
+            if start_from is None:
+                record_missing_metrics(tracker, payload)
         else:
             tracker.start(run_name(cfg), flatten(cfg), {**source_tags(), **run_tags(cfg)}, run_description(cfg),
                           parent_run_id=parent_run_id)
