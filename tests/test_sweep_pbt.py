@@ -85,3 +85,28 @@ def test_pbt_exploit_continues_the_donors_checkpoint_in_the_trials_own_run(tmp_p
     assert mine["train_loss"][1] == theirs["train_loss"][1]  # epoch 1: from the donor's checkpoint, exactly
     assert mine["val_robust_acc"][1] == theirs["val_robust_acc"][1]
     assert [(m.step, m.value) for m in client.get_metric_history(run.info.run_id, "pbt.train.lr")][0] == (1, 0.05)
+
+
+def test_a_restored_checkpoint_trains_on_under_the_new_config_values():
+    """A PBT exploit restores another job's checkpoint under new values: the optimiser keeps the
+    checkpoint's buffers but takes this config's settings, and the schedule this config's lr at
+    the checkpoint's progress."""
+    import torch
+
+    from distributed_adcs.config import load_config
+    from distributed_adcs.engine.build import load_job_splits
+    from distributed_adcs.engine.job import Job
+
+    from helpers import TINY
+
+    def job(*overrides):
+        cfg = load_config(ROOT / "configs" / "quickstart.yaml", [*TINY, "train.schedule=constant", *overrides])
+        return Job(cfg, load_job_splits(cfg), torch.device("cpu"))
+
+    donor = job("train.lr=0.05", "train.momentum=0.9", "train.weight_decay=0.0005")
+    payload = donor.payload()
+    clone = job("train.lr=0.01", "train.momentum=0.5", "train.weight_decay=0.001")
+    clone.restore(payload)
+    (group,) = clone.state.optimizer.param_groups
+    assert (group["lr"], group["momentum"], group["weight_decay"]) == (0.01, 0.5, 0.001)
+    assert all(torch.equal(a, b) for a, b in zip(clone.model.state_dict().values(), donor.model.state_dict().values()))
