@@ -72,6 +72,8 @@ class PbtConfig:
                                                              f"or grid), not {sweep.search_alg}: Tune refuses a "
                                                              f"searcher with PBT")
         check(bool(self.mutate), "pbt.mutate", "must name at least one searched key for PBT to perturb")
+        check(grid_size(sweep) >= 2, "num_samples", "scheduler pbt needs a population of 2 trials or more (grid "
+                                                    "points times num_samples)")
         for key in self.mutate:
             check(key in sweep.search, f"pbt.mutate.{key}", f"not searched: a mutated key takes its space from "
                                                             f"search (searched: {', '.join(sweep.search)})")

@@ -20,19 +20,21 @@ PBT = {"scheduler": "pbt", "pbt": {"mutate": ["train.lr"], "perturbation_interva
 
 def test_pbt_settings_are_checked_before_any_trial(tmp_path, mlflow_uri):
     lr = {"train.lr": {"loguniform": [0.01, 0.1]}}
+    pbt = {**PBT, "num_samples": 2}  # a population
     for search, extra, error in [
-        (lr, {**PBT, "search_alg": "optuna"}, r"^search_alg: scheduler pbt takes Tune's basic generator"),
-        (lr, {**PBT, "pbt": {"mutate": ["train.momentum"]}}, r"^pbt.mutate.train.momentum: not searched"),
-        ({**lr, "model.name": {"choice": ["small_cnn"]}}, {**PBT, "pbt": {"mutate": ["model.name"]}},
+        (lr, {**pbt, "search_alg": "optuna"}, r"^search_alg: scheduler pbt takes Tune's basic generator"),
+        (lr, {**pbt, "pbt": {"mutate": ["train.momentum"]}}, r"^pbt.mutate.train.momentum: not searched"),
+        ({**lr, "model.name": {"choice": ["small_cnn"]}}, {**pbt, "pbt": {"mutate": ["model.name"]}},
          r"^pbt.mutate.model.name: cannot change mid-run"),
-        (lr, {**PBT, "pbt": {"mutate": []}}, r"^pbt.mutate: must name at least one"),
-        (lr, {**PBT, "pbt": {"mutate": ["train.lr"], "perturbaton_interval": 2}}, r"^pbt.perturbaton_interval: unknown"),
-        (lr, {**PBT, "pbt": {"mutate": ["train.lr"], "quantile_fraction": 0.7}}, r"^pbt.quantile_fraction: must be"),
+        (lr, {**pbt, "pbt": {"mutate": []}}, r"^pbt.mutate: must name at least one"),
+        (lr, {**pbt, "pbt": {"mutate": ["train.lr"], "perturbaton_interval": 2}}, r"^pbt.perturbaton_interval: unknown"),
+        (lr, {**pbt, "pbt": {"mutate": ["train.lr"], "quantile_fraction": 0.7}}, r"^pbt.quantile_fraction: must be"),
         (lr, {"scheduler": "asha", "pbt": {"mutate": ["train.lr"]}}, r"^pbt: set only with scheduler: pbt"),
+        (lr, {**pbt, "num_samples": 1}, r"^num_samples: scheduler pbt needs a population of 2 trials or more"),
     ]:
         with pytest.raises(ConfigError, match=error):
             load_sweep(_write_sweep(tmp_path, mlflow_uri, search, **extra))
-    path = _write_sweep(tmp_path, mlflow_uri, lr, **PBT)
+    path = _write_sweep(tmp_path, mlflow_uri, lr, **pbt)
     spec = yaml.safe_load(path.read_text())
     spec["set"]["ray.num_workers"] = 1
     path.write_text(yaml.safe_dump(spec))
