@@ -24,6 +24,7 @@ from __future__ import annotations
 import csv
 import json
 import tempfile
+import warnings
 from dataclasses import asdict
 from functools import partial
 from pathlib import Path
@@ -34,23 +35,20 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import ray  # noqa: E402
 from ray import tune  # noqa: E402
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler, PopulationBasedTraining, TrialScheduler  # noqa: E402
 from ray.tune.search import Searcher  # noqa: E402
 
 from .. import storage  # noqa: E402
 from ..config import dump_yaml  # noqa: E402
 from ..console import say  # noqa: E402
-from ..sweep_config import (SweepConfig, grid_size, load_sweep, max_epochs, sweep_from_state, sweep_state,  # noqa: E402
-                            trial_config, within_search)
+from ..sweep_config import SweepConfig, grid_size, load_sweep, sweep_from_state, sweep_state, trial_config  # noqa: E402
 from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
 from ..tracking.plots import curve_over_time, over_time_figure  # noqa: E402
 from .cluster import connect  # noqa: E402
 from .sweep_progress import TrialsBar  # noqa: E402
-from .sweep_trial import PBT_CLOCK, TRIAL_TAG, TrainJob, run_trial  # noqa: E402
+from .sweep_schedulers import SAMPLERS, make_scheduler  # noqa: E402
+from .sweep_trial import TRIAL_TAG, TrainJob, run_trial  # noqa: E402
 
 DRIVER_RESOURCE = "TRAIN_DRIVER"
-SAMPLERS = {"grid": tune.grid_search, "choice": tune.choice, "uniform": lambda v: tune.uniform(*v),
-            "loguniform": lambda v: tune.loguniform(*v), "randint": lambda v: tune.randint(*v)}
 STATE_FILE = "adcs_sweep.json"  # in the sweep's Tune experiment directory: what --resume reads
 
 
@@ -147,35 +145,18 @@ def _tuner(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_
     space = {"params": {key: SAMPLERS[kind](values) for key, spec in sweep.search.items()
                         for kind, values in spec.items()}}
     searcher = SEARCHERS[sweep.search_alg]
+    # Tune's advice for PBT, reuse_actors, would start a trial's job again in the process where
+    # Tune stopped its training thread mid-job: each restart is a new process instead
+    warnings.filterwarnings("ignore", message="Consider boosting PBT performance")
     return tune.Tuner(
         fn, param_space=space,
-        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, scheduler=_scheduler(sweep, base),
+        tune_config=tune.TuneConfig(metric=sweep.metric, mode=sweep.mode, scheduler=make_scheduler(sweep, base),
                                     search_alg=searcher(base_cfg.seed) if searcher else None,
                                     num_samples=sweep.num_samples, max_concurrent_trials=sweep.max_concurrent_trials),
         run_config=tune.RunConfig(name=f"sweep-{parent_run_id}", storage_path=storage.join(output_dir, "tune"),
                                   verbose=0, callbacks=[TrialsBar(grid_size(sweep), sweep.name)],
                                   # PBT copies a trial's latest checkpoints; ASHA and FIFO report none
                                   checkpoint_config=tune.CheckpointConfig(num_to_keep=3)))
-
-
-def _scheduler(sweep: SweepConfig, base: dict) -> TrialScheduler:
-    if sweep.scheduler == "asha":
-        # max_t one past the longest trial's epochs: a trial at its last epoch still has its final
-        # evaluation to run, which ASHA must not cut off
-        return ASHAScheduler(time_attr="training_iteration", max_t=max_epochs(sweep, base) + 1,
-                             grace_period=sweep.grace_period, reduction_factor=sweep.reduction_factor)
-    if sweep.scheduler == "fifo":
-        return FIFOScheduler()
-    # a list is shifted one place (or redrawn), a range multiplied by 0.8 or 1.2 (or redrawn), then
-    # clipped to its bounds; synchronous, so that a trial takes a donor's checkpoint of its own epoch
-    # and its run records every epoch once (each trial restarts at each perturbation)
-    spaces = {key: values if kind in ("grid", "choice") else SAMPLERS[kind](values)
-              for key in sweep.pbt.mutate for kind, values in sweep.search[key].items()}
-    return PopulationBasedTraining(time_attr=PBT_CLOCK, perturbation_interval=sweep.pbt.perturbation_interval,
-                                   hyperparam_mutations={"params": spaces}, synch=True,
-                                   quantile_fraction=sweep.pbt.quantile_fraction,
-                                   resample_probability=sweep.pbt.resample_probability,
-                                   custom_explore_fn=partial(within_search, search=sweep.search))
 
 
 def _write_state(directory: str, state: dict) -> None:
