@@ -29,7 +29,7 @@ def test_ui_serves_on_loopback_only(tmp_path, mlflow_uri):
                              "--port", str(port)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             env={**os.environ}, start_new_session=True)
     try:
-        deadline, body = time.time() + 90, None
+        deadline, body = time.time() + 240, None
         while time.time() < deadline and body is None:
             assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
             try:
