@@ -1,13 +1,11 @@
 """The README's Python example in a real Jupyter kernel: does it show notebook bars?
 
-A check by hand until the notebook packages are in the lock (issue 25): the tests run the
-example in a plain process (tests/test_api.py), where no kernel runs. This starts an IPython
-kernel with jupyter_client, runs the example on a tiny config in a fresh directory, and prints
-the kinds of output the kernel displayed: tqdm's notebook bars are ipywidgets
-(``application/vnd.jupyter.widget-view+json``).
+It starts an IPython kernel with jupyter_client, runs the example on a tiny config in a fresh
+directory, and prints the kinds of output the kernel displayed: tqdm's notebook bars are
+ipywidgets (``application/vnd.jupyter.widget-view+json``); exit 0 when it showed some.
+``tests/test_api.py`` runs it (ipykernel, jupyter_client and ipywidgets are in the dev extra).
 
-    pip install --target /tmp/nbpkgs ipykernel jupyter_client ipywidgets   # not in the venv's lock
-    python scripts/notebook_check.py /tmp/nbpkgs
+    python scripts/notebook_check.py [EXTRA_PATH]   # EXTRA_PATH: packages to append to sys.path
 """
 
 from __future__ import annotations

@@ -144,3 +144,14 @@ def test_bad_calls_are_one_line_errors():
         adcs.train("configs/quickstart.yaml")
     with pytest.raises(adcs.UsageError, match="evaluate needs one of a run"):
         adcs.evaluate()
+
+
+def test_the_example_in_a_jupyter_kernel_shows_notebook_bars():
+    """The README's example in a real IPython kernel (scripts/notebook_check.py): tqdm.auto picks
+    the notebook bars there, and the kernel displays them as ipywidgets beside the job's lines."""
+    proc = subprocess.run([sys.executable, str(ROOT / "scripts" / "notebook_check.py")], cwd=ROOT, capture_output=True,
+                          text=True, timeout=600, stdin=subprocess.DEVNULL)
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
+    assert "notebook bars: True shown: True" in proc.stdout
+    widgets = int(proc.stdout.rsplit("notebook bars (widgets) displayed: ", 1)[1].split()[0])
+    assert widgets >= 1 and " FINISHED " in proc.stdout, proc.stdout[-3000:]
