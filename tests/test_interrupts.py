@@ -8,7 +8,8 @@ Whichever, and whenever it comes, the job must end with:
 - one line naming the signal, the run and how to continue it; exit 128 + the signal; no traceback;
 - the MLflow run marked KILLED, with no metric of the epoch (or evaluation) that was cut off;
 - no Ray process of the job left running;
-- its last checkpoint intact: ``--resume`` finishes the run, every epoch recorded once.
+- its last checkpoint intact: ``--resume`` finishes the run, every epoch recorded once (once per
+  phase: see ``RESUMED``).
 
 The signal goes out when the job prints the line of the epoch before the phase (the job's
 own output is the only clock a user has too); each phase is sized to last several seconds
@@ -76,6 +77,14 @@ def _steps(client: MlflowClient, run_id: str, key: str) -> list[int]:
 # the job); one each where the phase runs in the job's process alone, where the two take the same path
 CASES = [("warmup", "SIGTERM"), ("selection_on_actors", "SIGINT"), ("selection_on_actors", "SIGTERM"),
          ("training_on_workers", "SIGINT"), ("training_on_workers", "SIGTERM"), ("final_evaluation", "SIGINT")]
+# The resume runs once per phase, after SIGINT where both signals are sent. The signal comes after
+# the line of the epoch whose checkpoint the resume starts from (the line is printed once that
+# checkpoint is recorded), and Ctrl-C reaches every process of the job, Ray's included, where
+# SIGTERM reaches the job's process only: the SIGINT case is the harder test of "its last
+# checkpoint intact", and the resume after it covers the other. (A resume is a whole second job,
+# about 50 CPU-seconds with Ray.)
+RESUMED = {("warmup", "SIGTERM"), ("selection_on_actors", "SIGINT"), ("training_on_workers", "SIGINT"),
+           ("final_evaluation", "SIGINT")}
 
 
 @pytest.mark.parametrize("phase,signame", CASES, ids=[f"{p}-{s}" for p, s in CASES])
@@ -127,6 +136,8 @@ def test_a_signal_in_each_phase_kills_the_run_cleanly_and_it_resumes(phase, sign
     assert int(step) not in _steps(client, run.info.run_id, key), f"{phase} had finished: {key} at step {step}"
     assert 0 in _steps(client, run.info.run_id, "train_loss"), "the epoch before the phase is recorded"
 
+    if (phase, signame) not in RESUMED:
+        return
     # the same command with --resume: it finishes from the last checkpoint, each epoch recorded once
     quick = ["--set", "eval.pgd_steps=3", "--set", "eval.test_limit=128"]  # the test evaluation is not the point here
     resumed = run_adcs(*args, *quick, "--resume", run.info.run_id, env={"RAY_TMPDIR": str(ray_dir)})
