@@ -22,6 +22,7 @@ from .engine.job import Job
 from .engine.runtime import resolve_device, seed_everything
 from .engine.saved_models import SHAPE_KEY, check_same_input, checkpoint_shape
 from .tracking import RunTracker
+from .tracking.epochs import OUTCOMES_DIR
 
 
 def _checkpoint_from_run(tracker: RunTracker, run_id: str, tmp: str) -> Path:
@@ -66,7 +67,7 @@ def evaluate(*, checkpoint: str | None = None, run_id: str | None = None, model:
         # per attack run, so that a later evaluation with another attack keeps this one's outcomes
         e = job.cfg.eval
         what = e.autoattack_version if e.autoattack else f"pgd{e.pgd_steps}"
-        tracker.log_json(job.test_outcomes, f"eval/evaluate_{what}_outcomes.json")
+        tracker.log_json(job.test_outcomes, f"{OUTCOMES_DIR}/evaluate_{what}_outcomes.json")
         tracker.log_metrics({f"evaluate_{k}": v for k, v in results.items()}, step=int(payload["epoch"]))
         tracker.flush()  # a server that is restarting gets them when it is back (tracking/outbox.py)
     return results

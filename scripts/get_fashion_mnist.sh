@@ -5,6 +5,7 @@
 #   2. where apt is available (and we are root or have sudo) install that package;
 #   3. otherwise download with torchvision into ./data (the loader's fallback location).
 set -euo pipefail
+. "$(dirname "$0")/apt_install.sh"
 SYSTEM_DIR=/usr/share/datasets/fashion-mnist
 PY=${PY:-.venv/bin/python}
 
@@ -12,14 +13,8 @@ if ls "$SYSTEM_DIR"/train-images-idx3-ubyte* >/dev/null 2>&1; then
     echo "Fashion-MNIST: using $SYSTEM_DIR"
     exit 0
 fi
-if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
-    if $SUDO true 2>/dev/null; then
-        echo "Fashion-MNIST: installing Debian's dataset-fashion-mnist"
-        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq dataset-fashion-mnist
-        if ls "$SYSTEM_DIR"/train-images-idx3-ubyte* >/dev/null 2>&1; then exit 0; fi
-    fi
+if apt_install Fashion-MNIST dataset-fashion-mnist && ls "$SYSTEM_DIR"/train-images-idx3-ubyte* >/dev/null 2>&1; then
+    exit 0
 fi
 echo "Fashion-MNIST: downloading with torchvision into ./data"
 "$PY" -c "import torchvision; [torchvision.datasets.FashionMNIST('data', train=t, download=True) for t in (True, False)]"

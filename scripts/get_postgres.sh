@@ -7,19 +7,12 @@
 #   2. where apt is available (and we are root or have sudo) install Debian's postgresql package;
 #   3. otherwise say what to install: the test then fails and names it.
 set -euo pipefail
+. "$(dirname "$0")/apt_install.sh"
 found() { ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1; }
 if found; then
     echo "PostgreSQL: using $(ls -d /usr/lib/postgresql/*/bin/postgres | sort -V | tail -1)"
     exit 0
 fi
-if command -v apt-get >/dev/null 2>&1; then
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
-    if $SUDO true 2>/dev/null; then
-        echo "PostgreSQL: installing Debian's postgresql (for the MLflow server test)"
-        $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends postgresql >/dev/null
-        found && exit 0
-    fi
-fi
+if apt_install PostgreSQL postgresql && found; then exit 0; fi
 echo "PostgreSQL: not found and could not be installed; install it (Debian/Ubuntu: apt-get install postgresql)" >&2
 exit 0  # the set-up goes on; tests/test_postgres_store.py fails with this message

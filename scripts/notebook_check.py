@@ -5,7 +5,7 @@ directory, and prints the kinds of output the kernel displayed: tqdm's notebook 
 ipywidgets (``application/vnd.jupyter.widget-view+json``); exit 0 when it showed some.
 ``tests/test_api.py`` runs it (ipykernel, jupyter_client and ipywidgets are in the dev extra).
 
-    python scripts/notebook_check.py [EXTRA_PATH]   # EXTRA_PATH: packages to append to sys.path
+    python scripts/notebook_check.py
 """
 
 from __future__ import annotations
@@ -27,9 +27,6 @@ model = adcs.load_model(run)'''
 
 
 def main() -> int:
-    extra = sys.argv[1] if len(sys.argv) > 1 else ""
-    if extra:
-        sys.path.append(extra)  # after the venv's packages: theirs win where both have one
     sys.path.insert(0, str(ROOT / "tests"))
     from jupyter_client.manager import start_new_kernel
 
@@ -43,7 +40,7 @@ def main() -> int:
                                                                                   TINY)))
         new_store(where / "mlflow.db")
         env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (extra, str(ROOT)) if p)
+        env["PYTHONPATH"] = str(ROOT)
         km, kc = start_new_kernel(kernel_name="python3", cwd=str(where), env=env)
         try:
             msg_id, shown, text, t0 = kc.execute(EXAMPLE), {}, [], time.time()

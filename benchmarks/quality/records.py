@@ -17,8 +17,9 @@ import os
 import tempfile
 from pathlib import Path
 
+from distributed_adcs.tracking.epochs import OUTCOMES_DIR  # where a run's outcome artifacts are
+
 HISTORIES = ("val_robust_acc", "wall_time_s")  # the curves the plot needs
-OUTCOMES_DIR = "eval"  # where a run's outcome artifacts are
 
 
 def runs(client, experiment: str, run_name: str | None = None) -> list:

@@ -44,7 +44,8 @@ CHECKPOINT_TAG = "adcs.checkpoint"  # where the run's last recorded checkpoint i
 CHECKPOINT_ARTIFACT = "checkpoints/last.pt"  # its MLflow copy, when that place is a file of one machine
 # each test example's outcome under each attack of the final evaluation (Job.test_outcomes):
 # what a paired comparison of two runs on the same test images needs
-OUTCOMES_ARTIFACT = "eval/test_outcomes.json"
+OUTCOMES_DIR = "eval"  # every outcomes artifact of a run: the training job's and each `adcs evaluate`'s
+OUTCOMES_ARTIFACT = f"{OUTCOMES_DIR}/test_outcomes.json"
 # tests: "EPOCH:STEP:MARKER" SIGKILLs the recording process right after STEP (coreset, checkpoint
 # or metrics) of EPOCH, once (while the file MARKER does not exist): a crash between two steps
 KILL_ENV = "ADCS_FAULT_KILL_AFTER"
