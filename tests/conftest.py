@@ -35,7 +35,8 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 # The suite's markers, per file, in one place (pyproject.toml declares them). `make test-fast`
 # runs `-m "unit"`: what needs neither Ray, nor a subprocess job, nor minutes.
 #   ray  - starts a real Ray (a local instance, a `ray start` head or a multi-node cluster)
-#   slow - a test of this file takes tens of seconds or more (whole jobs, servers, signals)
+#   slow - a test of this file takes tens of seconds or more (whole jobs, servers, signals); a test
+#          of another file that takes 5 s or more carries @pytest.mark.slow itself
 #   gpu  - the GPU code paths (logical GPUs, the GPU check's steps), run on the CPU here
 #   unit - every test with none of the three (added below)
 RAY_FILES = {"test_distributed", "test_methods", "test_storage", "test_multinode", "test_ray_jobs",

@@ -96,6 +96,7 @@ def test_autoattack_runs_and_is_below_clean(fitted, norm: str, eps: float) -> No
     assert model.training
 
 
+@pytest.mark.slow  # 5 to 25 s: out of `make test-fast`, in `make test`
 def test_autoattack_standard_runs_the_published_iteration_counts(fitted) -> None:
     # Croce & Hein's standard AutoAttack: 100 iterations each for APGD-CE, APGD-T and FAB-T,
     # then Square with 5,000 queries; torchattacks' own "standard" runs 10 iterations. At a radius nothing
@@ -118,6 +119,7 @@ def test_autoattack_standard_runs_the_published_iteration_counts(fitted) -> None
         autoattack_accuracy(model, xs, ys, norm="Linf", epsilon=0.1, n_classes=N_CLASSES, version="plus")
 
 
+@pytest.mark.slow  # 5 to 25 s: out of `make test-fast`, in `make test`
 def test_square_alone_is_the_black_box_check_and_masks_are_per_example(fitted) -> None:
     # Square alone at a radius nothing breaks queries the model without a gradient: no backward
     # pass; at a radius where APGD breaks nearly everything, Square alone breaks fewer (it is

@@ -27,6 +27,7 @@ def fitted():
     return model.eval(), x, y
 
 
+@pytest.mark.slow  # 5 to 25 s: out of `make test-fast`, in `make test`
 @pytest.mark.parametrize("norm, eps", [("linf", 8 / 255), ("l2", 0.25)])
 def test_pgd_and_autoattack_against_foolbox(fitted, norm: str, eps: float) -> None:
     model, x, y = fitted

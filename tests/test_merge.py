@@ -120,6 +120,7 @@ def test_two_round_union_is_about_twice_the_coreset_not_the_whole_set():
     assert _value(emb, labels, merged.positions) / _value(emb, labels, exact.positions) > 0.97
 
 
+@pytest.mark.slow  # 5 to 25 s: out of `make test-fast`, in `make test`
 def test_merge_at_40k_by_10_with_10_classes_and_8_shards():
     """The scale the issue asks for, pure torch: the two-round merge keeps under a quarter of
     the embeddings on the driver and loses under 3% of the facility-location value."""
