@@ -28,6 +28,7 @@ def test_every_arm_is_a_valid_job_config_with_its_objective_averaging_and_guard(
         assert (cfg.train.ema_decay == 0.99) == spec.ema, name
         assert cfg.guard.enabled == spec.single_step, name
         assert cfg.mlflow.experiment == "bench-attack"
+        assert not cfg.eval.keep_best, name  # the last model is what the report compares
     assert [first[f"pgd7_ema_matched{c}"].epochs for c in (1, 2, 3)] == [5, 10, 15]
     assert first["pgd7_ema"].cost == PGD7_COST and first["nfgsm_k2_ema"].cost == 2
     cfg = arm_config(to_arm("x+random0.5", specs["nfgsm_k2_ema+random0.5"], 40, decay=0.99), 0, s)
