@@ -41,7 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality.attack_arms import EXPERIMENT, AttackSpec, combined, cost_units, first_specs, to_arm  # noqa: E402
 from quality.attack_report import arm_summaries, judged, report, rows_from_mlflow  # noqa: E402
 from quality.records import import_records  # noqa: E402
-from quality.runner import complete_headline, run_all  # noqa: E402
+from quality.runner import complete_headline, complete_passes, run_all  # noqa: E402
 from quality.settings import ROOT, Settings, arm_names  # noqa: E402
 
 DEFAULT = replace(Settings(), experiment=EXPERIMENT, store=ROOT / "benchmarks" / "results" / "attack",
@@ -138,6 +138,7 @@ def main() -> int:
     n = import_records(client, s.uri, s.experiment, s.records)
     if n:
         print(f"imported {n} finished arms from {s.records}", flush=True)
+    complete_passes(client, s)  # runs that finished before the runner summed their passes
     first = {name: spec for name, spec in first_specs(s.epochs).items() if s.arms is None or name in s.arms}
     order = list(first)
     if not a.report:

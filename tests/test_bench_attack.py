@@ -95,3 +95,35 @@ def test_targets_judge_the_arm_chosen_by_validation_and_flag_masking():
     assert "| 1 of 3 |" in masky and "| 0 of 3 |" in cheap
     assert summaries["cheap"]["x_passes"] == pytest.approx(3.2)
     assert summaries["cheap"]["x_train"] == pytest.approx(400 / 120)
+
+
+def test_a_run_resumed_before_checkpoints_carried_passes_gets_them_summed_and_its_record_rewritten(tmp_path):
+    # before 2026-12-07 a resumed run's pass counters began again at zero (the checkpoint did not
+    # carry them): the benchmark sums the history's stretches, and a resumed arm's wall time is
+    # its last process's only, so the report does not compare it
+    import json
+
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.tracking import RunTracker
+    from helpers import new_store
+    from quality.attack_report import rows_from_mlflow
+    from quality.runner import complete_passes
+
+    s = replace(Settings(), store=tmp_path, records=tmp_path / "records", experiment="bench-attack", pgd_steps=3)
+    new_store(tmp_path / "mlflow.db")
+    tracker = RunTracker(s.uri, s.experiment)
+    tracker.start("a-s0", {}, tags={"bench.key": "a-s0", "bench.arm": "a", "bench.seed": "0", "bench.epochs": "4",
+                                    "bench.resumed": "True"})
+    counts = [100, 200, 300, 50, 150]  # cut off after epoch 2; the resumed process counted from zero
+    tracker.log_history({"passes_forward": list(enumerate(counts)), "passes_backward": list(enumerate(counts)),
+                         "bench_wall_s": [(0, 10.0)], "bench_cpu_share": [(0, 1.0)]})
+    tracker.finish("FINISHED")
+    client = MlflowClient(s.uri)
+    complete_passes(client, s)
+    (row,) = rows_from_mlflow(client, s)
+    assert row["passes"] == 2 * (300 + 150) and not row["quiet"]
+    record = json.loads((s.records / "a-s0.json").read_text())
+    assert record["metrics"]["bench_passes_forward"] == 450
+    complete_passes(client, s)  # once: a run that has them is left alone
+    assert len(client.get_metric_history(row["run_id"], "bench_passes_forward")) == 1

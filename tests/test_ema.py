@@ -122,6 +122,8 @@ def test_resumed_job_equals_uninterrupted_average_best_and_final_metrics(tmp_pat
     again = resumed.final_evaluation()
     assert {k: v for k, v in again.items() if not k.startswith("time_")} == \
         {k: v for k, v in final.items() if not k.startswith("time_")}
+    # the checkpoint's passes, then its own: the same count as the uninterrupted job's
+    assert resumed.pass_counts() == whole.pass_counts() and whole.pass_counts()["passes_forward"] > 0
     assert {"best_epoch", "best_test_clean_acc", "best_test_pgd3_acc", "test_clean_acc"} <= final.keys()
 
 

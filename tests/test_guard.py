@@ -82,6 +82,9 @@ def test_guard_fires_on_a_collapse_restores_and_trains_on_with_pgd2(collapsing):
     run_epochs(job, sink)
     assert [e for e, _, _ in sink.epochs] == [0, 1, 2, 3, 4]  # each epoch recorded once
     metrics = {e: m for e, m, _ in sink.epochs}
+    # the collapsed epoch's passes were spent: the retrained epoch's count adds to them
+    spent = [metrics[e]["passes_forward"] - metrics[e - 1]["passes_forward"] for e in range(1, 5)]
+    assert spent[GOOD_EPOCHS - 1] > 1.5 * spent[GOOD_EPOCHS - 2], spent
     fired = [e for e, m in metrics.items() if m.get("co_guard_fired")]
     assert fired == [GOOD_EPOCHS]
     assert metrics[GOOD_EPOCHS]["co_guard_drop"] > 0.2

@@ -118,7 +118,8 @@ def _outcome(where: Path, run_id: str):
     client = MlflowClient(f"sqlite:///{where / 'mlflow.db'}")
     coresets = {a.path: pq.read_table(client.download_artifacts(run_id, a.path, str(where))).to_pydict()
                 for a in client.list_artifacts(run_id, "coresets")}
-    keys = ("train_loss", "train_adv_acc", "train_examples", "val_robust_acc", "lr", "test_clean_acc", "test_pgd3_acc")
+    keys = ("train_loss", "train_adv_acc", "train_examples", "val_robust_acc", "lr", "test_clean_acc", "test_pgd3_acc",
+            "passes_forward", "passes_backward")  # a resumed run's passes go on from its checkpoint's
     history = {k: [(m.step, m.value) for m in client.get_metric_history(run_id, k)] for k in keys}
     assert all(len({s for s, _ in h}) == len(h) for h in history.values()), history  # each epoch once
     history = {k: dict(h) for k, h in history.items()}

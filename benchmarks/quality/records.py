@@ -20,6 +20,7 @@ from pathlib import Path
 from distributed_adcs.tracking.epochs import OUTCOMES_DIR  # where a run's outcome artifacts are
 
 HISTORIES = ("val_robust_acc", "wall_time_s")  # the curves the plot needs
+PASSES = ("passes_forward", "passes_backward")  # the job's cumulative counts (runner.run_passes)
 
 
 def runs(client, experiment: str, run_name: str | None = None) -> list:

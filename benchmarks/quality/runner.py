@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Callable
 
 from .arms import Arm, arm_config, cost_units
-from .records import export_records, finished, runs
+from .records import PASSES, export_records, finished, runs
 from .settings import Settings
 
 
@@ -62,8 +62,36 @@ def run_arm(arm: Arm, seed: int, s: Settings, client) -> str:
     # bench_cpu_share: the share of its threads' time the arm got; below report.QUIET_SHARE
     # something else ran beside it and its wall time is not used
     tracker.log_metrics({"bench_wall_s": wall, "bench_cpu_share": cpu / (wall * torch.get_num_threads()),
-                         "bench_load1_before": load_before, "bench_load1_after": os.getloadavg()[0]}, step=0)
+                         "bench_load1_before": load_before, "bench_load1_after": os.getloadavg()[0],
+                         **run_passes(client, run_id)}, step=0)
     return "resumed" if resumed else "ran"
+
+
+def run_passes(client, run_id: str) -> dict[str, float]:
+    """The run's passes through the model as ``bench_passes_*``: its per-epoch cumulative
+    counts, summed over the stretches where they only grew. Before 2026-12-07 a checkpoint did
+    not carry the counts, so a resumed run's began again at zero; since, a resume goes on from
+    its checkpoint's counts and the history never drops, and this is its last value."""
+    out = {}
+    for key in PASSES:
+        values = [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
+        out[f"bench_{key}"] = sum(a for a, b in zip(values, values[1:]) if b < a) + (values[-1] if values else 0.0)
+    return out
+
+
+def complete_passes(client, s: Settings) -> None:
+    """Finished runs of this store that lack ``bench_passes_*`` (they ran before the runner
+    logged them) get them from their history; their records are rewritten."""
+    from mlflow.entities import Metric
+
+    done = set()
+    for r in runs(client, s.experiment):
+        if finished(r) and "bench.imported" not in r.data.tags and "bench_passes_forward" not in r.data.metrics:
+            client.log_batch(r.info.run_id, metrics=[Metric(k, v, int(time.time() * 1000), 0)
+                                                     for k, v in run_passes(client, r.info.run_id).items()])
+            done.add(r.data.tags["bench.key"])
+    if done:
+        export_records(client, s.experiment, s.records, rewrite=done)
 
 
 def _cpu_s() -> float:

@@ -123,13 +123,15 @@ class OverfitGuard:
         return "retrain"
 
     def _restore(self, job: Job) -> None:
-        """Back to the snapshot, except the time accounting: the collapsed epoch's time was spent."""
+        """Back to the snapshot, except the cost accounting: the collapsed epoch's time and passes
+        were spent."""
         s = job.state
-        elapsed, split = s.elapsed_s, dict(s.time_split)
+        elapsed, split, passes = s.elapsed_s, dict(s.time_split), job.pass_counts()
         assert self._snapshot is not None  # taken before the epoch that collapsed
         job.restore(copy.deepcopy(self._snapshot))  # restore may alias its tensors (optimiser state)
         s.elapsed_s = elapsed
         s.time_split.update(split)
+        job.set_pass_counts(passes)
 
 
 def make_guard(job: Job) -> OverfitGuard | None:

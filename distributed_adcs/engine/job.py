@@ -118,6 +118,8 @@ class Job:
         self.test_outcomes: dict[str, dict] = {"examples": {}, "models": {}}
         self.passes = PassCounter(model)  # every forward and backward of this process's model
         self.ema_passes = None if self.ema is None else PassCounter(self.ema.model)  # its evaluations
+        # the passes of the run before this process took it over (a resume: its checkpoint's)
+        self._passes_before = {"passes_forward": 0, "passes_backward": 0}
         # wall-clock time (time.time()) this process's job started: the first epoch it runs books
         # the time since as ``startup`` (the runners set it; None: not measured)
         self.started_at: float | None = None
@@ -132,7 +134,16 @@ class Job:
         return self.model if self.ema is None else self.ema.model
 
     def pass_counts(self) -> dict[str, int]:
-        """Examples through the model so far, the weight average's evaluations included."""
+        """Examples through the model since the run began, the weight average's evaluations
+        included: a resumed run goes on from its checkpoint's counts."""
+        return {k: v + self._passes_before[k] for k, v in self._passes_here().items()}
+
+    def set_pass_counts(self, counts: dict[str, int]) -> None:
+        """:meth:`pass_counts` goes on from ``counts`` (a checkpoint's, or the guard's own)."""
+        here = self._passes_here()
+        self._passes_before = {k: int(counts.get(k, 0)) - v for k, v in here.items()}
+
+    def _passes_here(self) -> dict[str, int]:
         out = self.passes.state()
         if self.ema_passes is not None:
             out = {k: v + self.ema_passes.state()[k] for k, v in out.items()}
@@ -150,7 +161,7 @@ class Job:
                        "indices": self.splits.train.indices[s.coreset_positions.cpu()], "epoch": s.coreset_epoch}
         return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
-                "time_split": dict(s.time_split), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
+                "time_split": dict(s.time_split), "passes": self.pass_counts(), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
                 "records": None if self.records is None else self.records.state_dict(scores=False),
                 # the per-example ledger (the records' scores among its fields); none without fields
                 "ledger": self.ledger.state_dict() if self.ledger.fields else None,
@@ -177,6 +188,8 @@ class Job:
         s.schedule.load_state_dict(payload["schedule"])  # the lr at the checkpoint's progress
         s.elapsed_s = float(payload.get("elapsed_s", 0.0))
         s.time_split.update(payload.get("time_split", {}))
+        if "passes" in payload:  # (a checkpoint written before 2026-12-07 has none: the count restarts)
+            self.set_pass_counts(payload["passes"])
         core = payload.get("coreset")
         if core is not None:
             s.coreset_positions, s.coreset_weights = core["positions"].long(), core["weights"].float()
