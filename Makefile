@@ -37,10 +37,11 @@ typecheck: setup
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 
-# two workers, a test file per worker at a time (module-scoped Ray sessions stay whole); the
-# slowest tests are listed at the end, to keep the suite within its 20 minutes
+# two workers, a test file per worker at a time (module-scoped Ray sessions stay whole), in the
+# order tests/conftest.py gives (longest files first; xdist's own reorder puts the files with
+# most tests first, and a one-test file of 4 minutes last); the slowest tests are listed at the end
 test: setup browser postgres typecheck
-	$(PY) -m pytest -n 2 --dist loadfile --durations=20 $(PYTEST_ARGS)
+	$(PY) -m pytest -n 2 --dist loadfile --no-loadscope-reorder --durations=20 $(PYTEST_ARGS)
 
 test-fast: setup
 	$(PY) -m pytest -m unit -q $(PYTEST_ARGS)

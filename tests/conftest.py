@@ -53,7 +53,8 @@ GPU_FILES = {"test_gpu_check", "test_gpu_placement", "test_precision"}
 
 # The files that take longest (summed test time, docs/measurements.md), longest first. The suite
 # runs them first, then the other slow files, then the rest: `make test` hands whole files to its
-# two workers in this order (`-n 2 --dist loadfile`), and a long file picked up last would leave
+# two workers in this order (`-n 2 --dist loadfile --no-loadscope-reorder`: xdist would otherwise
+# hand out the files with most tests first), and a long file picked up last would leave
 # the other worker idle at the end.
 LONGEST_FILES = ["test_bench_quality", "test_interrupts", "test_postgres_store", "test_gpu_check", "test_distributed",
                  "test_storage", "test_s3", "test_bad_input", "test_console", "test_methods", "test_multinode",

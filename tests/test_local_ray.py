@@ -18,8 +18,12 @@ from distributed_adcs.distributed.cluster import connect
 
 
 def _train_fn(config):
-    idle = [p.info["cmdline"][0] for p in psutil.process_iter(["cmdline"])
-            if (p.info["cmdline"] or [""])[0].startswith(("ray::IDLE", "ray::PreemptionWatcher"))]
+    # this Ray's only: its raylet started this worker and every other; another Ray on the machine
+    # (another test's, beside this one under xdist) may have idle workers of its own
+    raylet = psutil.Process().ppid()
+    idle = [p.info["cmdline"][0] for p in psutil.process_iter(["cmdline", "ppid"])
+            if p.info["ppid"] == raylet and (p.info["cmdline"] or [""])[0].startswith(("ray::IDLE",
+                                                                                   "ray::PreemptionWatcher"))]
     Path(config["out"]).write_text(json.dumps(idle))  # same machine: the test reads it back
 
 
@@ -28,7 +32,9 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 
 @pytest.mark.timeout(300)
-def test_local_ray_has_no_idle_processes(tmp_path):
+def test_local_ray_has_no_idle_processes(tmp_path, monkeypatch):
+    for name in ("RAY_prestart_worker_first_driver", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"):
+        monkeypatch.delenv(name, raising=False)  # (tests/conftest.py sets them for the tests' own Rays)
     assert not ray.is_initialized()
     assert connect(JobConfig(ray=RayConfig(num_workers=1, num_actors=0, cpus_per_worker=1)))
     try:
