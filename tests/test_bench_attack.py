@@ -115,15 +115,17 @@ def test_a_run_resumed_before_checkpoints_carried_passes_gets_them_summed_and_it
     tracker = RunTracker(s.uri, s.experiment)
     tracker.start("a-s0", {}, tags={"bench.key": "a-s0", "bench.arm": "a", "bench.seed": "0", "bench.epochs": "4",
                                     "bench.resumed": "True"})
-    counts = [100, 200, 300, 50, 150]  # cut off after epoch 2; the resumed process counted from zero
+    # cut off after epochs 0 and 2; each resumed process counted from zero (after the first cut
+    # its first epoch's count equals the one before it: still a restart)
+    counts = [100, 100, 200, 300, 50, 150]
     tracker.log_history({"passes_forward": list(enumerate(counts)), "passes_backward": list(enumerate(counts)),
                          "bench_wall_s": [(0, 10.0)], "bench_cpu_share": [(0, 1.0)]})
     tracker.finish("FINISHED")
     client = MlflowClient(s.uri)
     complete_passes(client, s)
     (row,) = rows_from_mlflow(client, s)
-    assert row["passes"] == 2 * (300 + 150) and not row["quiet"]
+    assert row["passes"] == 2 * (100 + 300 + 150) and not row["quiet"]
     record = json.loads((s.records / "a-s0.json").read_text())
-    assert record["metrics"]["bench_passes_forward"] == 450
+    assert record["metrics"]["bench_passes_forward"] == 550
     complete_passes(client, s)  # once: a run that has them is left alone
     assert len(client.get_metric_history(row["run_id"], "bench_passes_forward")) == 1

@@ -69,13 +69,14 @@ def run_arm(arm: Arm, seed: int, s: Settings, client) -> str:
 
 def run_passes(client, run_id: str) -> dict[str, float]:
     """The run's passes through the model as ``bench_passes_*``: its per-epoch cumulative
-    counts, summed over the stretches where they only grew. Before 2026-12-07 a checkpoint did
-    not carry the counts, so a resumed run's began again at zero; since, a resume goes on from
-    its checkpoint's counts and the history never drops, and this is its last value."""
+    counts, summed over the stretches where they grew. Every epoch adds passes, so a count that
+    does not grow began again: before 2026-12-07 a checkpoint did not carry the counts, and a
+    resumed run's restarted at zero (its first epoch can even equal the count before). Since, a
+    resume goes on from its checkpoint's counts, and this is the last value."""
     out = {}
     for key in PASSES:
         values = [m.value for m in sorted(client.get_metric_history(run_id, key), key=lambda m: m.step)]
-        out[f"bench_{key}"] = sum(a for a, b in zip(values, values[1:]) if b < a) + (values[-1] if values else 0.0)
+        out[f"bench_{key}"] = sum(a for a, b in zip(values, values[1:]) if b <= a) + (values[-1] if values else 0.0)
     return out
 
 
