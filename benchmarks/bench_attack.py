@@ -7,19 +7,23 @@ full PGD-7 adversarial training with weight averaging, paired over seeds.
 
 It shares bench_quality's machinery (``quality/``: the same base config, runner, records,
 ``PAUSE`` file and ``--smoke``) and differs by its arms (``quality/attack_arms.py``) and its
-report (``quality/attack_report.py``). Its phases:
+report (``quality/attack_report.py``). Phase 0 runs once; phases 1 to 3 run seed by seed (all
+of them for the first seed, then for the next), so that a run cut off early has whole seeds of
+every arm:
 
 0. **The weight average's decay**, chosen on the validation split: one full PGD-7 run carries
    an average per candidate decay (``bench_ema.py``); the best by validation robust accuracy
    is every averaging arm's decay. Written to ``--records``/ema_probe.json (kept).
-1. **The first arms** for every seed: full PGD-7 with averaging (the baseline) and without,
+1. **The first arms**: full PGD-7 with averaging (the baseline) and without,
    PGD-7 with averaging at the compute of the cheap arms (fewer epochs: costs 1, 2 and 3 of
    PGD-7's 8), PGD-2, FGSM-RS, N-FGSM (k = 2 and 1) and FGSM-PGI (with and without its
    consistency term), all single-step arms with the CO guard on.
-2. **On the best single-step arm** (by validation robust accuracy): extra steps near the
+2. **On the best single-step arm** (by validation robust accuracy on the first seed, chosen once
+   and kept for the later seeds): extra steps near the
    boundary, random subsets redrawn every epoch at 0.8 and 0.5, CRAIG at 0.5.
 3. **Evaluations added from checkpoints**: the published AutoAttack for the two best
-   single-step arms and the best combination (by validation), Square alone for the best of them.
+   single-step arms and the best combination (by the first seed's validation); after the last
+   seed, Square alone for the arm the targets judge.
 
 Every arm is evaluated on the same first ``--test`` test images: PGD-50 with 2 restarts, and
 AutoAttack on the first ``--aa-n``: the published standard version for the headline arms (the
@@ -106,13 +110,15 @@ def ema_decay(s: Settings) -> float:
 
 
 def best_by_validation(client, s: Settings, names: list[str], k: int) -> list[str]:
-    """The ``k`` arms of ``names`` with the best mean final validation robust accuracy."""
+    """The ``k`` arms of ``names`` with the best final validation robust accuracy on the first
+    seed (``s.seeds[0]``): chosen once, so that every later seed runs the same arms."""
     from quality.records import finished, runs
 
     score = {}
     for name in names:
         vals = [r.data.metrics.get("val_robust_acc") for r in runs(client, s.experiment)
-                if finished(r) and r.data.tags.get("bench.arm") == name]
+                if finished(r) and r.data.tags.get("bench.arm") == name
+                and r.data.tags.get("bench.seed") == str(s.seeds[0])]
         vals = [v for v in vals if v is not None]
         if vals:
             score[name] = sum(vals) / len(vals)
@@ -146,18 +152,29 @@ def main() -> int:
         specs: dict[str, AttackSpec] = dict(first)
         arm = lambda name, headline=None: to_arm(name, specs[name], s.epochs, decay=decay, headline=headline)  # noqa: E731
         cost = {name: cost_units(spec, s.epochs) for name, spec in first.items()}
-        run_all([arm(name) for name in first], s, client, cost=lambda x: cost[x.name])
         single = [name for name, spec in first.items() if spec.single_step]
-        best = best_by_validation(client, s, single, 2)
-        print(f"best single-step arms (validation robust accuracy): {', '.join(best) or 'none run'}", flush=True)
-        more = combined(best[0], first[best[0]]) if best else {}
-        specs.update(more)
-        cost.update({name: cost_units(spec, s.epochs) for name, spec in more.items()})
-        order += list(more)
-        run_all([arm(name) for name in more], s, client, cost=lambda x: cost[x.name])
-        best_combo = best_by_validation(client, s, list(more), 1)
-        headline = [arm(name, headline=True) for name in dict.fromkeys([*best, *best_combo])]
-        complete_headline(client, headline, s)  # the published AutoAttack from their checkpoints
+        best: list[str] | None = None
+        more: dict[str, AttackSpec] = {}
+        headline: list = []
+        for i, seed in enumerate(s.seeds):  # seed-major through the phases: a cut-off run has whole seeds
+            one = replace(s, seeds=[seed])
+            later = len(s.seeds) - i - 1  # (the time-left estimate counts the later seeds' arms)
+            run_all([arm(name) for name in first], one, client, cost=lambda x: cost[x.name],
+                    after=later * sum(cost[name] for name in [*first, *more]))
+            if best is None:  # chosen on the first seed's validation, then fixed
+                best = best_by_validation(client, s, single, 2)
+                print(f"best single-step arms (validation robust accuracy, seed {seed}): "
+                      f"{', '.join(best) or 'none run'}", flush=True)
+                more = combined(best[0], first[best[0]]) if best else {}
+                specs.update(more)
+                cost.update({name: cost_units(spec, s.epochs) for name, spec in more.items()})
+                order += list(more)
+            run_all([arm(name) for name in more], one, client, cost=lambda x: cost[x.name],
+                    after=later * sum(cost.values()))
+            if not headline:
+                best_combo = best_by_validation(client, s, list(more), 1)
+                headline = [arm(name, headline=True) for name in dict.fromkeys([*best, *best_combo])]
+            complete_headline(client, headline, one)  # the published AutoAttack from their checkpoints
         top = judged(arm_summaries(rows_from_mlflow(client, s)))  # the arm the targets judge
         complete_headline(client, [arm(top, headline=True)] if top else [], s, version="square")
     else:

@@ -110,10 +110,12 @@ def wait_while_paused(store: Path) -> None:
         time.sleep(5)
 
 
-def run_all(arms: list[Arm], s: Settings, client, cost: Callable[[Arm], float] | None = None) -> None:
+def run_all(arms: list[Arm], s: Settings, client, cost: Callable[[Arm], float] | None = None,
+            after: float = 0.0) -> None:
     """Every arm for every seed, seed-major (a run cut off early still has whole seeds of paired
     arms), one line each with an estimate of the time left from ``cost`` (an arm's relative
-    training cost; default: bench_quality's, in full-data epochs)."""
+    training cost; default: bench_quality's, in full-data epochs) and ``after`` (the cost of
+    what the caller runs after these, in the same units)."""
     cost = cost or (lambda a: cost_units(a, s.warmup))
     total = len(arms) * len(s.seeds)
     done, spent, units_done = 0, 0.0, 0.0
@@ -128,7 +130,7 @@ def run_all(arms: list[Arm], s: Settings, client, cost: Callable[[Arm], float] |
         if what != "finished":
             spent += dt
             units_done += cost(arm)
-        left = sum(cost(p) for p, _ in pending[i + 1:])
+        left = sum(cost(p) for p, _ in pending[i + 1:]) + after
         eta = f"{left * spent / units_done / 60:.0f} min left" if units_done else "time left: unknown yet"
         print(f"[{done}/{total}] {arm.key} seed {seed}: {what} in {dt:.0f} s; {eta}", flush=True)
 
