@@ -49,10 +49,9 @@ def rows_from_mlflow(client, s: Settings) -> list[dict]:
                      "aa": m.get("test_autoattack_acc", m.get("evaluate_test_autoattack_acc")),
                      "aa_fast": m.get("test_autoattack_fast_acc"), "square": m.get("evaluate_test_square_acc"),
                      "val": m.get("val_robust_acc"), "wall": m.get("bench_wall_s"), "test_s": m.get("time_test_s"),
-                     # (bench_passes_*: the counts summed over a resume, quality/runner.py); a resumed
-                     # arm's wall time is its last process's only: not compared
+                     # (bench_passes_*: the counts summed over a resume, quality/runner.py)
                      "passes": sum(m.get(f"bench_{k}", m.get(k, 0)) for k in PASSES),
-                     "quiet": quiet(m) and t.get("bench.resumed") != "True",
+                     "quiet": quiet(m, t),
                      "co_fired": "co_guard_fired" in m, "load": m.get("bench_load1_after"),
                      "masks": _masks(outcomes(client, r.info.run_id), pgd), "run_id": r.info.run_id})
     return rows

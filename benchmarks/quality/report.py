@@ -17,8 +17,11 @@ QUIET_LOAD = (os.cpu_count() or 1) + 0.5  # records from before bench_cpu_share:
 BEGIN, END = "<!-- bench_quality: begin (generated) -->", "<!-- bench_quality: end -->"
 
 
-def quiet(metrics: dict) -> bool:
-    """Whether an arm's wall time can be compared: it ran with nothing beside it."""
+def quiet(metrics: dict, tags: dict) -> bool:
+    """Whether an arm's wall time can be compared: it ran in one piece (a resumed arm's wall
+    time is its last process's only) with nothing beside it."""
+    if tags.get("bench.resumed") == "True":
+        return False
     if "bench_cpu_share" in metrics:
         return metrics["bench_cpu_share"] >= QUIET_SHARE
     loads = [metrics.get("bench_load1_before"), metrics.get("bench_load1_after")]
@@ -38,7 +41,7 @@ def rows_from_mlflow(client, experiment: str = EXPERIMENT) -> list[dict]:
                      "aa": m.get("test_autoattack_acc", m.get("evaluate_test_autoattack_acc")),
                      "aa_fast": m.get("test_autoattack_fast_acc"),
                      "wall": m.get("bench_wall_s"), "test_s": m.get("time_test_s"), "passes": m.get("passes_forward", 0) + m.get("passes_backward", 0),
-                     "val": m.get("val_robust_acc"), "load": m.get("bench_load1_after"), "quiet": quiet(m),
+                     "val": m.get("val_robust_acc"), "load": m.get("bench_load1_after"), "quiet": quiet(m, t),
                      "run_id": r.info.run_id})
     return rows
 
