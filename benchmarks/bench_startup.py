@@ -41,9 +41,8 @@ import json, os, sys, tempfile, time
 import ray, ray.train
 from ray.train import RunConfig, ScalingConfig
 from ray.train.torch import TorchConfig, TorchTrainer
-for k, v in dict(RAY_prestart_worker_first_driver="0", RAY_TRAIN_ENABLE_PREEMPTION_WATCHER="0",
-                 RAY_worker_niceness="0").items():
-    os.environ.setdefault(k, v)
+from distributed_adcs.distributed.local_env import use_local_ray_env
+use_local_ray_env()  # as adcs does for the Ray it starts
 def report_only(config):
     d = tempfile.mkdtemp()
     json.dump({"started": time.time()}, open(os.path.join(d, "t.json"), "w"))

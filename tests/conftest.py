@@ -8,18 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
+from distributed_adcs.distributed.local_env import use_local_ray_env
 from helpers import ROOT, new_store
 
 # Ray's token auth would make a local head and its clients disagree in tests (see the notes).
 os.environ.setdefault("RAY_AUTH_MODE", "disabled")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-# As adcs sets for the Ray it starts (distributed/cluster.py), so that the Rays the tests start
-# themselves (ray_session, `ray start` heads) and the jobs joining them run the same processes:
-# no prestarted idle workers, no preemption watcher per Train run (each of those costs 1.5 to 3
-# CPU-seconds, measured per process: docs/measurements.md).
-os.environ.setdefault("RAY_worker_niceness", "0")
-os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
-os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+# As adcs sets for the Ray it starts (distributed/local_env.py), so that the Rays the tests start
+# themselves (ray_session, `ray start` heads) and the jobs joining them run the same processes.
+use_local_ray_env()
 os.environ.setdefault("TQDM_DISABLE", "1")
 
 # One intra-op thread per test process: on a busy 2-core machine tiny models run ~100x faster

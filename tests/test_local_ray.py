@@ -15,6 +15,7 @@ from ray.train.torch import TorchTrainer
 
 from distributed_adcs.config import JobConfig, RayConfig
 from distributed_adcs.distributed.cluster import connect
+from distributed_adcs.distributed.local_env import LOCAL_RAY_ENV
 
 
 def _train_fn(config):
@@ -33,7 +34,7 @@ ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
 
 @pytest.mark.timeout(300)
 def test_local_ray_has_no_idle_processes(tmp_path, monkeypatch):
-    for name in ("RAY_prestart_worker_first_driver", "RAY_TRAIN_ENABLE_PREEMPTION_WATCHER"):
+    for name in LOCAL_RAY_ENV:
         monkeypatch.delenv(name, raising=False)  # (tests/conftest.py sets them for the tests' own Rays)
     assert not ray.is_initialized()
     assert connect(JobConfig(ray=RayConfig(num_workers=1, num_actors=0, cpus_per_worker=1)))

@@ -9,6 +9,7 @@ import ray
 from ..config import JobConfig, UsageError
 from .. import console
 from ..engine.runtime import signal_handlers_kept
+from .local_env import use_local_ray_env
 from .resources import job_bundles, total
 
 
@@ -70,16 +71,7 @@ def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
         attach_console()
         return True
     num_cpus = max(os.cpu_count() or 1, int(-(-total(job_bundles(job)).get("CPU", 0.0) // 1)))
-    # Ray runs workers at nice 15. On a small machine its own daemons then preempt the training
-    # worker's OpenMP threads mid-barrier: a PGD epoch in a Ray Train worker took 1.6x the same
-    # epoch in-process (benchmarks/bench_ray_train.py). Workers of a local Ray we start get the
-    # driver's priority instead (the raylet reads this at start-up).
-    os.environ.setdefault("RAY_worker_niceness", "0")
-    # Every Ray worker process wakes 100 times a second; two kinds serve no purpose on a local,
-    # single-node Ray: idle workers prestarted for the first driver (every actor we create starts
-    # its own process anyway), and Ray Train's preemption watcher (no autoscaler drains a node).
-    os.environ.setdefault("RAY_prestart_worker_first_driver", "0")
-    os.environ.setdefault("RAY_TRAIN_ENABLE_PREEMPTION_WATCHER", "0")
+    use_local_ray_env()  # (local_env.py: worker priority, no idle or watcher processes)
     # ray.init replaces the process's SIGTERM handler with its own (sys.exit, and the core worker's
     # stack-dump handler that ends in SIGABRT): the process keeps its own, so that under `adcs` a
     # SIGTERM marks the run KILLED like Ctrl-C (engine.runtime.raise_on_sigterm), and a notebook
