@@ -82,10 +82,11 @@ def main() -> int:
         times = {}
         for precision in ("fp32", "bf16"):
             t0 = time.perf_counter()
-            # (the CPU smoke trains these two in its own process: the same epoch loop, without the
-            # two Ray Train start-ups, about 50 CPU-seconds each; the fault and resume rows run Ray Train)
+            # (the CPU smoke trains these two in its own process, selecting there too: the same
+            # epoch loop, without a Ray Train start-up (about 50 CPU-seconds) or a Ray with two
+            # embedding actors; the fault and resume rows run Ray Train)
             run = train(tmp, f"train.precision={precision}", f"mlflow.run_name=gpu-{precision}",
-                        *(["ray.num_workers=0"] if smoke else []))
+                        *(["ray.num_workers=0", "ray.num_actors=0"] if smoke else []))
             m, epoch_s, _ = metrics(tmp, run)
             times[precision] = statistics.median(epoch_s) if epoch_s else float("nan")
             rows.append((f"quickstart 2 epochs, {precision}",
