@@ -34,6 +34,7 @@ run: setup
 
 typecheck: setup
 	$(VENV)/bin/ruff check --select F,E9 distributed_adcs tests benchmarks
+	$(VENV)/bin/ruff check --select E501 distributed_adcs  # the package's lines fit pyproject's 130
 	$(VENV)/bin/lint-imports
 	$(VENV)/bin/mypy
 

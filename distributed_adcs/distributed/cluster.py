@@ -50,11 +50,11 @@ def check_address(address: str, timeout_s: float = 5.0) -> None:
 def connect(job: JobConfig, resources: dict[str, float] | None = None) -> bool:
     """Make sure Ray is up; return True when this call started (or joined) it.
 
-    ``ray.address`` (or, inside a Ray job, the ``RAY_ADDRESS`` it sets) joins a cluster. With neither, a local instance starts with the dashboard on 127.0.0.1 (the
-    State API it serves is what lets Train V2 clean up placement groups). Its logical CPU
-    count is the machine's, raised to what the job asks for when that is more (a deliberate
-    oversubscription: ``cpus_per_worker: 4`` on a 2-core laptop runs, slower);
-    ``resources`` adds custom ones.
+    ``ray.address`` (or, inside a Ray job, the ``RAY_ADDRESS`` it sets) joins a cluster. With
+    neither, a local instance starts with the dashboard on 127.0.0.1 (the State API it serves
+    is what lets Train V2 clean up placement groups). Its logical CPU count is the machine's,
+    raised to what the job asks for when that is more (a deliberate oversubscription:
+    ``cpus_per_worker: 4`` on a 2-core laptop runs, slower); ``resources`` adds custom ones.
     """
     cfg = job.ray
     if ray.is_initialized():

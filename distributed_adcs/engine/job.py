@@ -161,7 +161,8 @@ class Job:
                        "indices": self.splits.train.indices[s.coreset_positions.cpu()], "epoch": s.coreset_epoch}
         return {"model": self.model.state_dict(), "optimizer": s.optimizer.state_dict(),
                 "schedule": s.schedule.state_dict(), "epoch": s.epoch, "elapsed_s": s.elapsed_s,
-                "time_split": dict(s.time_split), "passes": self.pass_counts(), "coreset": coreset, "rng": rng_state(), "config": dump_yaml(self.cfg),
+                "time_split": dict(s.time_split), "passes": self.pass_counts(), "coreset": coreset,
+                "rng": rng_state(), "config": dump_yaml(self.cfg),
                 "records": None if self.records is None else self.records.state_dict(scores=False),
                 # the per-example ledger (the records' scores among its fields); none without fields
                 "ledger": self.ledger.state_dict() if self.ledger.fields else None,
@@ -349,7 +350,8 @@ class Job:
                              generator=generator(self.cfg.seed, "test"), progress=wrap(f"test PGD-{e.pgd_steps}"))
         clean = clean_mask(model, batches, progress=wrap("test clean"))
         pgd = f"pgd{e.pgd_steps}"
-        out = {"test_clean_acc": int(clean.sum()) / max(clean.numel(), 1), f"test_{pgd}_acc": int(robust.sum()) / max(robust.numel(), 1)}
+        out = {"test_clean_acc": int(clean.sum()) / max(clean.numel(), 1),
+               f"test_{pgd}_acc": int(robust.sum()) / max(robust.numel(), 1)}
         masks = {"clean": clean, pgd: robust.cpu()}
         self.test_outcomes["examples"].update({"clean": clean.numel(), pgd: robust.numel()})
         labels = torch.cat([b.y for b in batches]).cpu()

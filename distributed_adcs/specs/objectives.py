@@ -117,7 +117,9 @@ OBJECTIVES: dict[str, ObjectiveSpec] = {spec.name: spec for spec in (
     ObjectiveSpec(name="n_fgsm", summary="N-FGSM: one step of eps from U(-k eps, k eps) noise, unprojected (de Jorge et al.)",
                   build="distributed_adcs.objectives.n_fgsm:NFGSM", norm="linf", params=NFGSMParams,
                   single_step=True),
-    ObjectiveSpec(name="fgsm_pgi", summary="FGSM-PGI: one step of eps from a per-example prior kept across epochs, with a consistency term (Jia et al.)",
+    ObjectiveSpec(name="fgsm_pgi",
+                  summary="FGSM-PGI: one step of eps from a per-example prior kept across epochs, with a consistency term "
+                          "(Jia et al.)",
                   build="distributed_adcs.objectives.fgsm_pgi:FGSMPGI", norm="linf", params=FGSMPGIParams,
                   single_step=True),
     ObjectiveSpec(name="trades", summary="TRADES: clean CE plus beta KL(clean || adversarial) (Zhang et al.)",
