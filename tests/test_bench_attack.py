@@ -97,6 +97,25 @@ def test_targets_judge_the_arm_chosen_by_validation_and_flag_masking():
     assert summaries["cheap"]["x_train"] == pytest.approx(400 / 120)
 
 
+def test_a_speed_met_in_passes_with_no_wall_pair_is_not_judged_and_the_table_shows_no_nan():
+    # the baseline's only seed was resumed (its wall time is not comparable): the speed-up in
+    # passes is known, the one in wall time is not, and the verdict says so instead of MISSED
+    rows = [_row(BASELINE, 0, aa=0.70, pgd=0.71, passes=800, wall=410, val=0.70),
+            _row("cheap", 0, aa=0.70, pgd=0.70, passes=250, wall=130, val=0.69),
+            _row("worse", 0, aa=0.60, pgd=0.61, passes=150, wall=80, val=0.60, headline=False)]
+    rows[0]["quiet"] = False
+    summaries = arm_summaries(rows)
+    verdict = targets(summaries)
+    assert "**cheap**" in verdict[0]
+    assert verdict[1].startswith("1. >= 2.5x faster within 1.0 point: NOT JUDGED YET (met in passes")
+    assert "(- train wall over 1 quiet seed(s), 3.20x passes, - wall" in verdict[1]
+    text = table(summaries, [BASELINE, "cheap", "worse"])
+    assert "nan" not in text
+    assert "| 120 (1) | - | - | 3.20x |" in next(line for line in text.splitlines() if line.startswith("| cheap |"))
+    rows[1]["masks"]["autoattack"][:] = False  # far below the baseline: missed whatever the wall time says
+    assert targets(arm_summaries(rows))[1].startswith("1. >= 2.5x faster within 1.0 point: MISSED")
+
+
 def test_a_run_resumed_before_checkpoints_carried_passes_gets_them_summed_and_its_record_rewritten(tmp_path):
     # before 2026-12-07 a resumed run's pass counters began again at zero (the checkpoint did not
     # carry them): the benchmark sums the history's stretches, and a resumed arm's wall time is

@@ -5,6 +5,7 @@ frontier."""
 
 from __future__ import annotations
 
+import math
 import statistics
 from pathlib import Path
 
@@ -62,6 +63,11 @@ def _mean(xs: list) -> float:
     return statistics.mean(xs) if xs else float("nan")
 
 
+def _num(x: float, spec: str, unit: str = "") -> str:
+    """``x`` formatted, or ``-`` where there is nothing to show (no quiet seed, no pair)."""
+    return "-" if math.isnan(x) else f"{x:{spec}}{unit}"
+
+
 def _paired(rs: list[dict], base: dict[int, dict], attack: str):
     pairs = [(r["masks"][attack], base[r["seed"]]["masks"][attack]) for r in rs
              if r["seed"] in base and attack in r["masks"] and attack in base[r["seed"]]["masks"]]
@@ -110,8 +116,9 @@ def table(summaries: dict[str, dict], order: list[str]) -> str:
         per_seed = ", ".join(f"{x:.3f}" for x in (r["aa"] if r["aa"] is not None else r["aa_fast"] for r in rs) if x is not None)
         lines.append(f"| {arm} | {v['epochs']} | {len(rs)} | {_mean_std([r['clean'] for r in rs])} | {_mean_std([r['pgd'] for r in rs])} "
                      f"| {_mean_std([r['aa'] for r in rs])} | {_mean_std([r['aa_fast'] for r in rs])} | {v['gap']:+.2f}{flag} "
-                     f"| {v['d_aa'] or '-'} | {v['d_pgd'] or '-'} | {v['train_s']:.0f} ({v['quiet']}) | {v['x_train']:.2f}x "
-                     f"| {v['x_wall']:.2f}x | {v['x_passes']:.2f}x | {v['co']} of {len(rs)} | {per_seed} |")
+                     f"| {v['d_aa'] or '-'} | {v['d_pgd'] or '-'} | {_num(v['train_s'], '.0f')} ({v['quiet']}) "
+                     f"| {_num(v['x_train'], '.2f', 'x')} | {_num(v['x_wall'], '.2f', 'x')} | {_num(v['x_passes'], '.2f', 'x')} "
+                     f"| {v['co']} of {len(rs)} | {per_seed} |")
     return "\n".join(lines)
 
 
@@ -127,6 +134,17 @@ def judged(summaries: dict[str, dict]) -> str | None:
     return max(fast, key=lambda a: fast[a]["val"]) if fast else None
 
 
+def _timed(v: dict) -> bool:
+    """Whether an arm has a wall-time ratio: a seed where it and the baseline both ran alone."""
+    return not math.isnan(v["x_train"])
+
+
+def _speed(v: dict) -> float:
+    """The speed-up a target judges: the smaller of train wall and passes (passes alone while no
+    seed has a wall-time pair; the verdict then says so)."""
+    return min(v["x_train"], v["x_passes"]) if _timed(v) else v["x_passes"]
+
+
 def targets(summaries: dict[str, dict]) -> list[str]:
     """The issue's four targets, for the :func:`judged` arm."""
     base = summaries.get(BASELINE)
@@ -137,14 +155,16 @@ def targets(summaries: dict[str, dict]) -> list[str]:
     if win is None:
         return ["1. MISSED: no cheap headline arm is >= 2.5x cheaper in passes than the baseline."]
     w = cheap[win]
-    met = lambda ok: "MET" if ok else "MISSED"  # noqa: E731
-    speed = min(w["x_train"], w["x_passes"])
+    def met(ok: bool, timed: bool = True) -> str:  # a speed target met in passes, no wall pair yet: not judged
+        return "MISSED" if not ok else "MET" if timed else "NOT JUDGED YET (met in passes; no seed ran alone with its baseline)"
+
+    speed = _speed(w)
     out = [f"Judged arm (best validation robust accuracy among the cheap headline arms >= 2.5x cheaper in passes): "
            f"**{win}**; baseline **{BASELINE}** (full PGD-7 with weight averaging, E = {base['epochs']}); "
            f"{len(w['rows'])} paired seeds; accuracy is the published AutoAttack.",
-           f"1. >= 2.5x faster within 1.0 point: {met(speed >= 2.5 and w['d_aa'].mean >= -1.0)} "
-           f"({w['x_train']:.2f}x train wall over {w['quiet']} quiet seed(s), {w['x_passes']:.2f}x passes, "
-           f"{w['x_wall']:.2f}x wall with the final test evaluation; AutoAttack {w['d_aa']} points).",
+           f"1. >= 2.5x faster within 1.0 point: {met(speed >= 2.5 and w['d_aa'].mean >= -1.0, _timed(w))} "
+           f"({_num(w['x_train'], '.2f', 'x')} train wall over {w['quiet']} quiet seed(s), {w['x_passes']:.2f}x passes, "
+           f"{_num(w['x_wall'], '.2f', 'x')} wall with the final test evaluation; AutoAttack {w['d_aa']} points).",
            ]
     matched = {a: v for a, v in summaries.items() if a.startswith("pgd7_ema_matched") and v["d_aa"]}
     if matched:
@@ -153,10 +173,11 @@ def targets(summaries: dict[str, dict]) -> list[str]:
         out.append(f"2. beats compute-matched PGD-7 with averaging by >= 2 points: {met(diff >= 2.0)} ({win} "
                    f"{diff:+.2f} points against {m}, {matched[m]['epochs']} epochs, "
                    f"{w['passes'] / matched[m]['passes']:.2f}x its passes).")
-    four = {a: v for a, v in cheap.items() if min(v["x_train"], v["x_passes"]) >= 4.0}
+    four = {a: v for a, v in cheap.items() if _speed(v) >= 4.0}
     if four:
         f = max(four, key=lambda a: four[a]["val"])
-        out.append(f"3. >= 4x at <= 1.0 point: {met(four[f]['d_aa'].mean >= -1.0)} ({f}: {four[f]['x_train']:.2f}x "
+        out.append(f"3. >= 4x at <= 1.0 point: {met(four[f]['d_aa'].mean >= -1.0, _timed(four[f]))} ({f}: "
+                   f"{_num(four[f]['x_train'], '.2f', 'x')} "
                    f"train wall, {four[f]['x_passes']:.2f}x passes, AutoAttack {four[f]['d_aa']} points).")
     else:
         out.append("3. >= 4x at <= 1.0 point: MISSED (no cheap headline arm is 4x cheaper in both wall time and passes).")
