@@ -4,10 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -19,7 +15,7 @@ from distributed_adcs.config import load_config
 from distributed_adcs.engine.build import load_job_splits, make_model
 from distributed_adcs.engine.selection import local_selector
 
-from helpers import ROOT, TINY, new_store
+from helpers import TINY
 
 pytestmark = pytest.mark.ray
 
@@ -158,62 +154,3 @@ def test_training_worker_killed_resumes_from_last_checkpoint(ray_session, tmp_pa
     assert client.get_run(run_id).info.status == "FINISHED"
     # epoch 0 was checkpointed before the crash, so no epoch is lost or logged twice
     assert [m.step for m in client.get_metric_history(run_id, "train_loss")] == [0, 1, 2]
-
-
-def _wait_for_epoch(client, uri_db: Path, step: int, proc, timeout=300):
-    start = time.time()
-    while time.time() - start < timeout:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-        if uri_db.exists():
-            exp = client.get_experiment_by_name("quickstart")
-            runs = client.search_runs([exp.experiment_id]) if exp else []
-            if runs and any(m.step >= step for m in client.get_metric_history(runs[0].info.run_id, "train_loss")):
-                return runs[0].info.run_id
-        time.sleep(1)
-    raise TimeoutError("no epoch logged")
-
-
-def test_resume_after_driver_killed_matches_uninterrupted(ray_session, tmp_path):
-    gcs = ray_session.get_runtime_context().gcs_address
-    sets = [*TINY, "train.epochs=3", "coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1",
-            "ray.num_workers=1", "ray.cpus_per_worker=1", f"ray.address={gcs}", "deterministic=true"]
-
-    def args(where: Path):
-        return [a for s in [*sets, f"mlflow.tracking_uri=sqlite:///{where / 'mlflow.db'}",
-                            f"train.output_dir={where / 'runs'}"] for a in ("--set", s)]
-
-    def outcome(where: Path, run_id: str):
-        """Every coreset, every epoch's metrics (timings aside) and the final test metrics."""
-        client = MlflowClient(f"sqlite:///{where / 'mlflow.db'}")
-        coresets = {a.path: pq.read_table(client.download_artifacts(run_id, a.path, str(where))).to_pydict()
-                    for a in client.list_artifacts(run_id, "coresets")}
-        keys = ("train_loss", "train_adv_acc", "train_examples", "val_clean_acc", "val_robust_acc", "lr",
-                "test_clean_acc", "test_pgd3_acc")
-        history = {k: {m.step: m.value for m in client.get_metric_history(run_id, k)} for k in keys}
-        return coresets, history
-
-    cmd = [sys.executable, "-m", "distributed_adcs.cli", "train", "--config", "configs/quickstart.yaml", "--quiet"]
-    env = {**os.environ}
-    a, b = tmp_path / "a", tmp_path / "b"
-    new_store(a / "mlflow.db"), new_store(b / "mlflow.db")
-    done = subprocess.run([*cmd, *args(a)], cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert done.returncode == 0, done.stderr[-3000:]
-    client_a = MlflowClient(f"sqlite:///{a / 'mlflow.db'}")
-    run_a = client_a.search_runs([client_a.get_experiment_by_name("quickstart").experiment_id])[0].info.run_id
-
-    proc = subprocess.Popen([*cmd, *args(b)], cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
-    client_b = MlflowClient(f"sqlite:///{b / 'mlflow.db'}")
-    run_b = _wait_for_epoch(client_b, b / "mlflow.db", 1, proc)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
-    resumed = subprocess.run([*cmd, "--resume", run_b, *args(b)], cwd=ROOT, env=env, capture_output=True,
-                             text=True, timeout=900)
-    assert resumed.returncode == 0, resumed.stderr[-3000:]
-    assert client_b.get_run(run_b).info.status == "FINISHED"
-    coresets_a, history_a = outcome(a, run_a)
-    coresets_b, history_b = outcome(b, run_b)
-    assert list(coresets_a) == ["coresets/coreset_epoch001.parquet", "coresets/coreset_epoch002.parquet"]
-    assert coresets_a == coresets_b
-    assert all(sorted(h) == [0, 1, 2] for k, h in history_a.items() if not k.startswith("test_"))
-    assert history_a == history_b

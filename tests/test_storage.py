@@ -137,7 +137,9 @@ def test_in_process_job_killed_inside_epochs_resumes_on_another_node(tmp_path):
 @pytest.mark.ray
 def test_ray_train_job_killed_inside_epochs_resumes_on_another_node(ray_session, tmp_path):
     """The kills are of the Train controller, which records the epochs; the checkpoint reaches
-    the Train worker through the object store, not a driver path."""
+    the Train worker through the object store, not a driver path. This is also the test of a
+    Ray Train job whose driver is SIGKILLed: the controller dies with it, so it is the same cut,
+    and here it comes at the two points where a lost record could not be fixed by chance."""
     gcs = ray_session.get_runtime_context().gcs_address
     (coresets_a, history_a), (coresets_b, history_b) = _run_and_kill_then_resume_elsewhere(
         tmp_path, ["ray.num_workers=1", "ray.cpus_per_worker=1", f"ray.address={gcs}"])
