@@ -9,7 +9,8 @@ It shares bench_quality's machinery (``quality/``: the same base config, runner,
 ``PAUSE`` file and ``--smoke``) and differs by its arms (``quality/attack_arms.py``) and its
 report (``quality/attack_report.py``). Phase 0 runs once; phases 1 to 3 run seed by seed (all
 of them for the first seed, then for the next), so that a run cut off early has whole seeds of
-every arm:
+every arm. In the later seeds the baseline and the phase-3 arms run first, so that a run cut off
+inside a seed still has their pairs:
 
 0. **The weight average's decay**, chosen on the validation split: one full PGD-7 run carries
    an average per candidate decay (``bench_ema.py``); the best by validation robust accuracy
@@ -43,7 +44,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from quality.attack_arms import EXPERIMENT, AttackSpec, combined, cost_units, first_specs, to_arm  # noqa: E402
-from quality.attack_report import arm_summaries, judged, report, rows_from_mlflow  # noqa: E402
+from quality.attack_report import BASELINE, arm_summaries, judged, report, rows_from_mlflow  # noqa: E402
 from quality.records import import_records  # noqa: E402
 from quality.runner import complete_headline, complete_passes, run_all  # noqa: E402
 from quality.settings import ROOT, Settings, arm_names  # noqa: E402
@@ -159,21 +160,26 @@ def main() -> int:
         for i, seed in enumerate(s.seeds):  # seed-major through the phases: a cut-off run has whole seeds
             one = replace(s, seeds=[seed])
             later = len(s.seeds) - i - 1  # (the time-left estimate counts the later seeds' arms)
+            if best is not None:  # a later seed: the baseline and the judged arms first, so that a
+                # run cut off inside the seed has their pairs (of accuracy and of quiet wall time)
+                names = sorted([*first, *more], key=lambda n: n not in {BASELINE, *(h.name for h in headline)})
+                run_all([arm(name) for name in names], one, client, cost=lambda x: cost[x.name],
+                        after=later * sum(cost.values()))
+                complete_headline(client, headline, one)
+                continue
             run_all([arm(name) for name in first], one, client, cost=lambda x: cost[x.name],
-                    after=later * sum(cost[name] for name in [*first, *more]))
-            if best is None:  # chosen on the first seed's validation, then fixed
-                best = best_by_validation(client, s, single, 2)
-                print(f"best single-step arms (validation robust accuracy, seed {seed}): "
-                      f"{', '.join(best) or 'none run'}", flush=True)
-                more = combined(best[0], first[best[0]]) if best else {}
-                specs.update(more)
-                cost.update({name: cost_units(spec, s.epochs) for name, spec in more.items()})
-                order += list(more)
+                    after=later * sum(cost[name] for name in first))
+            best = best_by_validation(client, s, single, 2)  # chosen on the first seed's validation, then fixed
+            print(f"best single-step arms (validation robust accuracy, seed {seed}): "
+                  f"{', '.join(best) or 'none run'}", flush=True)
+            more = combined(best[0], first[best[0]]) if best else {}
+            specs.update(more)
+            cost.update({name: cost_units(spec, s.epochs) for name, spec in more.items()})
+            order += list(more)
             run_all([arm(name) for name in more], one, client, cost=lambda x: cost[x.name],
                     after=later * sum(cost.values()))
-            if not headline:
-                best_combo = best_by_validation(client, s, list(more), 1)
-                headline = [arm(name, headline=True) for name in dict.fromkeys([*best, *best_combo])]
+            best_combo = best_by_validation(client, s, list(more), 1)
+            headline = [arm(name, headline=True) for name in dict.fromkeys([*best, *best_combo])]
             complete_headline(client, headline, one)  # the published AutoAttack from their checkpoints
         top = judged(arm_summaries(rows_from_mlflow(client, s)))  # the arm the targets judge
         complete_headline(client, [arm(top, headline=True)] if top else [], s, version="square")
