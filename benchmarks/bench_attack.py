@@ -9,8 +9,8 @@ It shares bench_quality's machinery (``quality/``: the same base config, runner,
 ``PAUSE`` file and ``--smoke``) and differs by its arms (``quality/attack_arms.py``) and its
 report (``quality/attack_report.py``). Phase 0 runs once; phases 1 to 3 run seed by seed (all
 of them for the first seed, then for the next), so that a run cut off early has whole seeds of
-every arm. In the later seeds the baseline and the phase-3 arms run first, so that a run cut off
-inside a seed still has their pairs:
+every arm. In the later seeds the baseline and the phase-3 arms run first, with their published
+AutoAttack, so that a run cut off inside a seed still has their pairs:
 
 0. **The weight average's decay**, chosen on the validation split: one full PGD-7 run carries
    an average per candidate decay (``bench_ema.py``); the best by validation robust accuracy
@@ -160,12 +160,14 @@ def main() -> int:
         for i, seed in enumerate(s.seeds):  # seed-major through the phases: a cut-off run has whole seeds
             one = replace(s, seeds=[seed])
             later = len(s.seeds) - i - 1  # (the time-left estimate counts the later seeds' arms)
-            if best is not None:  # a later seed: the baseline and the judged arms first, so that a
-                # run cut off inside the seed has their pairs (of accuracy and of quiet wall time)
-                names = sorted([*first, *more], key=lambda n: n not in {BASELINE, *(h.name for h in headline)})
-                run_all([arm(name) for name in names], one, client, cost=lambda x: cost[x.name],
-                        after=later * sum(cost.values()))
-                complete_headline(client, headline, one)
+            if best is not None:  # a later seed: the baseline and the judged arms first, with their
+                # published AutoAttack, so that a run cut off inside the seed has their pairs
+                key = {BASELINE, *(h.name for h in headline)}
+                names = [n for n in [*first, *more] if n in key], [n for n in [*first, *more] if n not in key]
+                for part, rest in ((names[0], names[1]), (names[1], [])):
+                    run_all([arm(name) for name in part], one, client, cost=lambda x: cost[x.name],
+                            after=later * sum(cost.values()) + sum(cost[n] for n in rest))
+                    complete_headline(client, headline, one)
                 continue
             run_all([arm(name) for name in first], one, client, cost=lambda x: cost[x.name],
                     after=later * sum(cost[name] for name in first))
