@@ -11,8 +11,8 @@ ones continue from the strong ones' checkpoints with perturbed values (``sweep_t
 Resume: the sweep's Tune experiment lives in ``<train.output_dir>/tune/sweep-<parent run id>``,
 with ``adcs_sweep.json`` (the sweep and its base config). ``adcs sweep --resume <that
 directory>`` restores it with ``Tuner.restore``: finished trials are not run again, and the
-same parent run collects the rest. Before that, ``sweep_restore`` makes the stored searcher's
-trial count agree with the stored trial list (a kill between Tune's two saves leaves them apart).
+same parent run collects the rest. Before that, ``sweep_restore`` brings the stored search
+algorithm to the stored trial list (a kill between Tune's two saves leaves them apart).
 
 MLflow: one parent run for the sweep; each trial's job run is nested under it. Trials that
 ASHA stops are killed with their actor, so their runs would stay RUNNING: the driver marks
@@ -46,7 +46,7 @@ from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
 from ..tracking.plots import curve_over_time, over_time_figure  # noqa: E402
 from .cluster import connect  # noqa: E402
 from .sweep_progress import TrialsBar  # noqa: E402
-from .sweep_restore import reconcile_searcher_count  # noqa: E402
+from .sweep_restore import reconcile_search_state  # noqa: E402
 from .sweep_schedulers import SAMPLERS, make_scheduler  # noqa: E402
 from .sweep_trial import TRIAL_TAG, TrainJob, run_trial  # noqa: E402
 
@@ -94,10 +94,12 @@ def resume_sweep(directory: str, train: TrainJob) -> str:
     with tempfile.TemporaryDirectory() as tmp:
         state = json.loads(storage.download(storage.join(directory, STATE_FILE), Path(tmp) / STATE_FILE).read_text())
     sweep, base = sweep_from_state(state)
-    fixed = reconcile_searcher_count(directory)
+    fixed = reconcile_search_state(directory)
     if fixed:
-        say(f"sweep {sweep.name}: Tune's searcher state counted {fixed[0]} trials and its trial list "
-            f"{fixed[1]} (the driver died between saving them); resuming with {fixed[1]}")
+        proposed, listed, lost = fixed
+        say(f"sweep {sweep.name}: Tune's search state had proposed {proposed} trials and its trial list holds "
+            f"{listed} (the driver died between Tune's two saves); the search goes on from the list"
+            + (f", {lost} trial(s) short of num_samples" if lost else ""))
     return _sweep(sweep, base, train, resume=(directory, state["parent_run_id"]))
 
 
