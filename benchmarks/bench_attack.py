@@ -163,11 +163,13 @@ def main() -> int:
             if best is not None:  # a later seed: the baseline and the judged arms first, with their
                 # published AutoAttack, so that a run cut off inside the seed has their pairs
                 key = {BASELINE, *(h.name for h in headline)}
-                names = [n for n in [*first, *more] if n in key], [n for n in [*first, *more] if n not in key]
-                for part, rest in ((names[0], names[1]), (names[1], [])):
-                    run_all([arm(name) for name in part], one, client, cost=lambda x: cost[x.name],
-                            after=later * sum(cost.values()) + sum(cost[n] for n in rest))
-                    complete_headline(client, headline, one)
+                judged_first = [n for n in [*first, *more] if n in key]
+                ablations = [n for n in [*first, *more] if n not in key]
+                run_all([arm(name) for name in judged_first], one, client, cost=lambda x: cost[x.name],
+                        after=later * sum(cost.values()) + sum(cost[n] for n in ablations))
+                complete_headline(client, headline, one)
+                run_all([arm(name) for name in ablations], one, client, cost=lambda x: cost[x.name],
+                        after=later * sum(cost.values()))
                 continue
             run_all([arm(name) for name in first], one, client, cost=lambda x: cost[x.name],
                     after=later * sum(cost[name] for name in first))

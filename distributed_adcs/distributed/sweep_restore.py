@@ -56,20 +56,20 @@ def reconcile_search_state(directory: str) -> tuple[int, int, int] | None:
             continue
         with fs.open_input_stream(files[-1]) as f:
             state = cloudpickle.loads(f.readall())
-        proposed = bring(state, len(trials), unfinished)
-        if proposed is None:
+        brought = bring(state, len(trials), unfinished)
+        if brought is None:
             return None
         with tempfile.TemporaryDirectory() as tmp:
             local = Path(tmp) / "state"
             local.write_bytes(cloudpickle.dumps(state))
             storage.upload(local, storage.join(directory, Path(files[-1]).name))
-        return proposed, len(trials), max(0, proposed - len(trials)) if prefix == BASIC_FILE else 0
+        return brought[0], len(trials), brought[1]
     return None
 
 
-def _model_based(state: dict, listed: int, unfinished: set[str]) -> int | None:
+def _model_based(state: dict, listed: int, unfinished: set[str]) -> tuple[int, int] | None:
     """SearchGenerator's state: its counter set to ``listed``; the limiter's stale trials out.
-    Returns the count it had, or None when nothing needed changing."""
+    Returns (the count it had, 0 trials lost), or None when nothing needed changing."""
     limiter = state.get(LIMITER)
     stale = limiter is not None and not set(limiter["live_trials"]) <= unfinished
     if state["counter"] == listed and not stale:
@@ -79,12 +79,13 @@ def _model_based(state: dict, listed: int, unfinished: set[str]) -> int | None:
     if limiter is not None:
         limiter["live_trials"] = set(limiter["live_trials"]) & unfinished
         limiter["num_unfinished_live_trials"] = len(limiter["live_trials"])
-    return before
+    return before, 0
 
 
-def _basic(state: dict, listed: int, unfinished: set[str]) -> int | None:
+def _basic(state: dict, listed: int, unfinished: set[str]) -> tuple[int, int] | None:
     """BasicVariantGenerator's state: the trials it missed drawn (one experiment: its only
-    trial iterator), its stale live trials out. Returns the count it had, or None."""
+    trial iterator), its stale live trials out. Returns (the count it had, the trials it drew
+    beyond the list, which will not run), or None when nothing needed changing."""
     iterators = state["_iterators"]
     live = set(state["_live_trials"])
     if len(iterators) != 1 or iterators[0].lazy_eval:
@@ -104,11 +105,11 @@ def _basic(state: dict, listed: int, unfinished: set[str]) -> int | None:
     finally:
         del it.create_trial
     state["_live_trials"] = live & unfinished
-    return before
+    return before, max(0, before - listed)
 
 
 def _trial(entry: list) -> tuple[str, str]:
     """(trial id, status) of one ``trial_data`` entry: Tune's JSON state of the trial (a JSON
     string) and its run metadata."""
-    state = json.loads(entry[0]) if isinstance(entry[0], str) else entry[0]
+    state = json.loads(entry[0])
     return state["trial_id"], state["status"]
