@@ -80,13 +80,15 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="gpu-check-") as d:
         tmp = Path(d)
         times = {}
+        # The CPU smoke trains every row in its own process, selecting there too: the same epoch
+        # loop and the same commands, without a Ray Train start-up (about 50 CPU-seconds each) or
+        # a Ray with two embedding actors. So its fault row kills no worker (the fault hook lives
+        # in the Train worker): tests/test_distributed.py kills a Train worker and checks Train's
+        # restart, and tests/test_interrupts.py resumes a Ray Train run from a fresh process.
+        local = ["ray.num_workers=0", "ray.num_actors=0"] if smoke else []
         for precision in ("fp32", "bf16"):
             t0 = time.perf_counter()
-            # (the CPU smoke trains these two in its own process, selecting there too: the same
-            # epoch loop, without a Ray Train start-up (about 50 CPU-seconds) or a Ray with two
-            # embedding actors; the fault and resume rows run Ray Train)
-            run = train(tmp, f"train.precision={precision}", f"mlflow.run_name=gpu-{precision}",
-                        *(["ray.num_workers=0", "ray.num_actors=0"] if smoke else []))
+            run = train(tmp, f"train.precision={precision}", f"mlflow.run_name=gpu-{precision}", *local)
             m, epoch_s, _ = metrics(tmp, run)
             times[precision] = statistics.median(epoch_s) if epoch_s else float("nan")
             rows.append((f"quickstart 2 epochs, {precision}",
@@ -95,12 +97,12 @@ def main() -> int:
                          f"PGD-20 {m.get('test_pgd20_acc', float('nan')):.4f}"))
         rows.append(("bf16 speed-up per epoch", f"{times['fp32'] / times['bf16']:.2f}x"))
         marker = tmp / "worker-died"
-        run = train(tmp, "train.epochs=3", "mlflow.run_name=gpu-fault",
+        run = train(tmp, "train.epochs=3", "mlflow.run_name=gpu-fault", *local,
                     env={"ADCS_FAULT_WORKER_EXIT_AT_EPOCH": f"1:{marker}"})
         m, _, steps = metrics(tmp, run)
         rows.append(("worker killed at epoch 1, job resumes on the GPU",
                      f"worker died: {marker.exists()}, run {m['status']}, epochs logged {steps}"))
-        resumed = train(tmp, "train.epochs=4", resume=run)
+        resumed = train(tmp, "train.epochs=4", *local, resume=run)
         m, _, steps = metrics(tmp, resumed)
         rows.append(("--resume from a fresh process (to 4 epochs)",
                      f"same run: {resumed == run}, {m['status']}, epochs logged {steps}"))
