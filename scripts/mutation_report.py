@@ -34,7 +34,7 @@ def load() -> dict[str, dict[str, int | None]]:
             for m in sorted((ROOT / "mutants" / "distributed_adcs").rglob("*.py.meta"))}
 
 
-_DEVICE = re.compile(r"device=[\w.]+|\.to\([\w.]+\.device\)")
+_DEVICE = re.compile(r"device=[\w.]+|\.to\((?:[\w.]+\.)?device\)")
 
 
 def equivalent_on_cpu(key: str) -> bool:
