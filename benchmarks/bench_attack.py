@@ -163,8 +163,9 @@ def main() -> int:
             if best is not None:  # a later seed: the baseline and the judged arms first, with their
                 # published AutoAttack, so that a run cut off inside the seed has their pairs
                 key = {BASELINE, *(h.name for h in headline)}
-                judged_first = [n for n in [*first, *more] if n in key]
-                ablations = [n for n in [*first, *more] if n not in key]
+                names = [*first, *more]
+                judged_first = [n for n in names if n in key]
+                ablations = [n for n in names if n not in key]
                 run_all([arm(name) for name in judged_first], one, client, cost=lambda x: cost[x.name],
                         after=later * sum(cost.values()) + sum(cost[n] for n in ablations))
                 complete_headline(client, headline, one)
