@@ -145,6 +145,25 @@ def test_plugin_params_load_and_round_trip():
         C.ObjectiveConfig(name="trades", params=WideResNetParams())
 
 
+def test_an_override_that_changes_the_entry_is_told_what_to_do_with_the_files_params():
+    from distributed_adcs.specs.objectives import NFGSMParams, TradesParams
+
+    raw = {"objective": {"name": "n_fgsm", "params": {"noise_mult": 1}}}
+    with pytest.raises(ConfigError) as err:
+        config_from_dict(raw, ["objective.name=pgd_linf"])
+    assert str(err.value) == ("objective.params.noise_mult: unknown key (valid for pgd_linf: none); the "
+                              "objective.params given stay when an override changes objective.name: set "
+                              "objective.params=null too")
+    with pytest.raises(ConfigError) as err:  # the entry unchanged: a typo, and no such advice
+        config_from_dict(raw, ["objective.params.noise=1"])
+    assert str(err.value) == "objective.params.noise: unknown key (valid for n_fgsm: noise_mult)"
+    assert config_from_dict(raw, ["objective.name=pgd_linf", "objective.params=null"]).objective.name == "pgd_linf"
+    # a section set to null takes keys again: the entry's defaults, then what is set
+    cfg = config_from_dict(raw, ["objective.params=null", "objective.name=trades", "objective.params.beta=3"])
+    assert cfg.objective.params == TradesParams(beta=3.0)
+    assert config_from_dict(raw, ["objective.params=null"]).objective.params == NFGSMParams()
+
+
 def test_check_overrides_walks_params_of_the_entry_it_names():
     C.check_overrides(["objective.name=trades", "objective.params.beta=2"])
     C.check_overrides(["objective.params.beta=2"])  # the checkpoint's objective decides, once it is read

@@ -151,6 +151,8 @@ def apply_override(raw: dict, assignment: str) -> None:
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
+        if child is None:  # a section set to null (its defaults) takes keys again
+            child = node[part] = {}
         _check(isinstance(child, dict), dotted, f"{part} is not a section")
         node = child
     node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
@@ -168,7 +170,25 @@ def config_from_dict(raw: dict | None, overrides: typing.Sequence[str] = ()) -> 
     raw = yaml.safe_load(yaml.safe_dump(raw))  # deep copy, plain types
     for assignment in overrides:
         apply_override(raw, assignment)
-    return walk(JobConfig, raw)
+    try:
+        return walk(JobConfig, raw)
+    except ConfigError as err:
+        raise _entry_changed_hint(err, overrides) from None
+
+
+def _entry_changed_hint(err: ConfigError, overrides: typing.Sequence[str]) -> ConfigError:
+    """``err``, told why when it is an unknown key of a plug-in's ``params`` whose entry an
+    override changed: the file's params are the old entry's, and they stay."""
+    section, _, rest = err.key.partition(".params.")
+    cls = typing.get_type_hints(JobConfig).get(section)
+    if not rest or "unknown key" not in err.message or not dataclasses.is_dataclass(cls):
+        return err
+    by = {f.metadata.get("by") for f in dataclasses.fields(cls)} - {None}
+    changed = [f"{section}.{b}" for b in by if any(a.split("=", 1)[0].strip() == f"{section}.{b}" for a in overrides)]
+    if not changed:
+        return err
+    return ConfigError(err.key, f"{err.message}; the {section}.params given stay when an override changes "
+                                f"{changed[0]}: set {section}.params=null too")
 
 
 def read_yaml(path: str | Path, what: str = "config file") -> Any:
