@@ -106,7 +106,10 @@ def test_ddp_two_workers_identical_weights_one_row_per_epoch(ray_session, tmp_pa
     run_id = train(cfg, callbacks=[hook])
     client = MlflowClient(mlflow_uri)
     run = client.get_run(run_id)
-    assert run.info.status == "FINISHED"
+    from test_methods import DDP_ELSEWHERE, check_job
+
+    assert cfg.coreset.method == DDP_ELSEWHERE  # this job is the DDP test of CRAIG's shape
+    check_job(run_id, mlflow_uri, cfg)
     for metric in ("train_loss", "val_robust_acc", "epoch_time_s"):
         assert [m.step for m in client.get_metric_history(run_id, metric)] == [0, 1, 2], metric
     # the job's epoch hook ran in the Train controller (another process), once per epoch, after the metrics

@@ -3,7 +3,7 @@
 Parametrised over ``distributed_adcs.methods.METHODS``: a new method is covered by adding its
 registry entry, and a layer that forgets to ask the spec fails here, not on a user's cluster.
 Paths: the in-process job, the actor pool with the exact and the two-round merge, and a
-2-worker DDP job for each shape of method (:func:`_one_per_shape`).
+2-worker DDP job for each shape of method (:func:`_one_per_shape`; CRAIG's in test_distributed.py).
 """
 
 from __future__ import annotations
@@ -36,24 +36,25 @@ def _cfg(method: str, tmp_path=None, mlflow_uri=None, *extra: str):
     return load_config("configs/quickstart.yaml", sets)
 
 
-def _check_job(run_id: str, mlflow_uri: str, cfg) -> None:
-    """The run finished, trained on the subset the spec implies, and logged its coresets."""
-    spec, n = METHODS[cfg.coreset.method], cfg.data.limit
+def check_job(run_id: str, mlflow_uri: str, cfg) -> None:
+    """The run finished, trained on the subset the spec implies, and logged its coresets (also
+    the check of test_distributed.py's 2-worker job, which carries its method's shape here)."""
+    spec, n, epochs = METHODS[cfg.coreset.method], cfg.data.limit, cfg.train.epochs
     client = MlflowClient(mlflow_uri)
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     examples = {m.step: m.value for m in client.get_metric_history(run_id, "train_examples")}
-    expected_at_1 = n if spec.trains_on_all else round(FRACTION * n)
+    expected_at_1 = n if spec.trains_on_all else round(cfg.coreset.fraction * n)
     # rank 0 reports its share; DDP pads the shares to equal size (less than one example a rank)
     world = max(1, cfg.ray.num_workers)
     assert 0 <= examples[1] * world - expected_at_1 < world, examples
     coresets = [a.path for a in client.list_artifacts(run_id, "coresets")]
-    assert coresets == [f"coresets/coreset_epoch{e:03d}.parquet" for e in selection_epochs(2, cfg.coreset)]
+    assert coresets == [f"coresets/coreset_epoch{e:03d}.parquet" for e in selection_epochs(epochs, cfg.coreset)]
     assert bool(coresets) != spec.trains_on_all
     assert "test_clean_acc" in run.data.metrics
     _check_time_split(client, run_id, spec)
     if spec.needs_records:  # every rank's records were gathered: after the warm-up epoch all are known
-        assert [m.value for m in client.get_metric_history(run_id, "records_coverage")] == [1.0, 1.0]
+        assert [m.value for m in client.get_metric_history(run_id, "records_coverage")] == [1.0] * (epochs - 1)
 
 
 def _check_time_split(client, run_id: str, spec) -> None:
@@ -75,14 +76,14 @@ def _check_time_split(client, run_id: str, spec) -> None:
 def test_in_process_job(method, tmp_path, mlflow_uri):
     cfg = _cfg(method, tmp_path, mlflow_uri)
     assert JobPlan.of(cfg).where == "process"
-    _check_job(train(cfg), mlflow_uri, cfg)
+    check_job(train(cfg), mlflow_uri, cfg)
 
 
 @pytest.mark.parametrize("method", [m for m, spec in METHODS.items() if spec.needs_embeddings])
 def test_in_process_job_with_embedding_actors(method, ray_session, tmp_path, mlflow_uri):
     cfg = _cfg(method, tmp_path, mlflow_uri, "ray.num_actors=2", "ray.cpus_per_actor=1")
     assert (JobPlan.of(cfg).where, JobPlan.of(cfg).selection) == ("process", "actors")
-    _check_job(train(cfg), mlflow_uri, cfg)
+    check_job(train(cfg), mlflow_uri, cfg)
     assert ray_session.is_initialized()  # the Ray it joined is left running: it did not start it
 
 
@@ -140,16 +141,23 @@ def _one_per_shape() -> list[str]:
     (all data or a subset; embeddings, merged in one round or two; recorded losses). Methods of
     one shape differ only in their selector, which the actor-path test above runs for each of
     them, so a 2-worker job (a Ray Train job costs about 60 CPU-seconds here) runs once a shape;
-    a method with a new shape gets its own."""
+    a method with a new shape gets its own. The shape of :data:`DDP_ELSEWHERE` is left to
+    test_distributed.py's 2-worker job, which runs that method with :func:`check_job` too."""
     shapes: dict[tuple, str] = {}
     for name, spec in METHODS.items():
-        shapes.setdefault((spec.trains_on_all, spec.needs_embeddings, spec.second_round is None,
-                           spec.needs_records), name)
-    return list(shapes.values())
+        shapes.setdefault(_shape(spec), name)
+    return [name for shape, name in shapes.items() if shape != _shape(METHODS[DDP_ELSEWHERE])]
+
+
+def _shape(spec) -> tuple:
+    return spec.trains_on_all, spec.needs_embeddings, spec.second_round is None, spec.needs_records
+
+
+DDP_ELSEWHERE = "craig"  # test_distributed.py::test_ddp_two_workers_identical_weights_one_row_per_epoch
 
 
 @pytest.mark.parametrize("method", _one_per_shape())
 def test_ddp_job(method, ray_session, tmp_path, mlflow_uri):
     cfg = _cfg(method, tmp_path, mlflow_uri, "ray.num_workers=2", "ray.cpus_per_worker=1", "ray.num_actors=1")
     assert JobPlan.of(cfg).where == "ray_train"
-    _check_job(train(cfg), mlflow_uri, cfg)
+    check_job(train(cfg), mlflow_uri, cfg)

@@ -275,36 +275,30 @@ def _actor_classes(head: Head) -> set[str]:
     return {a["class_name"] for a in payload["data"]["result"]["result"]}
 
 
-def test_submitted_job_runs_ray_train_on_the_submitted_cluster(ray_head, tmp_path, capsys):
-    # ray.num_workers 1 with ray.address=auto: Ray Train's worker must start on this head.
-    # max_failures 0: a broken job fails once instead of after three worker-group starts.
-    overrides = ["ray.num_workers=1", "ray.cpus_per_worker=1", "ray.max_failures=0"]
+def test_submitted_coreset_job_runs_ray_train_on_a_cluster_sized_for_one_phase(ray_head, tmp_path, capsys):
+    # ray.address=auto: Ray Train's worker must start on this head. The reported deadlock: a head
+    # of exactly 2 CPUs, a Train worker of 2 CPUs and 2 embedding actors of 1 CPU each. The actors
+    # held their CPUs for the whole job, Train waited 60 s for its worker and retried forever. Now
+    # the workers run the selections: the job needs 2 CPUs. max_failures 0: a broken job fails
+    # once instead of after three worker-group starts. (One job for both: a plain 1-worker Ray
+    # Train job submitted here checked nothing this one does not.)
+    overrides = ["coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1", "ray.num_workers=1",
+                 "ray.cpus_per_worker=2", "ray.num_actors=2", "ray.cpus_per_actor=1", "ray.max_failures=0"]
     job_id, wall, cli_output = _submit(ray_head, tmp_path, overrides)
-    _report(capsys, ray_head, "Ray Train job (1 worker)", wall)
+    _report(capsys, ray_head, "Ray Train coreset job on a cluster sized for one phase", wall)
     _assert_succeeded(ray_head, job_id, cli_output)
     run = _finished_run(tmp_path)
     assert run.data.params["ray.num_workers"] == "1"
-    assert "RayTrainWorker" in _actor_classes(ray_head), "Ray Train did not run on the submitted head"
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert [a.path for a in client.list_artifacts(run.info.run_id, "coresets")] == [
+        "coresets/coreset_epoch001.parquet"]
+    actors = _actor_classes(ray_head)
+    assert "RayTrainWorker" in actors, "Ray Train did not run on the submitted head"
+    assert "EmbeddingWorker" not in actors
     logs = _get_json(f"{ray_head.dashboard}/api/jobs/{job_id}/logs")["logs"]
     assert "Found multiple active Ray instances" not in logs  # Train's State API calls found this head
     # the epoch and test lines come from Ray Train's processes, forwarded by both nodes' log monitors
     _assert_each_line_once(cli_output)
-
-
-def test_coreset_job_fits_a_cluster_sized_for_one_phase(ray_head, tmp_path, capsys):
-    # The reported deadlock: a head of exactly 2 CPUs, a Train worker of 2 CPUs and 2 embedding
-    # actors of 1 CPU each. The actors held their CPUs for the whole job, Train waited 60 s for
-    # its worker and retried forever. Now the workers run the selections: the job needs 2 CPUs.
-    overrides = ["coreset.method=craig", "coreset.warmup_epochs=1", "coreset.every=1", "ray.num_workers=1",
-                 "ray.cpus_per_worker=2", "ray.num_actors=2", "ray.cpus_per_actor=1", "ray.max_failures=0"]
-    job_id, wall, cli_output = _submit(ray_head, tmp_path, overrides)
-    _report(capsys, ray_head, "coreset job on a cluster sized for one phase", wall)
-    _assert_succeeded(ray_head, job_id, cli_output)
-    run = _finished_run(tmp_path)
-    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    assert [a.path for a in client.list_artifacts(run.info.run_id, "coresets")] == [
-        "coresets/coreset_epoch001.parquet"]
-    assert "EmbeddingWorker" not in _actor_classes(ray_head)
 
 
 def test_request_that_can_never_fit_fails_at_once_with_one_line(ray_head, tmp_path, capsys):
