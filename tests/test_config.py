@@ -53,7 +53,7 @@ def test_overrides_and_types():
     assert cfg.train.epochs == 3
     assert isinstance(cfg.objective.epsilon, float) and cfg.objective.epsilon == 1.0
     assert cfg.data.limit is None
-    assert cfg.coreset.method == "craig"  # from the file
+    assert cfg.objective.name == "n_fgsm" and cfg.train.ema_decay == 0.99  # from the file
 
 
 def test_required_keys_exist_with_meanings():
