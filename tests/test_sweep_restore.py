@@ -98,3 +98,34 @@ def test_a_random_search_one_save_behind_the_trial_list_draws_what_it_missed(tmp
 def _trial_id(path: str) -> str:
     """The trial id in a Tune trial directory's name (``_score_<experiment>_<trial>_<tag>...``)."""
     return Path(path).name.split("_")[3]
+
+
+def test_lost_runs_are_the_children_the_list_lacks_each_claimed_once(mlflow_uri):
+    """``find_lost``: a child run whose trial Tune's list does not hold, keyed by its values;
+    ``LostRuns``: each run to one claim, in order, for its values only."""
+    from mlflow.tracking import MlflowClient
+
+    from distributed_adcs.distributed.sweep_lost import LostRuns, find_lost
+    from distributed_adcs.distributed.sweep_trial import TRIAL_TAG, VALUES_TAG, values_key
+
+    client = MlflowClient(mlflow_uri)
+    exp = client.create_experiment("sweeps")
+    parent = client.create_run(exp).info.run_id
+    twice = values_key({"train.lr": 0.05})
+
+    def child(trial: str, values: str | None, parent_id: str = parent) -> str:
+        tags = {"mlflow.parentRunId": parent_id, TRIAL_TAG: trial, **({VALUES_TAG: values} if values else {})}
+        return client.create_run(exp, tags=tags).info.run_id
+
+    child("listed", twice)  # in Tune's list: not lost
+    first, second = child("lost1", twice), child("lost2", twice)
+    other = child("lost3", values_key({"train.lr": 0.01}))
+    child("untagged", None)  # a run of code from before the values tag: cannot be matched
+    child("elsewhere", twice, parent_id=client.create_run(exp).info.run_id)  # another sweep's
+    lost = find_lost(client, exp, parent, {"listed"})
+    assert {k: sorted(v) for k, v in lost.items()} == {twice: sorted([first, second]),
+                                                       values_key({"train.lr": 0.01}): [other]}
+    assert values_key({"b": 1, "a": 0.5}) == values_key({"a": 0.5, "b": 1})  # one string for equal values
+    runs = LostRuns(lost)
+    assert [runs.claim(twice), runs.claim(twice), runs.claim(twice)] == [*lost[twice], None]
+    assert runs.claim(values_key({"train.lr": 0.02})) is None and runs.unclaimed() == [other]

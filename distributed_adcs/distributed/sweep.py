@@ -12,7 +12,9 @@ Resume: the sweep's Tune experiment lives in ``<train.output_dir>/tune/sweep-<pa
 with ``adcs_sweep.json`` (the sweep and its base config). ``adcs sweep --resume <that
 directory>`` restores it with ``Tuner.restore``: finished trials are not run again, and the
 same parent run collects the rest. Before that, ``sweep_restore`` brings the stored search
-algorithm to the stored trial list (a kill between Tune's two saves leaves them apart).
+algorithm to the stored trial list (a kill between Tune's two saves leaves them apart), and
+the runs of trials created after Tune's last save, which its list lost, go to the trials that
+propose their values again (``sweep_lost``).
 
 MLflow: one parent run for the sweep; each trial's job run is nested under it. Trials that
 ASHA stops are killed with their actor, so their runs would stay RUNNING: the driver marks
@@ -46,7 +48,8 @@ from ..tracking import RunTracker, resolve_tracking_uri  # noqa: E402
 from ..tracking.plots import curve_over_time, over_time_figure  # noqa: E402
 from .cluster import connect  # noqa: E402
 from .sweep_progress import TrialsBar  # noqa: E402
-from .sweep_restore import reconcile_search_state  # noqa: E402
+from .sweep_lost import LostRunsActor, find_lost  # noqa: E402
+from .sweep_restore import listed_trials, reconcile_search_state  # noqa: E402
 from .sweep_schedulers import SAMPLERS, make_scheduler  # noqa: E402
 from .sweep_trial import TRIAL_TAG, TrainJob, run_trial  # noqa: E402
 
@@ -100,15 +103,17 @@ def resume_sweep(directory: str, train: TrainJob) -> str:
         say(f"sweep {sweep.name}: Tune's search state had proposed {proposed} trials and its trial list holds "
             f"{listed} (the driver died between Tune's two saves); the search goes on from the list"
             + (f", {lost} trial(s) short of num_samples" if lost else ""))
-    return _sweep(sweep, base, train, resume=(directory, state["parent_run_id"]))
+    known = {trial_id for trial_id, _ in listed_trials(directory) or []}
+    return _sweep(sweep, base, train, resume=(state["parent_run_id"], known))
 
 
-def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, str] | None = None) -> str:
+def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, set[str]] | None = None) -> str:
+    """Run the sweep; ``resume``: (its parent run id, the trial ids of Tune's stored list)."""
     base_cfg = trial_config(base, sweep.set, {})
     uri = resolve_tracking_uri(base_cfg.mlflow.tracking_uri)
     parent = RunTracker(uri, base_cfg.mlflow.experiment, outage_s=base_cfg.mlflow.outage_s)
     if resume:
-        parent.run_id = resume[1]
+        parent.run_id = resume[0]
         parent.resume()
     else:
         parent.start(f"sweep-{sweep.name}", {f"sweep.{k}": v for k, v in _sweep_params(sweep).items()},
@@ -121,8 +126,12 @@ def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, s
         started = connect(base_cfg, resources={DRIVER_RESOURCE: 1000})
         try:
             check_sweep_store(uri, base_cfg.ray.num_workers > 0)
-            tuner = _tuner(sweep, base, uri, parent.run_id, output_dir, base_cfg, train, resume is not None)
+            lost = _lost_runs(parent, sweep.name, resume[1]) if resume else None
+            tuner = _tuner(sweep, base, uri, parent.run_id, output_dir, base_cfg, train, resume is not None, lost)
             results = tuner.fit()
+            if lost is not None and (left := ray.get(lost.unclaimed.remote())):
+                say(f"sweep {sweep.name}: no trial proposed the values of the lost runs {', '.join(left)} again: "
+                    f"they stay under the parent run as they were")
         finally:
             if started:
                 ray.shutdown()
@@ -132,6 +141,16 @@ def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, s
     return parent.run_id
 
 
+def _lost_runs(parent: RunTracker, name: str, listed: set[str]):
+    """A ``LostRuns`` actor holding the child runs whose trials Tune's stored list lost, or None."""
+    lost = find_lost(parent.client, parent.experiment_id, parent.run_id, listed)
+    if not lost:
+        return None
+    say(f"sweep {name}: {sum(map(len, lost.values()))} trial run(s) started after Tune's last save of its trial "
+        f"list; the trials that propose their values again take them up")
+    return LostRunsActor.remote(lost)
+
+
 def _sweep_params(sweep: SweepConfig) -> dict:
     return {"search": sweep.search, "search_alg": sweep.search_alg, "set": sweep.set, "num_samples": sweep.num_samples,
             "scheduler": sweep.scheduler, "metric": sweep.metric, "max_concurrent_trials": sweep.max_concurrent_trials,
@@ -139,11 +158,11 @@ def _sweep_params(sweep: SweepConfig) -> dict:
 
 
 def _tuner(sweep: SweepConfig, base: dict, uri: str, parent_run_id: str, output_dir: str, base_cfg, train: TrainJob,
-           resume: bool) -> tune.Tuner:
+           resume: bool, lost=None) -> tune.Tuner:
     resources = trial_resources(base_cfg.ray.num_workers > 0, sweep.trial_cpus)
     fn = tune.with_resources(partial(run_trial, train=train, base=base, fixed=sweep.set, parent_run_id=parent_run_id,
                                      uri=uri, output_dir=output_dir, trial_cpus=sweep.trial_cpus,
-                                     checkpoints=sweep.scheduler == "pbt"), resources)
+                                     checkpoints=sweep.scheduler == "pbt", lost=lost), resources)
     directory = storage.join(output_dir, "tune", f"sweep-{parent_run_id}")
     if resume:  # the stored experiment: its searcher's state, scheduler and callbacks (the trials bar)
         return tune.Tuner.restore(directory, fn, resume_unfinished=True, resume_errored=False)

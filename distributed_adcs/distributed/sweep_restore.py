@@ -43,12 +43,10 @@ def reconcile_search_state(directory: str) -> tuple[int, int, int] | None:
     """Bring the stored search algorithm of the Tune experiment ``directory`` to its trial list;
     returns ``(trials it had proposed, trials in the list, trials that will not run for it)``
     when it changed anything, else None (also when there is no state yet)."""
-    trials_files = storage.list_files(directory, TRIALS_FILE, ".json")
-    if not trials_files:
+    trials = listed_trials(directory)
+    if trials is None:
         return None
     fs, _ = storage.filesystem(directory)
-    with fs.open_input_stream(trials_files[-1]) as f:  # the newest, as Tune picks them: by name
-        trials = [_trial(entry) for entry in json.loads(f.readall())["trial_data"]]
     unfinished = {trial_id for trial_id, status in trials if status not in FINISHED}
     for prefix, bring in ((SEARCH_FILE, _model_based), (BASIC_FILE, _basic)):
         files = storage.list_files(directory, prefix, ".json")
@@ -65,6 +63,17 @@ def reconcile_search_state(directory: str) -> tuple[int, int, int] | None:
             storage.upload(local, storage.join(directory, Path(files[-1]).name))
         return brought[0], len(trials), brought[1]
     return None
+
+
+def listed_trials(directory: str) -> list[tuple[str, str]] | None:
+    """(trial id, status) of each trial in the newest stored trial list of the Tune experiment
+    ``directory`` (the one ``Tuner.restore`` reads); None when it has none yet."""
+    trials_files = storage.list_files(directory, TRIALS_FILE, ".json")
+    if not trials_files:
+        return None
+    fs, _ = storage.filesystem(directory)
+    with fs.open_input_stream(trials_files[-1]) as f:  # the newest, as Tune picks them: by name
+        return [_trial(entry) for entry in json.loads(f.readall())["trial_data"]]
 
 
 def _model_based(state: dict, listed: int, unfinished: set[str]) -> tuple[int, int] | None:

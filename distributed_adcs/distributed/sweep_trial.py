@@ -25,6 +25,7 @@ import tempfile
 from pathlib import Path
 from typing import Callable
 
+import ray
 import torch
 from ray import tune
 
@@ -34,6 +35,8 @@ from ..tracking.epochs import CHECKPOINT_FILE
 from ..tracking.job_run import NothingToResume, run_name
 
 TRIAL_TAG = "adcs.sweep_trial"  # a child run's Tune trial id
+VALUES_TAG = "adcs.sweep_values"  # the values Tune proposed for it, canonical JSON (values_key)
+LOST_TAG = "adcs.sweep_lost_trial"  # on a run taken up by a replaying trial: the trial Tune lost
 EXPLOIT_TAG = "adcs.pbt.exploit"  # + ".epochNNN": one tag per exploit (JSON: donor trial and run, values)
 # PBT's time attribute: epochs completed, the last one not counted, so that no perturbation (which
 # restarts every trial) falls after the last epoch, when no epoch is left to train
@@ -49,10 +52,24 @@ def trial_run(client, experiment_id: str, parent_run_id: str, trial_id: str):
     return runs[0] if runs else None
 
 
+def values_key(params: dict) -> str:
+    """The values a trial was proposed with, as one string that equal values share."""
+    return json.dumps(params, sort_keys=True, default=str)
+
+
+def adopt(client, run_id: str, trial_id: str, name: str):
+    """Make the lost run ``run_id`` the run of trial ``trial_id`` (named ``name``); returns it."""
+    client.set_tag(run_id, LOST_TAG, client.get_run(run_id).data.tags.get(TRIAL_TAG, ""))
+    client.set_tag(run_id, TRIAL_TAG, trial_id)
+    client.update_run(run_id, name=name)
+    return client.get_run(run_id)
+
+
 def run_trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_run_id: str, uri: str,
-              output_dir: str, trial_cpus: float, checkpoints: bool = False) -> None:
+              output_dir: str, trial_cpus: float, checkpoints: bool = False, lost=None) -> None:
     """The function trainable (``functools.partial`` binds everything but Tune's ``config``);
-    with ``checkpoints`` (PBT) each epoch's report carries the job's checkpoint."""
+    with ``checkpoints`` (PBT) each epoch's report carries the job's checkpoint; ``lost``, on a
+    resumed sweep, the ``sweep_lost.LostRuns`` actor that hands out runs Tune lost."""
     from mlflow.tracking import MlflowClient
 
     cfg = trial_config(base, fixed, config["params"])  # (after a PBT exploit: the new values)
@@ -64,6 +81,10 @@ def run_trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_
     client = MlflowClient(uri)
     experiment_id = client.get_run(parent_run_id).info.experiment_id
     earlier = trial_run(client, experiment_id, parent_run_id, trial_id)
+    if earlier is None and lost is not None:
+        claimed = ray.get(lost.claim.remote(values_key(config["params"])))
+        if claimed is not None:
+            earlier = adopt(client, claimed, trial_id, cfg.mlflow.run_name)
     if earlier is not None and earlier.info.status == "FINISHED":
         tune.report({**earlier.data.metrics, "epoch": cfg.train.epochs - 1, PBT_CLOCK: cfg.train.epochs - 1})
         return
@@ -84,7 +105,7 @@ def run_trial(config: dict, *, train: TrainJob, base: dict, fixed: dict, parent_
             return
         except NothingToResume:  # cut off before its first checkpoint: nothing worth keeping
             client.delete_run(earlier.info.run_id)
-    train(cfg, **job)
+    train(cfg, **{**job, "tags": {TRIAL_TAG: trial_id, VALUES_TAG: values_key(config["params"])}})
 
 
 def record_exploit(client, run_id: str, note: dict, donor_run_id: str, params: dict) -> None:
