@@ -3,7 +3,8 @@
 Parametrised over ``distributed_adcs.methods.METHODS``: a new method is covered by adding its
 registry entry, and a layer that forgets to ask the spec fails here, not on a user's cluster.
 Paths: the in-process job, the actor pool with the exact and the two-round merge, and a
-2-worker DDP job for each shape of method (:func:`_one_per_shape`; CRAIG's in test_distributed.py).
+2-worker DDP job for each shape of method (:func:`_one_per_shape`; the shapes that another
+test's 2-worker job already runs, :data:`DDP_ELSEWHERE`, are checked there).
 """
 
 from __future__ import annotations
@@ -141,19 +142,23 @@ def _one_per_shape() -> list[str]:
     (all data or a subset; embeddings, merged in one round or two; recorded losses). Methods of
     one shape differ only in their selector, which the actor-path test above runs for each of
     them, so a 2-worker job (a Ray Train job costs about 60 CPU-seconds here) runs once a shape;
-    a method with a new shape gets its own. The shape of :data:`DDP_ELSEWHERE` is left to
-    test_distributed.py's 2-worker job, which runs that method with :func:`check_job` too."""
+    a method with a new shape gets its own. The shapes of :data:`DDP_ELSEWHERE` are left to the
+    2-worker jobs named there, which run :func:`check_job` on their method too."""
     shapes: dict[tuple, str] = {}
     for name, spec in METHODS.items():
         shapes.setdefault(_shape(spec), name)
-    return [name for shape, name in shapes.items() if shape != _shape(METHODS[DDP_ELSEWHERE])]
+    elsewhere = {_shape(METHODS[name]) for name in DDP_ELSEWHERE}
+    return [name for shape, name in shapes.items() if shape not in elsewhere]
 
 
 def _shape(spec) -> tuple:
     return spec.trains_on_all, spec.needs_embeddings, spec.second_round is None, spec.needs_records
 
 
-DDP_ELSEWHERE = "craig"  # test_distributed.py::test_ddp_two_workers_identical_weights_one_row_per_epoch
+# method -> the 2-worker Ray Train job that runs check_job on it (each costs about 40 CPU-seconds)
+DDP_ELSEWHERE = {"craig": "test_distributed.py::test_ddp_two_workers_identical_weights_one_row_per_epoch",
+                 "random": "test_distributed.py::test_training_worker_killed_resumes_from_last_checkpoint",
+                 "full": "test_provenance.py::test_a_ray_train_job_records_each_nodes_system_metrics_and_provenance"}
 
 
 @pytest.mark.parametrize("method", _one_per_shape())

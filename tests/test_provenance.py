@@ -78,10 +78,15 @@ def test_a_job_in_this_process_records_system_metrics_and_provenance(server, tmp
 def test_a_ray_train_job_records_each_nodes_system_metrics_and_provenance(server, tmp_path, ray_session):
     from distributed_adcs.run import train
 
-    run_id = train(_cfg(server, tmp_path, "ray.num_workers=2", "ray.cpus_per_worker=1"))
+    cfg = _cfg(server, tmp_path, "ray.num_workers=2", "ray.cpus_per_worker=1")
+    run_id = train(cfg)
     client = MlflowClient(server)
     run = client.get_run(run_id)
     _check_provenance(client, run)
+    from test_methods import DDP_ELSEWHERE, check_job
+
+    assert "test_a_ray_train_job_records" in DDP_ELSEWHERE[cfg.coreset.method]  # the DDP test of full's shape
+    check_job(run_id, server, cfg)
     node = ray_session.get_runtime_context().get_node_id()  # one node, two workers: one series
     keys = {k for k in run.data.metrics if k.startswith("system/")}
     assert f"system/{node[:8]}/cpu_utilization_percentage" in keys and all(k.startswith(f"system/{node[:8]}/") for k in keys)
