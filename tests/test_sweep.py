@@ -47,15 +47,23 @@ def test_sweep_spec_is_checked_before_any_trial(tmp_path, mlflow_uri):
 
 
 def test_small_sweep_end_to_end(tmp_path, mlflow_uri):
-    from distributed_adcs.distributed.sweep import run_sweep
-    from distributed_adcs.run import train
+    """``adcs sweep`` as a user runs it: the runs, the parent's summary, and a console of our
+    lines only (its trials' job lines, one line per trial, the summary; no Tune table)."""
+    from test_console import sweep_lines
 
     # One trial at a time, a good learning rate first: ASHA then has a good result at every
     # rung before the near-frozen trials (lr 1e-6) reach it, and stops them.
     path = _write_sweep(tmp_path, mlflow_uri, {"train.lr": {"grid": [0.05, 1e-6, 1e-6]},
                                                 "coreset.fraction": {"grid": [0.3]}},
                         max_concurrent_trials=1)
-    parent_id = run_sweep(path, train)
+    proc = run_adcs("sweep", "--config", str(path))
+    assert proc.returncode == 0, (proc.stdout + proc.stderr)[-3000:]
+    lines = [line for line in (proc.stdout + proc.stderr).splitlines() if line.strip()]
+    strays = [line for line in lines if not any(p.match(line) for p in sweep_lines(3, "random"))]
+    assert not strays, "lines that are not ours:\n" + "\n".join(strays[:20])
+    assert sum(line.startswith("  trial ") for line in lines) == 3
+    assert lines[-1].startswith("sweep tiny: 3 trials")
+    parent_id = lines[-1].split("MLflow parent run ")[1].split()[0]
     client = MlflowClient(mlflow_uri)
     parent = client.get_run(parent_id)
     assert parent.info.status == "FINISHED"
