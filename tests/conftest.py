@@ -38,12 +38,12 @@ FMNIST = Path("/usr/share/datasets/fashion-mnist")
 #   unit - every test with none of the three (added below)
 RAY_FILES = {"test_distributed", "test_methods", "test_storage", "test_multinode", "test_ray_jobs",
              "test_gpu_placement", "test_local_ray", "test_interrupts", "test_console", "test_s3", "test_sweep",
-             "test_cli", "test_concurrent_jobs", "test_tracking_server", "test_ui", "test_ui_browser",
+             "test_cli", "test_concurrent_jobs", "test_tracking_server", "test_ui_browser",
              "test_bench_quality", "test_docs", "test_selection_wait", "test_api", "test_sweep_search", "test_sweep_pbt"}
 SLOW_FILES = {"test_interrupts", "test_s3", "test_multinode", "test_ray_jobs", "test_gpu_check", "test_bench_quality",
               "test_ui_browser", "test_concurrent_jobs", "test_tracking_server", "test_console", "test_sweep",
               "test_distributed", "test_storage", "test_bad_input", "test_cli", "test_guard", "test_selection_wait",
-              "test_ui", "test_docs", "test_methods", "test_selection_pipeline", "test_ledger", "test_ema", "test_api",
+              "test_docs", "test_methods", "test_selection_pipeline", "test_ledger", "test_ema", "test_api",
               "test_sweep_search", "test_model_logging", "test_postgres_store", "test_provenance", "test_sweep_pbt"}
 GPU_FILES = {"test_gpu_check", "test_gpu_placement", "test_precision"}
 

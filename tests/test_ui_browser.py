@@ -1,4 +1,5 @@
-"""``adcs ui`` in a real browser: headless Chromium renders MLflow's UI for a finished tiny run.
+"""``adcs ui`` in a real browser: headless Chromium renders MLflow's UI for a finished tiny run,
+served on 127.0.0.1 only.
 
 The MLflow UI is a JavaScript application: what a user sees exists only once a browser has run
 it, so an HTTP check of the API is not enough. Chromium (Debian's ``chromium``, installed by
@@ -34,6 +35,19 @@ def _browser() -> str:
     return found
 
 
+
+
+def _group_cmdlines(pgid: int) -> list[str]:
+    import psutil
+
+    found = []
+    for p in psutil.process_iter(["cmdline"]):
+        try:
+            if os.getpgid(p.pid) == pgid:
+                found.append(" ".join(p.info["cmdline"] or []))
+        except (ProcessLookupError, psutil.Error):
+            pass
+    return found
 
 
 def _get(url: str, body: dict | None = None) -> dict:
@@ -75,6 +89,12 @@ def test_the_ui_shows_the_run_its_metrics_and_plots_in_chromium(tmp_path, mlflow
             except OSError:
                 time.sleep(1)
         assert exp is not None, "the UI did not answer within 90 s"
+        import psutil  # it listens on loopback only
+
+        listeners = [c for c in psutil.net_connections("tcp") if c.status == psutil.CONN_LISTEN and c.laddr.port == port]
+        assert listeners and {c.laddr.ip for c in listeners} == {"127.0.0.1"}, listeners
+        # and with no MLflow server-side job runner beside it (adcs ui turns it off: cli.SERVER_JOBS_ENV)
+        assert not [c for c in _group_cmdlines(ui.pid) if "huey" in c or "_job_runner" in c]
         runs = _get(f"{base}/api/2.0/mlflow/runs/search", {"experiment_ids": [exp["experiment_id"]]})
         (run,) = runs["runs"]
         run_id, name = run["info"]["run_id"], run["info"]["run_name"]
