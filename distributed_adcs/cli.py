@@ -216,13 +216,18 @@ def _cmd_ui(args: argparse.Namespace) -> int:
             raise UsageError(f"port {args.port} on 127.0.0.1 is in use ({err.strerror}): pass --port") from None
     mlflow = shutil.which("mlflow") or os.path.join(os.path.dirname(sys.executable), "mlflow")
     print(f"MLflow UI for {uri} at http://127.0.0.1:{args.port}", flush=True)
-    os.execv(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)])
+    env = {**os.environ}
+    # MLflow's server-side job execution (GenAI scorers and periodic tasks) starts a job runner
+    # and seven huey consumers beside the UI; viewing training runs uses none of them
+    env.setdefault(SERVER_JOBS_ENV, "false")
+    os.execve(mlflow, [mlflow, "ui", "--backend-store-uri", uri, "--host", "127.0.0.1", "--port", str(args.port)], env)
     return 0  # not reached
 
 
 # the machine's, not the program's, fault: a full disk or a directory it may not write
 _DISK_ERRORS = {errno.ENOSPC, errno.EFBIG, errno.EDQUOT, errno.EROFS, errno.EACCES}
 
+SERVER_JOBS_ENV = "MLFLOW_SERVER_ENABLE_JOB_EXECUTION"  # (cluster/mlflow-server.yaml sets it too)
 COMMANDS = {"train": _cmd_train, "evaluate": _cmd_evaluate, "sweep": _cmd_sweep, "ui": _cmd_ui, "data": _cmd_data}
 
 

@@ -107,6 +107,10 @@ def tiny_args(tmp_path: Path, mlflow_uri: str, *extra: str) -> list[str]:
     return [a for s in sets for a in ("--set", s)]
 
 
+# the server's environment in cluster/mlflow-server.yaml (test_cluster_specs checks they agree)
+SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 class MlflowServer:
     """``mlflow server`` on a free loopback port (or ``port``), its store ``backend`` (a sqlite file
     of ``where`` by default, or a PostgreSQL URI), artifacts proxied to ``artifacts`` (a directory
@@ -130,7 +134,8 @@ class MlflowServer:
                                           "--backend-store-uri", self.backend, "--serve-artifacts",
                                           "--artifacts-destination", self.artifacts, "--workers", "1"],
                                          stdout=subprocess.DEVNULL, stderr=err, stdin=subprocess.DEVNULL,
-                                         env={**os.environ, **(self.env or {})}, start_new_session=True)  # its own group
+                                         env={**os.environ, **SERVER_ENV, **(self.env or {})},
+                                         start_new_session=True)  # its own group
         deadline = time.time() + 120
         while True:
             try:

@@ -27,7 +27,7 @@ from distributed_adcs.cli import build_parser
 from distributed_adcs.distributed.resources import job_bundles, pack
 from distributed_adcs.config import JobConfig, load_config
 
-from helpers import ROOT
+from helpers import ROOT, SERVER_ENV
 
 CLUSTER = ROOT / "cluster"
 GPU = "nvidia.com/gpu"
@@ -271,6 +271,12 @@ def test_mlflow_server_manifest_serves_what_the_rayjob_records_into():
     assert re.search(r"--backend-store-uri \"postgresql\+psycopg://[^\"]+@mlflow-db:5432/", args)
     assert 'pip install --quiet "psycopg[binary]' in args
     assert host in args  # --allowed-hosts admits the name the jobs use
+    # the environment the tests' servers run with (helpers.MlflowServer): no server-side job runner
+    env = {e["name"]: e["value"] for e in server["containers"][0]["env"] if "value" in e}
+    assert env == SERVER_ENV
+    from distributed_adcs.cli import SERVER_JOBS_ENV  # and adcs ui's
+
+    assert SERVER_ENV == {SERVER_JOBS_ENV: "false"}
     mount = server["containers"][0]["volumeMounts"][0]
     assert f"--artifacts-destination {mount['mountPath']}" in args
     claims = {v["persistentVolumeClaim"]["claimName"] for d in by_kind["Deployment"].values()
