@@ -53,9 +53,9 @@ GPU_FILES = {"test_gpu_check", "test_gpu_placement", "test_precision"}
 # two workers in this order (`-n 2 --dist loadfile --no-loadscope-reorder`: xdist would otherwise
 # hand out the files with most tests first), and a long file picked up last would leave
 # the other worker idle at the end.
-LONGEST_FILES = ["test_bench_quality", "test_interrupts", "test_postgres_store", "test_gpu_check", "test_distributed",
-                 "test_storage", "test_s3", "test_bad_input", "test_console", "test_methods", "test_multinode",
-                 "test_ray_jobs"]
+LONGEST_FILES = ["test_interrupts", "test_bench_quality", "test_storage", "test_postgres_store", "test_multinode",
+                 "test_s3", "test_ray_jobs", "test_console", "test_distributed", "test_sweep", "test_sweep_search",
+                 "test_cli", "test_gpu_check"]
 
 
 def _run_order(item) -> int:
