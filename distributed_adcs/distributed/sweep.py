@@ -131,7 +131,7 @@ def _sweep(sweep: SweepConfig, base: dict, train: TrainJob, resume: tuple[str, s
             results = tuner.fit()
             if lost is not None and (left := ray.get(lost.unclaimed.remote())):
                 say(f"sweep {sweep.name}: no trial proposed the values of the lost runs {', '.join(left)} again: "
-                    f"they stay under the parent run as they were")
+                    f"they stay under the parent run (one that was cut off is closed KILLED)")
         finally:
             if started:
                 ray.shutdown()

@@ -5,8 +5,10 @@ into a staging directory, and a background thread copies both to the experiment 
 driver killed between the two writes, or during the copy, leaves a trial list that is one save
 ahead of the search algorithm: restored, it proposes the trials it believes are missing while
 Tune also resumes the ones in the list, and the sweep runs more than ``num_samples`` trials
-(seen in CI: 5 of 4). Its set of live trials may also hold a trial that the list has finished,
-which never reports again and holds its slot of ``max_concurrent_trials`` for ever.
+(``tests/test_sweep_restore.py`` makes that shape; the 5 runs of 4 that CI saw came from the
+other loss, trials created after the last save: ``sweep_lost``). Its set of live trials may
+also hold a trial that the list has finished, which never reports again and holds its slot of
+``max_concurrent_trials`` for ever.
 
 :func:`reconcile_search_state` brings the search algorithm to the list:
 
