@@ -14,13 +14,10 @@ PYTEST_ARGS ?=
 .PHONY: setup data browser postgres run test test-fast typecheck bench quality attack mutation ui clean
 setup: $(VENV)/.installed data
 
-# uv installs the pinned environment in about a fifth of pip's time (measured: 23 s against
-# 102 s, the same versions; docs/measurements.md); pip installs it where uv cannot
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip uv==0.13.10
-	$(VENV)/bin/uv pip install -q --python $(PY) -c constraints.txt -e '.[dev]' \
-		|| $(PY) -m pip install -q -c constraints.txt -e '.[dev]'
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	touch $@
 
 data: $(VENV)/.installed
