@@ -11,6 +11,7 @@ the same command in a process of its own, without 4 CPU-seconds of imports each.
 from __future__ import annotations
 
 import os
+import resource
 import socket
 import sqlite3
 import subprocess
@@ -410,12 +411,16 @@ def test_bad_input(case: Case, tmp_path: Path, request, monkeypatch):
         argv.append(a)
     env = _env()  # (with ADCS_TEST_CKPT, set above)
 
+    def limits() -> None:
+        if case.limit_file_bytes:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (case.limit_file_bytes, case.limit_file_bytes))
+
     t0 = time.perf_counter()
     try:
         if case.fast:  # a fresh interpreter: the error must come before the heavy imports
             proc = subprocess.run([sys.executable, "-m", "distributed_adcs.cli", *argv], cwd=tmp, env=env,
                                   capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL,
-                                  start_new_session=True)
+                                  start_new_session=True, preexec_fn=limits)
         else:
             proc = request.getfixturevalue("forked").run(argv, cwd=tmp, env=env, timeout=300,
                                                          file_size_limit=case.limit_file_bytes)
