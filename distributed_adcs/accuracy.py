@@ -169,7 +169,7 @@ def robust_mask(
 AUTOATTACK_STEPS = {"standard": 100, "fast": 10}  # APGD-CE, APGD-T and FAB-T iterations
 # the versions autoattack_mask runs: the two AutoAttacks, and Square alone (black box)
 AUTOATTACK_VERSIONS = (*AUTOATTACK_STEPS, "square")
-SQUARE_QUERIES = 5000  # Square's queries in every version (the published standard's)
+SQUARE_QUERIES = 5000  # Square's queries by default in every version (the published standard's)
 
 
 def autoattack_mask(
@@ -184,6 +184,7 @@ def autoattack_mask(
     batch_size: int = 256,
     progress: Progress | None = None,
     version: str = "standard",
+    square_queries: int = SQUARE_QUERIES,
 ) -> Tensor:
     """Per example, in order: correct when clean and under AutoAttack (APGD-CE, APGD-T, FAB-T,
     then Square), built from torchattacks' components with the iteration counts of ``version``
@@ -213,6 +214,7 @@ def autoattack_mask(
         batch_size: examples attacked at once.
         progress: optional iterable wrapper for a progress bar.
         version: ``standard``, ``fast`` or ``square``.
+        square_queries: Square's queries (5,000 as published; fewer is a weaker check).
 
     Returns:
         A boolean tensor with one entry per example (on the CPU).
@@ -228,7 +230,7 @@ def autoattack_mask(
     masks = []
     with bn_mode(model, "eval"), frozen_parameters(model), torch.random.fork_rng(devices=rng_devices):
         common = {"norm": norm, "eps": epsilon, "seed": seed, "n_restarts": 1}
-        square = torchattacks.Square(model, n_queries=SQUARE_QUERIES, **common)
+        square = torchattacks.Square(model, n_queries=square_queries, **common)
         if version == "square":  # (MultiAttack wants two or more)
             aa = square
         else:

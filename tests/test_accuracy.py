@@ -132,6 +132,11 @@ def test_square_alone_is_the_black_box_check_and_masks_are_per_example(fitted) -
     autoattack_mask(model, xs[:4], ys[:4], norm="Linf", epsilon=1e-6, n_classes=N_CLASSES, version="square")
     counter.detach()
     assert counter.forward > 4 and counter.backward == 0
+    fewer = PassCounter(model)  # eval.square_queries reaches Square: a tenth of a percent of the queries
+    autoattack_mask(model, xs[:4], ys[:4], norm="Linf", epsilon=1e-6, n_classes=N_CLASSES, version="square",
+                    square_queries=5)
+    fewer.detach()
+    assert 4 < fewer.forward <= 4 * 2 * (5 + 1) and counter.forward > 4 * 1000, (fewer.forward, counter.forward)
     clean = clean_mask(model, [XYBatch(xs[:8], ys[:8]), XYBatch(xs[8:], ys[8:])])
     square = autoattack_mask(model, xs, ys, norm="Linf", epsilon=12 / 255, n_classes=N_CLASSES, version="square")
     full = autoattack_mask(model, xs, ys, norm="Linf", epsilon=12 / 255, n_classes=N_CLASSES, batch_size=8)

@@ -41,9 +41,11 @@ class Settings:
         """Every arm tiny (minutes for the whole benchmark), the same table."""
         return replace(self, n=384, val=128, test=128, epochs=3, short=2, warmup=1, pgd_steps=3, aa_n=8, val_every=1,
                        probe_epochs=3, smoke=True,
-                       # (logging the models costs each tiny arm seconds: docs/measurements.md; real arms log them)
+                       # (logging the models costs each tiny arm seconds: docs/measurements.md; real arms log them;
+                       # Square's 5,000 queries were half of the attack smoke's time: a tiny model's robust
+                       # images each take every one of them)
                        set=[*self.set, "objective.steps=2", "eval.val_pgd_steps=2", "data.batch_size=64",
-                            "mlflow.log_model=false"])
+                            "mlflow.log_model=false", "eval.square_queries=100"])
 
     def for_probe(self) -> Settings:
         """Full AT's validation curve: every epoch, one seed; its records stay in the store."""

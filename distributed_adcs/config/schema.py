@@ -197,6 +197,10 @@ class EvalConfig:
     # "standard" (10 iterations each), logged under its own name, test_autoattack_fast_acc.
     # square: Square alone (5,000 queries), the black-box check for gradient masking, test_square_acc
     autoattack_version: Literal["standard", "fast", "square"] = "standard"
+    # Square's queries in every version. 5,000 is the published count; fewer is a quicker, weaker
+    # check, not AutoAttack as published (the benchmarks' smoke runs: a tiny model's robust images
+    # each take every query)
+    square_queries: int = 5000
     # keep the best epoch's model by validation robust accuracy (never the test set) in the
     # checkpoint, and evaluate it too: best_test_* metrics beside test_*, and best_epoch
     keep_best: bool = True
@@ -210,6 +214,7 @@ class EvalConfig:
         _check(self.pgd_restarts >= 1, "pgd_restarts", f"must be >= 1, got {self.pgd_restarts}")
         _check(self.test_limit is None or self.test_limit >= 1, "test_limit", f"must be >= 1 or null, got {self.test_limit}")
         _check(self.autoattack_n >= 1, "autoattack_n", f"must be >= 1, got {self.autoattack_n}")
+        _check(self.square_queries >= 1, "square_queries", f"must be >= 1, got {self.square_queries}")
 
 
 @dataclass(kw_only=True, slots=True)

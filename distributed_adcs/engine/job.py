@@ -365,7 +365,8 @@ class Job:
             y = self.splits.test.labels[:n].to(self.device)
             name = AUTOATTACK_METRICS[e.autoattack_version]
             mask = autoattack_mask(model, x, y, norm="Linf" if norm == "linf" else "L2", epsilon=eps,
-                                   n_classes=self.splits.num_classes, seed=self.cfg.seed, version=e.autoattack_version)
+                                   n_classes=self.splits.num_classes, seed=self.cfg.seed, version=e.autoattack_version,
+                                   square_queries=e.square_queries)
             out[f"test_{name}_acc"] = int(mask.sum()) / mask.numel()
             masks[name] = mask
             self.test_outcomes["examples"][name] = n
