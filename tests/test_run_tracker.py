@@ -39,3 +39,23 @@ def test_log_history_batches_past_mlflows_limit(mlflow_uri):
     history = sorted((m.step, m.value) for m in client.get_metric_history(tracker.run_id, "a"))
     assert history == [(s, s / 10) for s in range(1500)]
     assert client.get_run(tracker.run_id).data.metrics["b"] == 2.0
+
+
+def test_a_ray_train_controller_handed_the_final_evaluation_twice_records_it_once(mlflow_uri, capsys):
+    # Train may restart a worker group after its final report (seen in a clean clone's suite: its
+    # placement group removed under the live worker); the restarted group evaluates the last
+    # checkpoint again and reports it again: the run keeps one record of the test evaluation
+    from types import SimpleNamespace
+
+    from distributed_adcs.distributed.reporter import MlflowReporter
+    from distributed_adcs.tracking.epochs import EpochRecorder
+
+    tracker = RunTracker(mlflow_uri, "restarted")
+    tracker.start("r", {})
+    reporter = MlflowReporter(EpochRecorder(mlflow_uri, tracker.run_id, 10, epochs=2, tracker=tracker), "unused", "t")
+    final = {"kind": "final", "epoch": 2, "test_clean_acc": 0.5, "time_test_s": 0.1, "state_digest": "d"}
+    reporter.after_report(SimpleNamespace(), [final], None)
+    reporter.after_report(SimpleNamespace(), [{**final, "time_test_s": 0.3, "state_digest": "e"}], None)
+    for key, value in (("test_clean_acc", 0.5), ("time_test_s", 0.1)):
+        assert [(m.step, m.value) for m in tracker.client.get_metric_history(tracker.run_id, key)] == [(2, value)]
+    assert capsys.readouterr().out.count("test_clean_acc=0.5000") == 1

@@ -39,6 +39,8 @@ class MlflowReporter(UserCallback):
         kind, step = head.pop("kind", "epoch"), int(head.pop("epoch", 0))
         numeric = {k: v for k, v in head.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
         if kind == "final":
+            if self.recorder.final_recorded:  # a restarted worker group's repeat (EpochRecorder.final)
+                return
             digests = {str(rank): m.get("state_digest") for rank, m in enumerate(metrics)}
             self.recorder.tracker.log_json(digests, "ddp/final_state_digests.json")
             self.recorder.final(numeric, head.get("test_outcomes"))

@@ -77,6 +77,7 @@ class EpochRecorder:
         self.experiment_id = tracker.experiment_id if tracker is not None else None
         self.outage_s = tracker.outage_s if tracker is not None else OUTAGE_S
         self._named: str | None = None  # the checkpoint the tag names now (set once per place)
+        self.final_recorded = False  # the test evaluation is recorded once (see final)
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_tracker": None}
@@ -116,11 +117,20 @@ class EpochRecorder:
         """The test evaluation, at ``step = epochs``, and each test example's outcome under each
         attack (``Job.test_outcomes``) as the artifact :data:`OUTCOMES_ARTIFACT`; then every record
         of the job is delivered (a Ray Train controller ends after this: what waits in its outbox,
-        for a tracking server that is restarting, is sent first, or the job fails naming the server)."""
+        for a tracking server that is restarting, is sent first, or the job fails naming the server).
+
+        Once: a Ray Train controller may be handed the evaluation again. Seen in a clean clone's
+        suite: after the final report, Train removed the worker group's placement group under the
+        live worker, took the failed health check for a worker failure, and restarted the group
+        from the last checkpoint, which has no epoch left, so it evaluated again. The values were
+        the same (the same model, seeded); a second record would be the same step twice."""
+        if self.final_recorded:
+            return
         if outcomes:
             self.tracker.log_json(outcomes, OUTCOMES_ARTIFACT)
         self.tracker.log_metrics(metrics, step=self.epochs)
         self.tracker.flush()
+        self.final_recorded = True
         say(final_line(metrics))
 
     def _fault(self, epoch: int, step: str) -> None:
