@@ -119,6 +119,14 @@ def test_autoattack_standard_runs_the_published_iteration_counts(fitted) -> None
         autoattack_accuracy(model, xs, ys, norm="Linf", epsilon=0.1, n_classes=N_CLASSES, version="plus")
 
 
+def test_the_configs_square_queries_default_is_the_published_count_autoattack_mask_uses():
+    # two places hold it: the config (read without torch) and accuracy.py's default
+    from distributed_adcs.accuracy import SQUARE_QUERIES
+    from distributed_adcs.config import EvalConfig
+
+    assert EvalConfig().square_queries == SQUARE_QUERIES == 5000
+
+
 @pytest.mark.slow  # 5 to 25 s: out of `make test-fast`, in `make test`
 def test_square_alone_is_the_black_box_check_and_masks_are_per_example(fitted) -> None:
     # Square alone at a radius nothing breaks queries the model without a gradient: no backward

@@ -19,12 +19,12 @@ from distributed_adcs.distributed.cluster import connect
 from distributed_adcs.distributed.local_env import LOCAL_RAY_ENV
 
 
-def _children(raylet: int, *starts: str) -> list[str]:
+def _children(raylet: int, *names: str) -> list[str]:
     """Processes of this Ray's raylet (another Ray on the machine, another test's beside this one
-    under xdist, has its own) whose command line starts with one of ``starts`` or names them."""
-    return [" ".join(p.info["cmdline"])[:80] for p in psutil.process_iter(["cmdline", "ppid"])
-            if p.info["ppid"] == raylet and p.info["cmdline"]
-            and (p.info["cmdline"][0].startswith(starts) or any(s in " ".join(p.info["cmdline"]) for s in starts))]
+    under xdist, has its own) whose command line holds one of ``names``."""
+    lines = [" ".join(p.info["cmdline"]) for p in psutil.process_iter(["cmdline", "ppid"])
+             if p.info["ppid"] == raylet and p.info["cmdline"]]
+    return [line[:80] for line in lines if any(name in line for name in names)]
 
 
 def _train_fn(config):
